@@ -1,0 +1,3 @@
+"""NanoMoni: micropayments in payment channels."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,69 @@
+"""One error type for every layer, carrying a SPEC §6 code; mapped to HTTP once."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Code(StrEnum):
+    invalid_encoding = "invalid_encoding"
+    invalid_signature = "invalid_signature"
+    not_registered = "not_registered"
+    invalid_amount = "invalid_amount"
+    insufficient_balance = "insufficient_balance"
+    missing_field = "missing_field"
+    exceeds_amount = "exceeds_amount"
+    exceeds_max = "exceeds_max"
+    commitment_reused = "commitment_reused"
+    already_closed = "already_closed"
+    channel_closed = "channel_closed"
+    wrong_vendor = "wrong_vendor"
+    non_monotonic = "non_monotonic"
+    invalid_proof = "invalid_proof"
+    duplicate_mismatch = "duplicate_mismatch"
+    id_mismatch = "id_mismatch"
+    no_payments = "no_payments"
+    mode_mismatch = "mode_mismatch"
+    channel_not_found = "channel_not_found"
+    account_not_found = "account_not_found"
+    unauthorized = "unauthorized"
+    forbidden = "forbidden"
+    validation_error = "validation_error"
+    payload_too_large = "payload_too_large"
+    settlement_failed = "settlement_failed"
+    issuer_unavailable = "issuer_unavailable"
+    internal_error = "internal_error"
+
+
+_STATUS: dict[Code, int] = {
+    Code.channel_not_found: 404,
+    Code.account_not_found: 404,
+    Code.unauthorized: 401,
+    Code.forbidden: 403,
+    Code.validation_error: 422,
+    Code.payload_too_large: 413,
+    Code.settlement_failed: 502,
+    Code.issuer_unavailable: 503,
+    Code.internal_error: 500,
+}
+
+
+def http_status(code: Code) -> int:
+    """The HTTP status of a code: 400 unless listed."""
+    return _STATUS.get(code, 400)
+
+
+class NanoMoniError(Exception):
+    """A refusal with a SPEC code and a human sentence."""
+
+    def __init__(self, code: Code, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+    @property
+    def status(self) -> int:
+        return http_status(self.code)
+
+    def __repr__(self) -> str:
+        return f"NanoMoniError({self.code.value!r}, {self.detail!r})"

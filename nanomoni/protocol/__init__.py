@@ -1,0 +1,1 @@
+"""Pure protocol rules (SPEC §4–§5): no I/O, no HTTP, no store."""

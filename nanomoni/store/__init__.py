@@ -1,0 +1,1 @@
+"""Storage: one small interface per side, adapters selected by a --store URL."""

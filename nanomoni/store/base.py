@@ -1,0 +1,67 @@
+"""The storage interfaces. Every method that moves money or advances a channel
+is one atomic step in the store; the store never verifies signatures or proofs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from nanomoni.protocol.model import (
+    Account,
+    CasResult,
+    ChannelTerms,
+    Closure,
+    IssuerChannel,
+    PaymentState,
+    VendorView,
+)
+
+
+class IssuerStore(Protocol):
+    async def register(self, public_key_der_b64: str, initial_balance: int) -> Account:
+        """Create the account with `initial_balance` unless it exists; never grants twice."""
+
+    async def get_account(self, public_key_der_b64: str) -> Account | None: ...
+
+    async def deposit(self, public_key_der_b64: str, amount: int) -> Account | None:
+        """Add `amount`; None if the account does not exist."""
+
+    async def open_channel(self, terms: ChannelTerms) -> Account:
+        """One atomic step: both parties registered (else not_registered), client
+        balance >= amount (else insufficient_balance), root never used
+        (else commitment_reused); debit client, create channel, mark root used.
+        Returns the client's account after the debit. Raises NanoMoniError."""
+
+    async def get_channel(self, channel_id: str) -> IssuerChannel | None: ...
+
+    async def settle(self, channel_id: str, closure: Closure) -> Closure:
+        """One atomic exactly-once step: credit vendor `owed`, refund client
+        `amount - owed`, close. `closure.client_balance/vendor_balance` are
+        ignored on input and filled in on output. If already closed with the
+        same `proof_digest`, return the stored closure unchanged; with another
+        digest raise already_closed. Unknown channel: channel_not_found."""
+
+    async def close(self) -> None: ...
+
+
+class VendorStore(Protocol):
+    async def load(self, channel_id: str, node_keys: Sequence[int] = ()) -> VendorView:
+        """Accepted state, the requested Merkle nodes (None where unknown), closing flag."""
+
+    async def compare_and_set(
+        self, channel_id: str, new: PaymentState, nodes: Mapping[int, bytes]
+    ) -> CasResult:
+        """One atomic step: store `new` and `nodes` only if the channel is not
+        closing and no state with index >= new.index is stored."""
+
+    async def begin_close(self, channel_id: str) -> PaymentState | None:
+        """Atomically mark the channel closing (no more payments) and return its state."""
+
+    async def nodes(self, channel_id: str, node_keys: Sequence[int]) -> list[bytes | None]: ...
+
+    async def record_settlement(self, channel_id: str, closure: Closure) -> None:
+        """Remember the issuer's settlement (idempotent)."""
+
+    async def settlement(self, channel_id: str) -> Closure | None: ...
+
+    async def close(self) -> None: ...
