@@ -46,8 +46,9 @@ class _Connection(asyncio.Protocol):
         return self._lost is None and self._transport is not None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
+        if self._out:  # uvloop calls connection_made after create_connection returned
+            self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = exc or ConnectionError("redis connection closed")
@@ -73,7 +74,7 @@ class _Connection(asyncio.Protocol):
 
     def send(self, packed: bytes) -> asyncio.Future[Reply]:
         """Queue one packed command (or several, see `send_many`); returns its reply future."""
-        if self._lost is not None or self._transport is None:
+        if self._lost is not None:
             raise ConnectionError(f"redis connection lost: {self._lost}")
         fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending.append(fut)
@@ -85,6 +86,8 @@ class _Connection(asyncio.Protocol):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if self._transport is None and self._lost is None:
+            return  # not connected yet: connection_made flushes
         if self._out and self._transport is not None and self._lost is None:
             self._transport.write(b"".join(self._out))
         self._out.clear()

@@ -1,0 +1,174 @@
+"""What both services share: body decoding, the error mapping, service endpoints, app assembly.
+
+Every 4xx/5xx leaves as `{"detail", "code"}` (SPEC §6). Bodies are decoded by
+msgspec straight from the raw bytes into the wire structs, so a schema error
+names the bad member and a route's mode decides the body type.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import msgspec
+from litestar import Litestar, MediaType, Request, Response, get
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.types import ControllerRouterHandler, LifespanHook
+
+from nanomoni import __version__, metrics, wire
+from nanomoni.errors import Code, NanoMoniError, http_status
+from nanomoni.protocol.model import Mode
+
+log = logging.getLogger("nanomoni")
+
+DEFAULT_MAX_BODY = 64 * 1024
+JSON = MediaType.JSON
+
+T = TypeVar("T")
+
+_encoder = msgspec.json.Encoder()
+
+
+class ValidationFailed(NanoMoniError):
+    """A schema error (422) with the bad members listed."""
+
+    def __init__(self, detail: str, errors: list[dict[str, str]]) -> None:
+        super().__init__(Code.validation_error, detail)
+        self.errors = errors
+
+
+# msgspec messages end in "- at `$.member`" (or "$" for the whole object).
+_AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_FIELD = re.compile(r"field `(?P<name>[^`]+)`")
+
+
+def _validation_failure(exc: msgspec.MsgspecError) -> ValidationFailed:
+    message = str(exc)
+    where = _AT.search(message)
+    path = where.group("path").lstrip(".") if where else ""
+    named = _FIELD.search(message)  # unknown / missing members name themselves
+    if named:
+        path = f"{path}.{named.group('name')}" if path else named.group("name")
+    reason = message[: where.start()] if where else message
+    field = path or "body"
+    return ValidationFailed(
+        f"invalid request body: {reason} ({field})", [{"field": field, "message": reason}]
+    )
+
+
+def decode(raw: bytes, body_type: type[T]) -> T:
+    """Decode a JSON body into `body_type`; any schema or syntax error is a 422."""
+    try:
+        return msgspec.json.decode(raw, type=body_type)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise _validation_failure(exc) from None
+
+
+def json_response(body: Any, status: int = 200) -> Response[bytes]:
+    return Response(content=_encoder.encode(body), status_code=status, media_type=JSON)
+
+
+def empty_response(status: int = 204) -> Response[bytes]:
+    return Response(content=b"", status_code=status)
+
+
+def error_response(
+    code: Code, detail: str, errors: list[dict[str, str]] | None = None
+) -> Response[bytes]:
+    body = wire.ErrorResponse(detail=detail, code=code.value, errors=errors)
+    return json_response(body, http_status(code))
+
+
+def parse_mode(segment: str) -> Mode:
+    """An unknown mode in the path is a resource that does not exist (404)."""
+    try:
+        return Mode(segment)
+    except ValueError:
+        raise NanoMoniError(Code.channel_not_found, f"unknown payment mode {segment!r}") from None
+
+
+# --- exception mapping ------------------------------------------------------------
+
+_STATUS_CODES: dict[int, Code] = {
+    401: Code.unauthorized,
+    403: Code.forbidden,
+    404: Code.channel_not_found,
+    413: Code.payload_too_large,
+}
+
+
+def _on_nanomoni_error(_: Request[Any, Any, Any], exc: NanoMoniError) -> Response[bytes]:
+    errors = exc.errors if isinstance(exc, ValidationFailed) else None
+    return error_response(exc.code, exc.detail, errors)
+
+
+def _on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    status = exc.status_code
+    if status >= 500:
+        log.error("framework error %s: %s", status, exc.detail)
+        return error_response(Code.internal_error, "internal error")
+    code = _STATUS_CODES.get(status, Code.validation_error)
+    if code is Code.payload_too_large:
+        detail = "request body exceeds the configured limit"
+    elif status == 404:
+        detail = "no such resource"
+    else:
+        detail = str(exc.detail)
+    response = error_response(code, detail)
+    if status not in (404, 413, 401, 403):  # e.g. 405 keeps its own status
+        response.status_code = status if status != 400 else 422
+    return response
+
+
+def _on_internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    log.exception("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(Code.internal_error, "internal error")
+
+
+# --- service endpoints ----------------------------------------------------------
+
+
+def service_routes(service: str) -> list[ControllerRouterHandler]:
+    health = msgspec.json.encode(
+        wire.HealthResponse(status="healthy", service=service, version=__version__)
+    )
+
+    @get("/health", sync_to_thread=False, include_in_schema=True)
+    def health_endpoint() -> Response[bytes]:
+        return Response(content=health, media_type=JSON)
+
+    @get("/metrics", sync_to_thread=False, include_in_schema=False)
+    def metrics_endpoint() -> Response[bytes]:
+        return Response(content=metrics.render(), media_type=metrics.CONTENT_TYPE)
+
+    return [health_endpoint, metrics_endpoint]
+
+
+def build_app(
+    *,
+    service: str,
+    routes: Sequence[ControllerRouterHandler],
+    on_startup: Sequence[LifespanHook],
+    on_shutdown: Sequence[LifespanHook],
+    max_body: int,
+) -> Litestar:
+    handlers: dict[Any, Callable[..., Response[bytes]]] = {
+        NanoMoniError: _on_nanomoni_error,
+        HTTPException: _on_http_exception,
+        Exception: _on_internal_error,
+    }
+    return Litestar(
+        route_handlers=[*service_routes(service), *routes],
+        on_startup=list(on_startup),
+        on_shutdown=list(on_shutdown),
+        exception_handlers=handlers,
+        request_max_body_size=max_body,
+        openapi_config=OpenAPIConfig(
+            title=f"NanoMoni {service}", version=__version__, path="/schema"
+        ),
+        logging_config=None,
+        debug=False,
+    )
