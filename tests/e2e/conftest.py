@@ -149,6 +149,12 @@ class Stack:
         """A fresh key, not registered."""
         return Party.new(kind)
 
+    def use_vendor(self, vendor: ServiceProcess) -> None:
+        """Talk to another (e.g. restarted) vendor process."""
+        self.vendor.close()
+        self.vendor_url = vendor.url
+        self.vendor = httpx.Client(base_url=vendor.url + "/api/v1/vendor", timeout=30)
+
     def close(self) -> None:
         self.issuer.close()
         self.vendor.close()
@@ -317,3 +323,9 @@ def stack(deployment: Deployment) -> Iterator[Stack]:
             net.close()
             assert vendor.stop() == 0
             assert issuer.stop() == 0
+
+
+@pytest.fixture
+def stack_factory() -> type[Stack]:
+    """Builds a Stack for services a test started itself: stack_factory(issuer, vendor)."""
+    return Stack
