@@ -5,6 +5,7 @@
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.long cimport PyLong_Check
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.ref cimport Py_INCREF
 from libc.stdint cimport uint8_t, uint64_t
@@ -38,6 +39,8 @@ cdef inline int _check_alg(int alg) except -1:
 
 
 cdef inline int _to_u64(object value, str what, uint64_t *out) except -1:
+    if not PyLong_Check(value):
+        raise TypeError(f"{what} must be an int, got {type(value).__name__}")
     try:
         out[0] = value
     except OverflowError:
@@ -51,11 +54,13 @@ cdef inline const uint8_t *_hash32(bytes value, str what) except NULL:
     return <const uint8_t *>PyBytes_AS_STRING(value)
 
 
-cdef inline const uint8_t *_item32(object value, str what, Py_ssize_t index) except NULL:
+cdef inline const uint8_t *_item32(
+    object value, str what, Py_ssize_t index, str field
+) except NULL:
     if not PyBytes_Check(value):
-        raise TypeError(f"{what}[{index}] must be bytes, got {type(value).__name__}")
+        raise TypeError(f"{what}[{index}]{field} must be bytes, got {type(value).__name__}")
     if PyBytes_GET_SIZE(value) != 32:
-        raise ValueError(f"{what}[{index}] must be 32 bytes, got {PyBytes_GET_SIZE(value)}")
+        raise ValueError(f"{what}[{index}]{field} must be 32 bytes, got {PyBytes_GET_SIZE(value)}")
     return <const uint8_t *>PyBytes_AS_STRING(value)
 
 
@@ -78,7 +83,7 @@ cdef int _raise_status(int status) except -1:
 cdef unsigned _siblings_into(object siblings, Py_ssize_t count, uint8_t *out) except? 0:
     cdef Py_ssize_t j
     for j in range(count):
-        memcpy(out + 32 * j, _item32(siblings[j], "siblings", j), 32)
+        memcpy(out + 32 * j, _item32(siblings[j], "siblings", j, ""), 32)
     return <unsigned>count
 
 
@@ -150,9 +155,12 @@ def verify_payword_batch(items, int alg):
     cdef list out
     try:
         for j in range(count):
-            token, k, anchor = items[j]
-            memcpy(tokens + 32 * j, _item32(token, "items token", j), 32)
-            memcpy(anchors + 32 * j, _item32(anchor, "items anchor", j), 32)
+            try:
+                token, k, anchor = items[j]
+            except (TypeError, ValueError):
+                raise ValueError(f"items[{j}] must be a (token, k, anchor) triple") from None
+            memcpy(tokens + 32 * j, _item32(token, "items", j, " token"), 32)
+            memcpy(anchors + 32 * j, _item32(anchor, "items", j, " anchor"), 32)
             _to_u64(k, f"items[{j}] k", &ks[j])
         with nogil:
             nm_payword_verify_batch(<nm_alg>alg, <size_t>count, tokens, ks, anchors, results)
@@ -234,7 +242,7 @@ cdef class MerkleTree:
         cdef uint8_t *level0 = nm_merkle_level0(&self._tree)
         what = "secrets" if from_secrets else "leaves"
         for j in range(count):
-            memcpy(level0 + 32 * j, _item32(items[j], what, j), 32)
+            memcpy(level0 + 32 * j, _item32(items[j], what, j, ""), 32)
         with nogil:
             nm_merkle_build(&self._tree, from_secrets)
 
