@@ -38,13 +38,16 @@ cdef inline int _check_alg(int alg) except -1:
     return 0
 
 
-cdef inline int _to_u64(object value, str what, uint64_t *out) except -1:
+cdef inline int _to_u64(object value, str what, uint64_t *out, Py_ssize_t index=-1) except -1:
+    # `index` >= 0 names an item of a batch; the message is only built on error.
     if not PyLong_Check(value):
-        raise TypeError(f"{what} must be an int, got {type(value).__name__}")
+        label = what if index < 0 else f"items[{index}] {what}"
+        raise TypeError(f"{label} must be an int, got {type(value).__name__}")
     try:
         out[0] = value
     except OverflowError:
-        raise ValueError(f"{what} must be an integer in [0, 2**64), got {value}") from None
+        label = what if index < 0 else f"items[{index}] {what}"
+        raise ValueError(f"{label} must be an integer in [0, 2**64), got {value}") from None
     return 0
 
 
@@ -161,7 +164,7 @@ def verify_payword_batch(items, int alg):
                 raise ValueError(f"items[{j}] must be a (token, k, anchor) triple") from None
             memcpy(tokens + 32 * j, _item32(token, "items", j, " token"), 32)
             memcpy(anchors + 32 * j, _item32(anchor, "items", j, " anchor"), 32)
-            _to_u64(k, f"items[{j}] k", &ks[j])
+            _to_u64(k, "k", &ks[j], j)
         with nogil:
             nm_payword_verify_batch(<nm_alg>alg, <size_t>count, tokens, ks, anchors, results)
         out = PyList_New(count)
