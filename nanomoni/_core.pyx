@@ -9,14 +9,17 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport uint8_t
 
 from includes.sig cimport (
-    NM_KEY_ED25519, NM_KEY_P256, NM_PKCS8_MAX, NM_SIG_MAX, nm_generate_private_key,
-    nm_public_key_kind, nm_sig_init, nm_sig_item, nm_sign, nm_sign_many, nm_signer,
-    nm_signer_free, nm_signer_kind, nm_signer_new, nm_signer_private_der,
-    nm_signer_public_der, nm_verify_batch,
+    NM_KEY_CACHE_SLOTS, NM_KEY_ED25519, NM_KEY_P256, NM_PKCS8_MAX, NM_SIG_MAX,
+    nm_generate_private_key, nm_public_key_kind, nm_sig_init, nm_sig_item, nm_sign,
+    nm_sign_many, nm_signer, nm_signer_free, nm_signer_kind, nm_signer_new,
+    nm_signer_private_der, nm_signer_public_der, nm_verify_batch,
 )
 
 if nm_sig_init() != 0:
     raise ImportError("cannot initialise libsodium / libsecp256k1")
+
+# How many distinct public keys stay parsed at once.
+KEY_CACHE_SLOTS = NM_KEY_CACHE_SLOTS
 
 
 cdef object _sig_bytes(object value):
