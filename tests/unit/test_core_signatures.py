@@ -392,7 +392,7 @@ def test_pkcs8_round_trip_and_public_key(keys: dict[str, PrivateKey], kind: str)
     der = pkcs8(keys[kind])
     key = crypto.SigningKey(der)
     assert key.kind == kind
-    assert key._key.private_key_der == der
+    assert key.private_key_der == der
     assert key.public_key_der == spki(keys[kind])
     assert crypto.public_key_kind(key.public_key_der) == kind
     assert crypto.SigningKey.from_pem(key.to_pem()).public_key_der == key.public_key_der
@@ -402,7 +402,7 @@ def test_pkcs8_round_trip_and_public_key(keys: dict[str, PrivateKey], kind: str)
 def test_generated_keys_load_in_reference(kind: str) -> None:
     first, second = crypto.SigningKey.generate(kind), crypto.SigningKey.generate(kind)
     assert first.public_key_der != second.public_key_der
-    loaded = serialization.load_der_private_key(first._key.private_key_der, password=None)
+    loaded = serialization.load_der_private_key(first.private_key_der, password=None)
     assert spki(loaded) == first.public_key_der  # type: ignore[arg-type]
     signature = first.sign(b"generated")
     assert reference_verify(first.public_key_der, b"generated", signature) is True
