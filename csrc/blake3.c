@@ -56,22 +56,32 @@ static inline void store_le(uint8_t *p, uint32_t w) {
 
 /* Compresses one block into cv (chunk counter 0); only the first 8 output
  * words are kept, which is all a chaining value or a 32-byte digest needs. */
-static void compress(uint32_t cv[8], const uint32_t m[16], uint32_t block_len, uint32_t flags) {
+static inline void compress(uint32_t cv[8], const uint32_t m[16], uint32_t block_len, uint32_t flags) {
     uint32_t v[16] = {
         cv[0], cv[1], cv[2], cv[3], cv[4], cv[5], cv[6], cv[7],
         IV[0], IV[1], IV[2], IV[3], 0, 0, block_len, flags,
     };
-    for (int r = 0; r < 7; r++) {
-        const uint8_t *s = SCHEDULE[r];
-        G(0, 4, 8, 12, m[s[0]], m[s[1]]);
-        G(1, 5, 9, 13, m[s[2]], m[s[3]]);
-        G(2, 6, 10, 14, m[s[4]], m[s[5]]);
-        G(3, 7, 11, 15, m[s[6]], m[s[7]]);
-        G(0, 5, 10, 15, m[s[8]], m[s[9]]);
-        G(1, 6, 11, 12, m[s[10]], m[s[11]]);
-        G(2, 7, 8, 13, m[s[12]], m[s[13]]);
-        G(3, 4, 9, 14, m[s[14]], m[s[15]]);
-    }
+    /* Rounds written out with constant schedule rows, so every message word
+     * and state word can live in a register. */
+#define ROUND(r)                                                     \
+    do {                                                             \
+        G(0, 4, 8, 12, m[SCHEDULE[r][0]], m[SCHEDULE[r][1]]);        \
+        G(1, 5, 9, 13, m[SCHEDULE[r][2]], m[SCHEDULE[r][3]]);        \
+        G(2, 6, 10, 14, m[SCHEDULE[r][4]], m[SCHEDULE[r][5]]);       \
+        G(3, 7, 11, 15, m[SCHEDULE[r][6]], m[SCHEDULE[r][7]]);       \
+        G(0, 5, 10, 15, m[SCHEDULE[r][8]], m[SCHEDULE[r][9]]);       \
+        G(1, 6, 11, 12, m[SCHEDULE[r][10]], m[SCHEDULE[r][11]]);     \
+        G(2, 7, 8, 13, m[SCHEDULE[r][12]], m[SCHEDULE[r][13]]);      \
+        G(3, 4, 9, 14, m[SCHEDULE[r][14]], m[SCHEDULE[r][15]]);      \
+    } while (0)
+    ROUND(0);
+    ROUND(1);
+    ROUND(2);
+    ROUND(3);
+    ROUND(4);
+    ROUND(5);
+    ROUND(6);
+#undef ROUND
     for (int i = 0; i < 8; i++) cv[i] = v[i] ^ v[i + 8];
 }
 

@@ -1,4 +1,4 @@
-/* Run a loop body over [0, n) split into contiguous chunks, one per thread. */
+/* Run a loop body over [0, n) on several threads, in blocks taken on demand. */
 #ifndef NANOMONI_PARALLEL_H
 #define NANOMONI_PARALLEL_H
 
@@ -16,9 +16,9 @@ typedef void (*nm_chunk_fn)(void *ctx, size_t begin, size_t end);
 #define NM_PARALLEL_MAX_THREADS 64
 int nm_parallel_threads(size_t n, int requested);
 
-/* Calls fn over the whole range using `threads` threads (the calling thread is
- * one of them). Falls back to fewer threads if a thread cannot be created; the
- * whole range is always processed. */
+/* Calls fn over disjoint blocks covering [0, n) from `threads` threads (the
+ * calling thread is one of them). Falls back to fewer threads if a thread cannot
+ * be created; the whole range is always processed exactly once. */
 void nm_parallel_for(size_t n, int threads, nm_chunk_fn fn, void *ctx);
 
 #endif

@@ -5,6 +5,7 @@
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.long cimport PyLong_Check
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.ref cimport Py_INCREF
 from libc.stdint cimport uint8_t, uint64_t
@@ -37,11 +38,16 @@ cdef inline int _check_alg(int alg) except -1:
     return 0
 
 
-cdef inline int _to_u64(object value, str what, uint64_t *out) except -1:
+cdef inline int _to_u64(object value, str what, uint64_t *out, Py_ssize_t index=-1) except -1:
+    # `index` >= 0 names an item of a batch; the message is only built on error.
+    if not PyLong_Check(value):
+        label = what if index < 0 else f"items[{index}] {what}"
+        raise TypeError(f"{label} must be an int, got {type(value).__name__}")
     try:
         out[0] = value
     except OverflowError:
-        raise ValueError(f"{what} must be an integer in [0, 2**64), got {value}") from None
+        label = what if index < 0 else f"items[{index}] {what}"
+        raise ValueError(f"{label} must be an integer in [0, 2**64), got {value}") from None
     return 0
 
 
@@ -51,11 +57,13 @@ cdef inline const uint8_t *_hash32(bytes value, str what) except NULL:
     return <const uint8_t *>PyBytes_AS_STRING(value)
 
 
-cdef inline const uint8_t *_item32(object value, str what, Py_ssize_t index) except NULL:
+cdef inline const uint8_t *_item32(
+    object value, str what, Py_ssize_t index, str field
+) except NULL:
     if not PyBytes_Check(value):
-        raise TypeError(f"{what}[{index}] must be bytes, got {type(value).__name__}")
+        raise TypeError(f"{what}[{index}]{field} must be bytes, got {type(value).__name__}")
     if PyBytes_GET_SIZE(value) != 32:
-        raise ValueError(f"{what}[{index}] must be 32 bytes, got {PyBytes_GET_SIZE(value)}")
+        raise ValueError(f"{what}[{index}]{field} must be 32 bytes, got {PyBytes_GET_SIZE(value)}")
     return <const uint8_t *>PyBytes_AS_STRING(value)
 
 
@@ -78,7 +86,7 @@ cdef int _raise_status(int status) except -1:
 cdef unsigned _siblings_into(object siblings, Py_ssize_t count, uint8_t *out) except? 0:
     cdef Py_ssize_t j
     for j in range(count):
-        memcpy(out + 32 * j, _item32(siblings[j], "siblings", j), 32)
+        memcpy(out + 32 * j, _item32(siblings[j], "siblings", j, ""), 32)
     return <unsigned>count
 
 
@@ -150,10 +158,13 @@ def verify_payword_batch(items, int alg):
     cdef list out
     try:
         for j in range(count):
-            token, k, anchor = items[j]
-            memcpy(tokens + 32 * j, _item32(token, "items token", j), 32)
-            memcpy(anchors + 32 * j, _item32(anchor, "items anchor", j), 32)
-            _to_u64(k, f"items[{j}] k", &ks[j])
+            try:
+                token, k, anchor = items[j]
+            except (TypeError, ValueError):
+                raise ValueError(f"items[{j}] must be a (token, k, anchor) triple") from None
+            memcpy(tokens + 32 * j, _item32(token, "items", j, " token"), 32)
+            memcpy(anchors + 32 * j, _item32(anchor, "items", j, " anchor"), 32)
+            _to_u64(k, "k", &ks[j], j)
         with nogil:
             nm_payword_verify_batch(<nm_alg>alg, <size_t>count, tokens, ks, anchors, results)
         out = PyList_New(count)
@@ -234,7 +245,7 @@ cdef class MerkleTree:
         cdef uint8_t *level0 = nm_merkle_level0(&self._tree)
         what = "secrets" if from_secrets else "leaves"
         for j in range(count):
-            memcpy(level0 + 32 * j, _item32(items[j], what, j), 32)
+            memcpy(level0 + 32 * j, _item32(items[j], what, j, ""), 32)
         with nogil:
             nm_merkle_build(&self._tree, from_secrets)
 
@@ -320,14 +331,17 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport uint8_t
 
 from includes.sig cimport (
-    NM_KEY_ED25519, NM_KEY_P256, NM_PKCS8_MAX, NM_SIG_MAX, nm_generate_private_key,
-    nm_public_key_kind, nm_sig_init, nm_sig_item, nm_sign, nm_sign_many, nm_signer,
-    nm_signer_free, nm_signer_kind, nm_signer_new, nm_signer_private_der,
-    nm_signer_public_der, nm_verify_batch,
+    NM_KEY_CACHE_SLOTS, NM_KEY_ED25519, NM_KEY_P256, NM_PKCS8_MAX, NM_SIG_MAX,
+    nm_generate_private_key, nm_public_key_kind, nm_sig_init, nm_sig_item, nm_sign,
+    nm_sign_many, nm_signer, nm_signer_free, nm_signer_kind, nm_signer_new,
+    nm_signer_private_der, nm_signer_public_der, nm_verify_batch,
 )
 
 if nm_sig_init() != 0:
     raise ImportError("cannot initialise libsodium / libsecp256k1")
+
+# How many distinct public keys stay parsed at once.
+KEY_CACHE_SLOTS = NM_KEY_CACHE_SLOTS
 
 
 cdef object _sig_bytes(object value):

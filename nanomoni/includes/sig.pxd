@@ -14,6 +14,9 @@ cdef extern from "sigkeys.h" nogil:
 
 
 cdef extern from "sigverify.h" nogil:
+    enum:
+        NM_KEY_CACHE_SLOTS
+
     ctypedef struct nm_sig_item:
         const uint8_t *key
         size_t key_len
