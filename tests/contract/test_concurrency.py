@@ -42,7 +42,9 @@ async def test_50_concurrent_opens_with_room_for_10(issuers: list[IssuerStore]) 
     opened = [o for o in outcomes if not isinstance(o, BaseException)]
     refused = [o for o in outcomes if isinstance(o, BaseException)]
     assert len(opened) == 10
-    assert all(isinstance(r, NanoMoniError) and r.code is Code.insufficient_balance for r in refused)
+    assert all(
+        isinstance(r, NanoMoniError) and r.code is Code.insufficient_balance for r in refused
+    )
     # Each success saw its own debit: balances after debit are 90, 80, ..., 0 in some order.
     assert sorted(account.balance for account in opened) == list(range(0, 100, 10))
     account = await issuers[1].get_account(client)

@@ -44,7 +44,8 @@ async def test_compare_and_set_loses_to_equal_or_higher(vendor: VendorStore) -> 
     cid = new_channel_id()
     await vendor.compare_and_set(cid, state(10), {})
     for index in (10, 9, 1):
-        result = await vendor.compare_and_set(cid, state(index, proof=b"other"), {NODE_A: b"x" * 32})
+        losing = state(index, proof=b"other")
+        result = await vendor.compare_and_set(cid, losing, {NODE_A: b"x" * 32})
         assert result == CasResult(outcome=CasOutcome.lost, current=state(10))
     # The losing write stored none of its nodes.
     assert await vendor.nodes(cid, [NODE_A]) == [None]
