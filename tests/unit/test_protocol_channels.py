@@ -1,4 +1,9 @@
-"""SPEC §5.0–§5.5: the vendor's payment decisions, with real keys, chains and trees."""
+"""SPEC §4.5, §5.0–§5.6: payment decisions and settlements of real channels.
+
+Real keys of every kind, real PayWord chains and Merkle trees; the client end
+builds payments the way the SPEC describes, the vendor end applies each
+accepted decision as the store's compare-and-set would.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,13 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from nanomoni import crypto, wire
 from nanomoni.encoding import b64encode, canonical_json
 from nanomoni.errors import Code, NanoMoniError
-from nanomoni.protocol.model import Mode, PaymentState, VendorView
+from nanomoni.protocol.model import Closure, Mode, PaymentState, VendorView
 from nanomoni.protocol.modes import MEMBERS, TREE_MODES
 from nanomoni.protocol.opening import channel_response, open_channel_terms
 from nanomoni.protocol.payments import (
@@ -20,6 +27,12 @@ from nanomoni.protocol.payments import (
     learned_channel_terms,
     payment_node_keys,
     payment_response,
+)
+from nanomoni.protocol.settlement import (
+    Settlement,
+    build_settlement,
+    check_settlement,
+    settlement_node_keys,
 )
 
 T0 = "2026-11-30T01:00:00.000000+00:00"
@@ -43,10 +56,11 @@ class Channel:
         amount: int | None = None,
         hash_alg: str = "sha256",
         kind: str = "p256",
+        vendor_kind: str = "ed25519",
     ) -> None:
         self.mode = mode
         self.client = crypto.SigningKey.generate(kind)
-        self.vendor = crypto.SigningKey.generate("ed25519")
+        self.vendor = crypto.SigningKey.generate(vendor_kind)
         self.chain: crypto.PaywordChain | None = None
         self.tree: crypto.MerkleTree | None = None
         fields: dict[str, Any] = {
@@ -146,6 +160,49 @@ class Channel:
         assert caught.value.code == code, caught.value.detail
         assert (self.state, self.nodes) == before  # a refusal changes nothing
         return caught.value.detail
+
+    # --- settlement ---------------------------------------------------------------
+
+    def settlement(self) -> Settlement:
+        assert self.state is not None
+        keys = settlement_node_keys(self.terms, self.state)
+        nodes = [self.nodes.get(key) for key in keys]
+        return build_settlement(self.terms, self.state, nodes, self.vendor)
+
+    def check(
+        self, body: Settlement, mode: Mode | None = None, path_id: str | None = None
+    ) -> Closure:
+        return check_settlement(
+            mode or self.mode,
+            self.terms,
+            path_id or self.terms.channel_id,
+            body,
+            now=T2,
+        )
+
+    def check_refused(self, body: Settlement, code: Code, **kwargs: Any) -> str:
+        with pytest.raises(NanoMoniError) as caught:
+            self.check(body, **kwargs)
+        assert caught.value.code == code, caught.value.detail
+        return caught.value.detail
+
+    def vendor_signed(self, body: Settlement, key: crypto.SigningKey | None = None) -> Settlement:
+        """Re-sign a (tampered) PayWord/PayTree settlement as SPEC §4.5 says."""
+        assert not isinstance(body, wire.SignatureSettlement)
+        fields = msgspec.to_builtins(body)
+        del fields["vendor_public_key_der_b64"], fields["vendor_signature_b64"]
+        fields["channel_id"] = self.terms.channel_id
+        signature = (key or self.vendor).sign(canonical_json(fields))
+        return msgspec.structs.replace(body, vendor_signature_b64=b64encode(signature))
+
+    def both_signed(self, channel_id: str, amount: int) -> wire.SignatureSettlement:
+        message = canonical_json({"channel_id": channel_id, "cumulative_owed_amount": amount})
+        return wire.SignatureSettlement(
+            channel_id=channel_id,
+            cumulative_owed_amount=amount,
+            client_close_signature_b64=b64encode(self.client.sign(message)),
+            vendor_close_signature_b64=b64encode(self.vendor.sign(message)),
+        )
 
 
 def tamper(text: str) -> str:
@@ -638,3 +695,222 @@ def test_second_opt_node_keys_cover_path_and_siblings() -> None:
     assert payment_node_keys(channel.terms, beyond) == []
     other = Channel(Mode.paytree_first_opt, max_index=127)
     assert payment_node_keys(other.terms, other.payment(6)) == []
+
+
+# --- §4.5 / §5.6 settlement ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("vendor_kind", crypto.KEY_KINDS)
+def test_built_settlement_is_accepted_with_the_owed_amount(mode: Mode, vendor_kind: str) -> None:
+    channel = Channel(mode, max_index=127, unit=3, vendor_kind=vendor_kind)
+    for i in (10, 25, 70):
+        channel.pay(i)
+    body = channel.settlement()
+    closure = channel.check(body)
+    owed = 70 if mode == Mode.signature else 210
+    assert closure.owed == owed and closure.closed_at == T2
+    assert (closure.client_balance, closure.vendor_balance) == (0, 0)
+    if isinstance(body, wire.PaytreeSettlement):
+        assert channel.tree is not None
+        assert body.siblings_b64 == [b64encode(s) for s in channel.tree.proof(70)]
+        assert body.leaf_b64 == b64encode(channel.tree.leaf(70))
+    if mode == Mode.signature:
+        assert isinstance(body, wire.SignatureSettlement)
+        payload = canonical_json(
+            {"channel_id": channel.terms.channel_id, "cumulative_owed_amount": 70}
+        )
+        assert closure.close_payload_b64 == b64encode(payload)
+        # The client's last payment signature closes the channel.
+        assert channel.state is not None
+        assert body.client_close_signature_b64 == b64encode(channel.state.proof)
+        assert closure.client_close_signature_b64 == body.client_close_signature_b64
+        assert closure.vendor_close_signature_b64 == body.vendor_close_signature_b64
+    else:
+        assert closure.close_payload_b64 is None and closure.client_close_signature_b64 is None
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_retried_settlement_with_fresh_signatures_has_the_same_digest(mode: Mode) -> None:
+    channel = Channel(mode, max_index=64, kind="p256", vendor_kind="p256")
+    channel.pay(33)
+    first, again = channel.settlement(), channel.settlement()
+    assert first != again  # fresh ECDSA signatures
+    assert channel.check(first).proof_digest == channel.check(again).proof_digest
+    channel.pay(34)
+    assert channel.check(channel.settlement()).proof_digest != channel.check(first).proof_digest
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_settlement_through_another_modes_path_is_mode_mismatch(mode: Mode) -> None:
+    channel = Channel(mode, max_index=16)
+    channel.pay(3)
+    other = Mode.signature if mode != Mode.signature else Mode.paytree
+    channel.check_refused(channel.settlement(), Code.mode_mismatch, mode=other)
+    foreign: Settlement = (
+        wire.PaywordSettlement(
+            vendor_public_key_der_b64=channel.terms.vendor_public_key_der_b64,
+            k=3,
+            token_b64=b64encode(bytes(32)),
+            vendor_signature_b64="",
+        )
+        if mode != Mode.payword
+        else channel.both_signed(channel.terms.channel_id, 3)
+    )
+    channel.check_refused(foreign, Code.mode_mismatch)
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_settlement_for_another_path_id_is_id_mismatch(mode: Mode) -> None:
+    channel = Channel(mode, max_index=16)
+    channel.pay(3)
+    channel.check_refused(channel.settlement(), Code.id_mismatch, path_id="y" * 43)
+
+
+def test_signature_settlement_refusals() -> None:
+    channel = Channel(Mode.signature, max_index=100, amount=100)
+    channel.pay(40)
+    body = channel.settlement()
+    assert isinstance(body, wire.SignatureSettlement)
+    cid = channel.terms.channel_id
+    channel.check_refused(channel.both_signed("z" * 43, 40), Code.id_mismatch)
+    raised = msgspec.structs.replace(body, cumulative_owed_amount=41)
+    assert "signature" in channel.check_refused(raised, Code.invalid_signature)
+    stranger = crypto.SigningKey.generate("ed25519")
+    message = canonical_json({"channel_id": cid, "cumulative_owed_amount": 40})
+    by_stranger = b64encode(stranger.sign(message))
+    channel.check_refused(
+        msgspec.structs.replace(body, client_close_signature_b64=by_stranger),
+        Code.invalid_signature,
+    )
+    channel.check_refused(
+        msgspec.structs.replace(body, vendor_close_signature_b64=by_stranger),
+        Code.invalid_signature,
+    )
+    channel.check_refused(
+        msgspec.structs.replace(body, vendor_close_signature_b64="?"), Code.invalid_encoding
+    )
+    channel.check_refused(channel.both_signed(cid, 0), Code.invalid_amount)
+    assert "exceeds" in channel.check_refused(channel.both_signed(cid, 101), Code.exceeds_amount)
+    assert channel.check(channel.both_signed(cid, 100)).owed == 100
+
+
+def test_payword_settlement_refusals() -> None:
+    channel = Channel(Mode.payword, max_index=100, unit=2)
+    channel.pay(30)
+    body = channel.settlement()
+    assert isinstance(body, wire.PaywordSettlement) and channel.chain is not None
+    unsigned_change = msgspec.structs.replace(body, k=31)
+    channel.check_refused(unsigned_change, Code.invalid_signature)
+    wrong_k = channel.vendor_signed(msgspec.structs.replace(body, k=31))
+    detail = channel.check_refused(wrong_k, Code.invalid_proof)
+    assert "invalid" in detail and "token" in detail and "mismatch" in detail
+    wrong_token = channel.vendor_signed(
+        msgspec.structs.replace(body, token_b64=tamper(body.token_b64))
+    )
+    channel.check_refused(wrong_token, Code.invalid_proof)
+    stranger = crypto.SigningKey.generate("p256")
+    channel.check_refused(channel.vendor_signed(body, stranger), Code.invalid_signature)
+    claimed = msgspec.structs.replace(
+        body, vendor_public_key_der_b64=b64encode(stranger.public_key_der)
+    )
+    channel.check_refused(channel.vendor_signed(claimed, stranger), Code.invalid_signature)
+    beyond = wire.PaywordSettlement(
+        vendor_public_key_der_b64=body.vendor_public_key_der_b64,
+        k=101,
+        token_b64=b64encode(crypto.digest(channel.chain.token(100))),
+        vendor_signature_b64="",
+    )
+    channel.check_refused(channel.vendor_signed(beyond), Code.exceeds_max)
+    zero = msgspec.structs.replace(body, k=0, token_b64=b64encode(channel.chain.root))
+    channel.check_refused(channel.vendor_signed(zero), Code.invalid_amount)
+    bad = channel.vendor_signed(msgspec.structs.replace(body, token_b64="AAAA"))
+    channel.check_refused(bad, Code.invalid_encoding)
+    # The full chain, settled straight from the root, is the largest valid settlement.
+    top = msgspec.structs.replace(body, k=100, token_b64=b64encode(channel.chain.token(100)))
+    assert channel.check(channel.vendor_signed(top)).owed == 200
+
+
+@pytest.mark.parametrize("mode", sorted(TREE_MODES))
+def test_paytree_settlement_refusals(mode: Mode) -> None:
+    channel = Channel(mode, max_index=127, unit=1)
+    for i in (10, 25, 70):
+        channel.pay(i)
+    body = channel.settlement()
+    assert isinstance(body, wire.PaytreeSettlement) and channel.tree is not None
+    for siblings in (body.siblings_b64[:-1], [*body.siblings_b64, body.siblings_b64[0]], []):
+        resigned = channel.vendor_signed(msgspec.structs.replace(body, siblings_b64=siblings))
+        channel.check_refused(resigned, Code.invalid_proof)
+    for level in range(len(body.siblings_b64)):
+        siblings = list(body.siblings_b64)
+        siblings[level] = tamper(siblings[level])
+        resigned = channel.vendor_signed(msgspec.structs.replace(body, siblings_b64=siblings))
+        channel.check_refused(resigned, Code.invalid_proof)
+    moved = channel.vendor_signed(msgspec.structs.replace(body, i=71))
+    channel.check_refused(moved, Code.invalid_proof)
+    channel.check_refused(msgspec.structs.replace(body, i=71), Code.invalid_signature)
+    stranger = crypto.SigningKey.generate("secp256k1")
+    channel.check_refused(channel.vendor_signed(body, stranger), Code.invalid_signature)
+    beyond = channel.vendor_signed(msgspec.structs.replace(body, i=128))
+    channel.check_refused(beyond, Code.exceeds_max)
+    zero = wire.PaytreeSettlement(
+        vendor_public_key_der_b64=body.vendor_public_key_der_b64,
+        i=0,
+        leaf_b64=b64encode(channel.tree.leaf(0)),
+        siblings_b64=[b64encode(s) for s in channel.tree.proof(0)],
+        vendor_signature_b64="",
+    )
+    channel.check_refused(channel.vendor_signed(zero), Code.invalid_amount)
+    bad = channel.vendor_signed(msgspec.structs.replace(body, leaf_b64="x"))
+    channel.check_refused(bad, Code.invalid_encoding)
+
+
+def test_second_opt_settlement_needs_every_path_node() -> None:
+    channel = Channel(Mode.paytree_second_opt, max_index=127)
+    channel.pay(5)
+    assert channel.state is not None
+    keys = settlement_node_keys(channel.terms, channel.state)
+    nodes = [channel.nodes.get(key) for key in keys]
+    nodes[3] = None
+    with pytest.raises(NanoMoniError) as caught:
+        build_settlement(channel.terms, channel.state, nodes, channel.vendor)
+    assert caught.value.code == Code.internal_error
+    other = Channel(Mode.paytree_first_opt, max_index=127)
+    other.pay(5)
+    assert other.state is not None
+    assert settlement_node_keys(other.terms, other.state) == []
+
+
+# --- properties -----------------------------------------------------------------------------
+
+
+@st.composite
+def payment_runs(draw: st.DrawFn) -> tuple[Mode, int, int, str, list[int]]:
+    mode = draw(st.sampled_from(ALL_MODES))
+    max_index = draw(st.integers(min_value=1, max_value=150))
+    unit = draw(st.integers(min_value=1, max_value=7))
+    hash_alg = draw(st.sampled_from(crypto.HASH_ALGS))
+    indices = draw(
+        st.lists(
+            st.integers(min_value=1, max_value=max_index), min_size=1, max_size=12, unique=True
+        )
+    )
+    return mode, max_index, unit, hash_alg, sorted(indices)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(payment_runs())
+def test_monotone_payment_runs_verify_and_settle_to_the_last_index(
+    run: tuple[Mode, int, int, str, list[int]],
+) -> None:
+    mode, max_index, unit, hash_alg, indices = run
+    channel = Channel(mode, max_index=max_index, unit=unit, hash_alg=hash_alg)
+    for i in indices:
+        payment = channel.payment(i)
+        if isinstance(payment, wire.PaytreePayment):
+            assert len(payment.siblings_b64) <= max_index.bit_length()
+        channel.pay(i)
+        assert channel.decide(payment).replay  # every accepted body replays exactly
+    closure = channel.check(channel.settlement())
+    last = indices[-1]
+    assert closure.owed == (last if mode == Mode.signature else last * unit)
