@@ -144,13 +144,8 @@ def second_opt_path_keys(i: int, depth: int) -> list[int]:
     Keys are `crypto.node_key` heap indices, so a parent is `key >> 1` and a
     sibling `key ^ 1`: plain integer steps on the hot path.
     """
-    keys: list[int] = []
-    node = crypto.node_key(0, i, depth)
-    for _ in range(depth):
-        keys.append(node)
-        keys.append(node ^ 1)
-        node >>= 1
-    return keys
+    leaf_key = crypto.node_key(0, i, depth)
+    return [(leaf_key >> level) ^ side for level in range(depth) for side in (0, 1)]
 
 
 def payment_node_keys(terms: ChannelTerms, payment: wire.Payment) -> list[int]:
@@ -290,17 +285,15 @@ def _verify_second_opt(
     leaf, sent = _decode_tree_payment(payment)
     depth = depth_of(terms)
     i = payment.i
-    keys = second_opt_path_keys(i, depth)
-    if len(view.nodes) != len(keys):
+    # view.nodes follows second_opt_path_keys: [2·level] = path node, [2·level + 1] = sibling.
+    nodes = view.nodes
+    if len(nodes) != 2 * depth:
         raise ValueError(
-            f"view.nodes has {len(view.nodes)} entries; payment_node_keys asked for {len(keys)}"
+            f"view.nodes has {len(nodes)} entries; payment_node_keys asked for {2 * depth}"
         )
-    known: dict[int, bytes] = {
-        key: node for key, node in zip(keys, view.nodes, strict=True) if node is not None
-    }
 
     def is_known(level: int, pos: int) -> bool:
-        return crypto.node_key(level, pos, depth) in known
+        return nodes[2 * level + ((pos ^ (i >> level)) & 1)] is not None
 
     missing, stop = crypto.second_opt_levels(i, depth, is_known)
     if len(sent) != len(missing):
@@ -308,18 +301,25 @@ def _verify_second_opt(
     supplied = dict(zip(missing, sent, strict=True))
     new_nodes: dict[int, bytes] = {}
     current = leaf
-    node = keys[0]  # heap index of the path node at the current level
+    key = crypto.node_key(0, i, depth)  # the path node's heap index at each level
     for level in range(stop):
-        new_nodes[node] = current
+        new_nodes[key] = current
         if level in supplied:
             sibling = supplied[level]
-            new_nodes[node ^ 1] = sibling
+            new_nodes[key ^ 1] = sibling
         else:
-            sibling = known[node ^ 1]
-        pair = current + sibling if node & 1 == 0 else sibling + current
+            known_sibling = nodes[2 * level + 1]
+            assert known_sibling is not None  # second_opt_levels only skips known siblings
+            sibling = known_sibling
+        pair = current + sibling if key & 1 == 0 else sibling + current
         current = crypto.digest(pair, terms.hash_alg)
-        node >>= 1
-    anchor = terms.root if stop == depth else known[node]
+        key >>= 1
+    if stop == depth:
+        anchor = terms.root
+    else:
+        known_ancestor = nodes[2 * stop]
+        assert known_ancestor is not None  # second_opt_levels stops at a known path node
+        anchor = known_ancestor
     if current != anchor:
         raise _bad_path()
     return leaf + b"".join(sent), new_nodes
