@@ -23,11 +23,11 @@ from typing import Any
 
 import msgspec
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from nanomoni.client.cpu import cpu_seconds
 from nanomoni.client.demo import Run, parse_runs, wait_for_account
+from nanomoni.client.display import make_console, make_progress
 from nanomoni.client.http import TRANSIENT, ApiError, require_loopback
 from nanomoni.client.local import STORES, local_services
 from nanomoni.client.plots import write_plots
@@ -245,13 +245,7 @@ async def bench(
             console.print(f"{run.label}: opening {args.channels} channels, pre-computing payments")
             plan = await prepare(client, run, args.channels, args.payments)
             sent = [0]
-            columns = (
-                TextColumn("{task.description:<28}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-            )
-            with Progress(*columns, console=console) as progress:
+            with make_progress(console) as progress:
                 task = progress.add_task(run.label, total=plan.total)
                 driving = asyncio.create_task(
                     drive(
@@ -338,7 +332,7 @@ def main(argv: list[str]) -> int:
         parser.error("--duration must be positive")
     if (args.issuer_url is None) != (args.vendor_url is None):
         parser.error("give both --issuer-url and --vendor-url, or neither")
-    console = Console()
+    console = make_console()
     with ExitStack() as stack:
         if args.issuer_url:
             try:

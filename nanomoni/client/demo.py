@@ -13,9 +13,10 @@ import time
 from dataclasses import dataclass, field
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
+from nanomoni.client.display import make_console, make_progress
 from nanomoni.client.http import TRANSIENT, ApiError
 from nanomoni.client.local import local_services
 from nanomoni.client.session import Client
@@ -142,13 +143,7 @@ async def run_all(
     async with Client(issuer_url, vendor_url, Wallet.generate(key_kind)) as client:
         await client.register()
         await wait_for_account(client, await client.vendor_public_key())
-        columns = (
-            TextColumn("{task.description:<28}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-        )
-        with Progress(*columns, console=console) as progress:
+        with make_progress(console) as progress:
             for run in runs:
                 try:
                     outcomes.append(await lifecycle(client, run, payments, progress))
@@ -189,7 +184,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.payments < 1:
         parser.error("--payments must be at least 1")
-    console = Console()
+    console = make_console()
     with local_services("embedded") as services:
         console.print(f"issuer {services.issuer_url}  vendor {services.vendor_url}")
         outcomes = asyncio.run(

@@ -22,7 +22,7 @@ from nanomoni.client.proofs import (
     create_commitment_payer,
 )
 from nanomoni.client.wallet import Wallet
-from nanomoni.errors import Code
+from nanomoni.errors import Code, NanoMoniError
 from nanomoni.protocol.model import Mode
 
 T = TypeVar("T")
@@ -84,6 +84,12 @@ class Channel:
             await self._deliver(index, body)
 
     async def _send(self, index: int) -> PaymentResult:
+        # Past the commitment no proof exists; refuse here with the vendor's code.
+        if not 1 <= index <= self.max_index:
+            raise NanoMoniError(
+                Code.exceeds_max if index > self.max_index else Code.invalid_amount,
+                f"payment index {index} is outside this channel's 1..{self.max_index}",
+            )
         return await self._deliver(index, self.encode_payment(index))
 
     async def _deliver(self, index: int, body: bytes) -> PaymentResult:

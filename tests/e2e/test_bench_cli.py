@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-RUN_CLI = "import sys; from nanomoni.cli import main; sys.exit(main(sys.argv[1:]))"
+RUN_CLI = ["-m", "nanomoni"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -45,7 +45,7 @@ def png_chunks(path: Path) -> tuple[tuple[int, int], dict[str, str]]:
 
 def run_bench(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", RUN_CLI, "bench", "--out", str(out), *extra],
+        [sys.executable, *RUN_CLI, "bench", "--out", str(out), *extra],
         capture_output=True,
         text=True,
         timeout=240,

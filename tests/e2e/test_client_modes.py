@@ -10,7 +10,7 @@ import pytest
 from nanomoni import wire
 from nanomoni.client import ApiError, Client, SyncClient, Wallet
 from nanomoni.client.local import LocalServices, local_services
-from nanomoni.errors import Code
+from nanomoni.errors import Code, NanoMoniError
 from nanomoni.protocol.model import Mode
 
 SUITES = ("sha256", "blake3")
@@ -90,7 +90,7 @@ async def test_refusals_surface_their_spec_code(services: LocalServices) -> None
         with pytest.raises(ApiError) as stale:
             await channel.pay_to(4)
         assert stale.value.code is Code.non_monotonic and stale.value.status == 400
-        with pytest.raises(ApiError) as too_far:
+        with pytest.raises(NanoMoniError) as too_far:  # refused before sending: no proof exists
             await channel.pay_to(101)
         assert too_far.value.code is Code.exceeds_max
         with pytest.raises(ApiError) as missing:

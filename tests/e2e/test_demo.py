@@ -8,13 +8,13 @@ import sys
 
 from nanomoni.client.demo import DEFAULT_RUNS, parse_runs
 
-RUN_CLI = "import sys; from nanomoni.cli import main; sys.exit(main(sys.argv[1:]))"
+RUN_CLI = ["-m", "nanomoni"]
 
 
 def test_demo_reconciles_every_mode() -> None:
     env = {**os.environ, "COLUMNS": "200"}
     done = subprocess.run(
-        [sys.executable, "-c", RUN_CLI, "demo", "--payments", "50"],
+        [sys.executable, *RUN_CLI, "demo", "--payments", "50"],
         capture_output=True,
         text=True,
         timeout=240,
@@ -38,7 +38,7 @@ def test_demo_reconciles_every_mode() -> None:
 
 def test_demo_rejects_unknown_modes() -> None:
     done = subprocess.run(
-        [sys.executable, "-c", RUN_CLI, "demo", "--modes", "paytree,cheque"],
+        [sys.executable, *RUN_CLI, "demo", "--modes", "paytree,cheque"],
         capture_output=True,
         text=True,
         timeout=60,
