@@ -20,6 +20,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 from rich.console import Console
@@ -28,10 +29,11 @@ from rich.table import Table
 from nanomoni.client.cpu import cpu_seconds
 from nanomoni.client.demo import Run, parse_runs, wait_for_account
 from nanomoni.client.display import make_console, make_progress
-from nanomoni.client.http import TRANSIENT, ApiError, require_loopback
+from nanomoni.client.http import api_error, require_loopback
 from nanomoni.client.local import STORES, local_services
 from nanomoni.client.plots import write_plots
 from nanomoni.client.proofs import SignaturePayer
+from nanomoni.client.rawhttp import RawConnection, ResponseError, build_post
 from nanomoni.client.session import Channel, Client
 from nanomoni.client.stats import histogram, log_edges_ms, summary_ms
 from nanomoni.client.wallet import Wallet
@@ -44,15 +46,15 @@ UNIT = 1
 
 @dataclass
 class Plan:
-    """Channels of one run and, per channel, its payment bodies in order."""
+    """Channels of one run and, per channel, its complete payment requests in order."""
 
     run: Run
     channels: list[Channel]
-    bodies: list[list[bytes]]
+    requests: list[list[bytes]]
 
     @property
     def total(self) -> int:
-        return sum(len(bodies) for bodies in self.bodies)
+        return sum(len(requests) for requests in self.requests)
 
 
 @dataclass
@@ -65,6 +67,7 @@ class Measured:
     elapsed_s: float = 0.0
     vendor_cpu_s: float | None = None
     redis_cpu_s: float | None = None
+    client_cpu_s: float = 0.0  # this load generator's own CPU (it shares the machine)
 
 
 async def prepare(client: Client, run: Run, channels: int, payments: int) -> Plan:
@@ -88,8 +91,10 @@ async def prepare(client: Client, run: Run, channels: int, payments: int) -> Pla
             for index in range(1, count + 1):
                 bodies.append(channel.encode_payment(index))
                 payer.accepted(index)  # each body assumes its predecessors were accepted
+        url = client.vendor.payment_url(channel.mode, channel.channel_id)
+        path = urlsplit(url).path
         opened.append(channel)
-        all_bodies.append(bodies)
+        all_bodies.append([build_post(url, path, body) for body in bodies])
     return Plan(run, opened, all_bodies)
 
 
@@ -130,43 +135,46 @@ async def drive(
     async def worker(mine: list[int]) -> None:
         # A channel's payments go in order; a channel stops at its first refusal
         # because its later (pruned) proofs assumed this one was accepted.
+        connection = RawConnection(client.vendor.url)
         active = list(mine)
         step = 0
-        while active:
-            for slot in list(active):
-                bodies = plan.bodies[slot]
-                if step >= len(bodies) or (deadline is not None and time.perf_counter() > deadline):
-                    active.remove(slot)
-                    continue
-                channel = plan.channels[slot]
-                await pacer.wait()
-                sent = time.perf_counter()
-                try:
-                    status, _ = await client.vendor.pay(
-                        channel.mode, channel.channel_id, bodies[step]
-                    )
-                except ApiError as error:
-                    measured.errors[error.raw_code] += 1
-                    active.remove(slot)
-                    continue
-                except TRANSIENT as error:
-                    measured.errors[type(error).__name__] += 1
-                    active.remove(slot)
-                    continue
-                finally:
+        try:
+            while active:
+                for slot in list(active):
+                    requests = plan.requests[slot]
+                    if step >= len(requests) or (
+                        deadline is not None and time.perf_counter() > deadline
+                    ):
+                        active.remove(slot)
+                        continue
+                    await pacer.wait()
+                    sent = time.perf_counter()
+                    try:
+                        status, body = await connection.send(requests[step])
+                    except ResponseError:
+                        status, body = 0, b""
                     on_sent[0] += 1
-                measured.latencies_s.append(time.perf_counter() - sent)
-                measured.accepted += 1
-                measured.replays += status == 200
-                measured.accepted_index[channel.channel_id] = step + 1
-            step += 1
+                    if status not in (200, 201):
+                        code = api_error(status, body).raw_code if status else "connection"
+                        measured.errors[code] += 1
+                        active.remove(slot)
+                        continue
+                    measured.latencies_s.append(time.perf_counter() - sent)
+                    measured.accepted += 1
+                    measured.replays += status == 200
+                    measured.accepted_index[plan.channels[slot].channel_id] = step + 1
+                step += 1
+        finally:
+            connection.close()
 
     cpu_before = [cpu_seconds(pid) if pid else None for pid in (vendor_pid, redis_pid)]
+    client_cpu_before = time.process_time()
     started = time.perf_counter()
     await asyncio.gather(
         *(worker(list(range(w, len(plan.channels), workers))) for w in range(workers))
     )
     measured.elapsed_s = time.perf_counter() - started
+    measured.client_cpu_s = time.process_time() - client_cpu_before
     cpu_after = [cpu_seconds(pid) if pid else None for pid in (vendor_pid, redis_pid)]
     deltas = [
         None if before is None or after is None else after - before
@@ -220,6 +228,7 @@ def describe(
         },
         "vendor_cpu_us_per_payment": per_payment(measured.vendor_cpu_s),
         "redis_cpu_us_per_payment": per_payment(measured.redis_cpu_s),
+        "client_cpu_us_per_payment": per_payment(measured.client_cpu_s),
         "owed_total": owed,
         "settled_total": settled,
         "settled_exact": exact,

@@ -57,7 +57,7 @@ def require_loopback(url: str) -> str:
 _error_decoder = msgspec.json.Decoder(wire.ErrorResponse)
 
 
-def _api_error(status: int, body: bytes) -> ApiError:
+def api_error(status: int, body: bytes) -> ApiError:
     try:
         error = _error_decoder.decode(body)
         return ApiError(status, error.code, error.detail)
@@ -108,7 +108,7 @@ class Http:
         ) as response:
             data = await response.read()
             if response.status >= 400:
-                raise _api_error(response.status, data)
+                raise api_error(response.status, data)
             return response.status, data
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nanomoni import crypto
-from nanomoni.client.http import ApiError, _api_error, require_loopback
+from nanomoni.client.http import ApiError, api_error, require_loopback
 from nanomoni.client.wallet import Wallet
 from nanomoni.errors import Code
 
@@ -33,15 +33,15 @@ def test_wallet_refuses_to_overwrite(tmp_path: Path) -> None:
         Wallet.generate().save(path)
 
 
-def test_api_error_carries_code_and_status() -> None:
-    error = _api_error(400, b'{"detail": "payment is not increasing", "code": "non_monotonic"}')
+def testapi_error_carries_code_and_status() -> None:
+    error = api_error(400, b'{"detail": "payment is not increasing", "code": "non_monotonic"}')
     assert isinstance(error, ApiError)
     assert error.code is Code.non_monotonic
     assert error.status == 400
     assert "increasing" in str(error)
-    odd = _api_error(502, b"<html>bad gateway</html>")
+    odd = api_error(502, b"<html>bad gateway</html>")
     assert odd.code is Code.internal_error and odd.status == 502
-    new = _api_error(400, b'{"detail": "x", "code": "some_future_code"}')
+    new = api_error(400, b'{"detail": "x", "code": "some_future_code"}')
     assert new.raw_code == "some_future_code"
 
 
