@@ -5,8 +5,10 @@ Everything started here is stopped when the context exits, also on errors.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -14,9 +16,17 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import nanomoni
 from nanomoni import launch
 
 STORES = ("embedded", "redis")
+
+
+def cli_command(*args: str) -> tuple[list[str], dict[str, str]]:
+    """argv and environment that run this same nanomoni's command line (installed
+    or from a source tree) in a subprocess, whatever its working directory."""
+    root = str(Path(nanomoni.__file__).resolve().parent.parent)
+    return [sys.executable, "-m", "nanomoni", *args], {**os.environ, "PYTHONPATH": root}
 
 
 @dataclass(frozen=True)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import struct
 import subprocess
-import sys
 import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-RUN_CLI = ["-m", "nanomoni"]
+from nanomoni.client.local import cli_command
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -44,12 +44,8 @@ def png_chunks(path: Path) -> tuple[tuple[int, int], dict[str, str]]:
 
 
 def run_bench(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, *RUN_CLI, "bench", "--out", str(out), *extra],
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    argv, env = cli_command("bench", "--out", str(out), *extra)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=240, env=env, cwd=out)
 
 
 def test_short_bench_writes_json_and_matching_plots(tmp_path: Path) -> None:
