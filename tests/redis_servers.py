@@ -178,14 +178,15 @@ def redis_cluster(masters: int = 3) -> Iterator[RedisCluster]:
             node = RedisServer(node_dir, cluster=True)
             nodes.append(node)
             node.start()
+        create = [
+            shutil.which("redis-cli") or "redis-cli",
+            "--cluster", "create",
+            *(f"{HOST}:{node.port}" for node in nodes),
+            "--cluster-replicas", "0",
+            "--cluster-yes",
+        ]  # fmt: skip
         subprocess.run(
-            [
-                shutil.which("redis-cli") or "redis-cli",
-                "--cluster", "create",
-                *(f"{HOST}:{node.port}" for node in nodes),
-                "--cluster-replicas", "0",
-                "--cluster-yes",
-            ],  # fmt: skip
+            create,
             check=True,
             capture_output=True,
             timeout=60,

@@ -44,6 +44,16 @@ def require_mode(path_mode: Mode, channel_mode: Mode, what: str) -> None:
         )
 
 
+def decode_siblings(texts: list[str]) -> list[bytes]:
+    """Base64 Merkle siblings of exactly 32 bytes each; errors name the first bad entry."""
+    try:
+        return [b64decode(text, HASH_LEN) for text in texts]
+    except NanoMoniError:
+        for n, text in enumerate(texts):
+            b64decode(text, HASH_LEN, field=f"siblings_b64[{n}]")
+        raise
+
+
 @lru_cache(maxsize=8192)
 def key_der(public_key_der_b64: str) -> bytes:
     """A channel party's DER key; terms never change, so decoding once is enough."""

@@ -29,6 +29,7 @@ from nanomoni.protocol.modes import (
     MAX_SIBLINGS,
     MEMBERS,
     TREE_MODES,
+    decode_siblings,
     key_der,
     require_mode,
 )
@@ -138,13 +139,13 @@ def full_path(
 
 
 def second_opt_path_keys(i: int, depth: int) -> list[int]:
-    """For each level below the root: the path node's key, then its sibling's."""
-    keys: list[int] = []
-    for level in range(depth):
-        pos = i >> level
-        keys.append(crypto.node_key(level, pos, depth))
-        keys.append(crypto.node_key(level, pos ^ 1, depth))
-    return keys
+    """For each level below the root: the path node's key, then its sibling's.
+
+    Keys are `crypto.node_key` heap indices, so a parent is `key >> 1` and a
+    sibling `key ^ 1`: plain integer steps on the hot path.
+    """
+    leaf_key = crypto.node_key(0, i, depth)
+    return [(leaf_key >> level) ^ side for level in range(depth) for side in (0, 1)]
 
 
 def payment_node_keys(terms: ChannelTerms, payment: wire.Payment) -> list[int]:
@@ -224,10 +225,7 @@ def _decode_tree_payment(payment: wire.PaytreePayment) -> tuple[bytes, list[byte
             f"invalid proof: {len(payment.siblings_b64)} siblings, at most {MAX_SIBLINGS} allowed",
         )
     leaf = b64decode(payment.leaf_b64, HASH_LEN, field="leaf_b64")
-    siblings = [
-        b64decode(text, HASH_LEN, field=f"siblings_b64[{n}]")
-        for n, text in enumerate(payment.siblings_b64)
-    ]
+    siblings = decode_siblings(payment.siblings_b64)
     return leaf, siblings
 
 
@@ -267,15 +265,17 @@ def _verify_first_opt(
         raise _wrong_count(len(sent), t)
     if stored is None or t == depth:
         anchor = terms.root
-        above: list[bytes] = []
+        above = b""
     else:
         # node(t, i >> t) == node(t, last >> t): fold the accepted leaf t levels.
-        last_leaf, *last_siblings = _split(stored.proof[1:])
-        anchor = crypto.merkle_fold(last_leaf, stored.index, last_siblings[:t], terms.hash_alg)
-        above = last_siblings[t:]
+        # Stored layout: count (1 byte) ‖ leaf ‖ depth siblings.
+        path = stored.proof
+        last_siblings = [path[33 + 32 * j : 65 + 32 * j] for j in range(t)]
+        anchor = crypto.merkle_fold(path[1:33], stored.index, last_siblings, terms.hash_alg)
+        above = path[33 + 32 * t :]
     if crypto.merkle_fold(leaf, payment.i, sent, terms.hash_alg) != anchor:
         raise _bad_path()
-    return bytes([t]) + leaf + b"".join(sent) + b"".join(above)
+    return bytes([t]) + leaf + b"".join(sent) + above
 
 
 def _verify_second_opt(
@@ -285,17 +285,15 @@ def _verify_second_opt(
     leaf, sent = _decode_tree_payment(payment)
     depth = depth_of(terms)
     i = payment.i
-    keys = second_opt_path_keys(i, depth)
-    if len(view.nodes) != len(keys):
+    # view.nodes follows second_opt_path_keys: [2·level] = path node, [2·level + 1] = sibling.
+    nodes = view.nodes
+    if len(nodes) != 2 * depth:
         raise ValueError(
-            f"view.nodes has {len(view.nodes)} entries; payment_node_keys asked for {len(keys)}"
+            f"view.nodes has {len(nodes)} entries; payment_node_keys asked for {2 * depth}"
         )
-    known: dict[int, bytes] = {
-        key: node for key, node in zip(keys, view.nodes, strict=True) if node is not None
-    }
 
     def is_known(level: int, pos: int) -> bool:
-        return crypto.node_key(level, pos, depth) in known
+        return nodes[2 * level + ((pos ^ (i >> level)) & 1)] is not None
 
     missing, stop = crypto.second_opt_levels(i, depth, is_known)
     if len(sent) != len(missing):
@@ -303,18 +301,25 @@ def _verify_second_opt(
     supplied = dict(zip(missing, sent, strict=True))
     new_nodes: dict[int, bytes] = {}
     current = leaf
+    key = crypto.node_key(0, i, depth)  # the path node's heap index at each level
     for level in range(stop):
-        pos = i >> level
-        new_nodes[crypto.node_key(level, pos, depth)] = current
-        sibling_key = crypto.node_key(level, pos ^ 1, depth)
+        new_nodes[key] = current
         if level in supplied:
             sibling = supplied[level]
-            new_nodes[sibling_key] = sibling
+            new_nodes[key ^ 1] = sibling
         else:
-            sibling = known[sibling_key]
-        pair = current + sibling if pos & 1 == 0 else sibling + current
+            known_sibling = nodes[2 * level + 1]
+            assert known_sibling is not None  # second_opt_levels only skips known siblings
+            sibling = known_sibling
+        pair = current + sibling if key & 1 == 0 else sibling + current
         current = crypto.digest(pair, terms.hash_alg)
-    anchor = terms.root if stop == depth else known[crypto.node_key(stop, i >> stop, depth)]
+        key >>= 1
+    if stop == depth:
+        anchor = terms.root
+    else:
+        known_ancestor = nodes[2 * stop]
+        assert known_ancestor is not None  # second_opt_levels stops at a known path node
+        anchor = known_ancestor
     if current != anchor:
         raise _bad_path()
     return leaf + b"".join(sent), new_nodes

@@ -8,7 +8,14 @@ from nanomoni import crypto, wire
 from nanomoni.encoding import b64decode, b64encode, canonical_json
 from nanomoni.errors import Code, NanoMoniError
 from nanomoni.protocol.model import ChannelTerms, Closure, Mode, PaymentState
-from nanomoni.protocol.modes import HASH_LEN, MAX_SIBLINGS, TREE_MODES, key_der, require_mode
+from nanomoni.protocol.modes import (
+    HASH_LEN,
+    MAX_SIBLINGS,
+    TREE_MODES,
+    decode_siblings,
+    key_der,
+    require_mode,
+)
 from nanomoni.protocol.payments import depth_of, full_path, signature_message
 
 Settlement = wire.SignatureSettlement | wire.PaywordSettlement | wire.PaytreeSettlement
@@ -194,10 +201,7 @@ def check_settlement(
             f"invalid proof: {len(body.siblings_b64)} siblings, exactly {depth} expected",
         )
     leaf = b64decode(body.leaf_b64, HASH_LEN, field="leaf_b64")
-    siblings = [
-        b64decode(text, HASH_LEN, field=f"siblings_b64[{n}]")
-        for n, text in enumerate(body.siblings_b64)
-    ]
+    siblings = decode_siblings(body.siblings_b64)
     _check_signature(
         terms.vendor_public_key_der_b64,
         _paytree_message(terms.channel_id, body.i, body.leaf_b64, body.siblings_b64),

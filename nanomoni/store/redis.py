@@ -188,7 +188,7 @@ class RedisIssuerStore:
         return Account(public_key_der_b64=public_key_der_b64, balance=int(reply))
 
     async def deposit(self, public_key_der_b64: str, amount: int) -> Account | None:
-        check_amount(amount, allow_zero=False)
+        check_amount(amount, allow_zero=True)
         reply = await self._redis.evalsha(
             _ISSUER_DEPOSIT, (_ACCOUNTS, _SUPPLY), (public_key_der_b64, amount)
         )

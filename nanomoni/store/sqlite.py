@@ -221,7 +221,7 @@ class SqliteIssuerStore(_SqliteBase):
         return Account(public_key_der_b64=public_key_der_b64, balance=balance)
 
     async def deposit(self, public_key_der_b64: str, amount: int) -> Account | None:
-        check_amount(amount, allow_zero=False)
+        check_amount(amount, allow_zero=True)
 
         def op(conn: sqlite3.Connection) -> Account | None:
             balance = _balance(conn, public_key_der_b64)

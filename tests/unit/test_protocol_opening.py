@@ -12,6 +12,8 @@ import os
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from nanomoni import crypto, wire
 from nanomoni.encoding import b64encode, b64url_nopad
@@ -133,6 +135,16 @@ def test_bad_public_keys_are_invalid_encoding(
     fields = request_fields(Mode.signature, client, vendor)
     fields[which] = bad
     assert which in refused(Code.invalid_encoding, Mode.signature, signed(fields, client))
+
+
+def test_well_formed_keys_of_unsupported_types_are_invalid_encoding(
+    client: crypto.SigningKey, vendor: crypto.SigningKey
+) -> None:
+    p384 = ec.generate_private_key(ec.SECP384R1()).public_key()
+    der = p384.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    fields = request_fields(Mode.signature, client, vendor)
+    fields["vendor_public_key_der_b64"] = b64encode(der)
+    assert "supported" in refused(Code.invalid_encoding, Mode.signature, signed(fields, client))
 
 
 def test_signature_by_another_key_than_the_claimed_client_is_refused(
