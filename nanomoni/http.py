@@ -9,14 +9,23 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import msgspec
 from litestar import Litestar, MediaType, Request, Response, get
+from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
-from litestar.types import ControllerRouterHandler, LifespanHook
+from litestar.types import (
+    ControllerRouterHandler,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    LifespanHook,
+    Receive,
+    Scope,
+    Send,
+)
 
 from nanomoni import __version__, metrics, wire
 from nanomoni.errors import Code, NanoMoniError, http_status
@@ -101,8 +110,8 @@ _STATUS_CODES: dict[int, Code] = {
 
 
 def _on_nanomoni_error(_: Request[Any, Any, Any], exc: NanoMoniError) -> Response[bytes]:
-    errors = exc.errors if isinstance(exc, ValidationFailed) else None
-    return error_response(exc.code, exc.detail, errors)
+    status, payload = error_payload(exc)
+    return Response(content=payload, status_code=status, media_type=JSON)
 
 
 def _on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
@@ -172,3 +181,85 @@ def build_app(
         logging_config=None,
         debug=False,
     )
+
+
+# --- the hot path -------------------------------------------------------------------
+
+RawHandler = Callable[[str, str, bytes], Awaitable[tuple[int, bytes]]]
+
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+def error_payload(exc: NanoMoniError) -> tuple[int, bytes]:
+    errors = exc.errors if isinstance(exc, ValidationFailed) else None
+    body = wire.ErrorResponse(detail=exc.detail, code=exc.code.value, errors=errors)
+    return exc.status, _encoder.encode(body)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class HotPath:
+    """An ASGI front that serves one hot route (`{prefix}{a}/{b}{suffix}`, POST) directly
+    and hands everything else, lifespan included, to the Litestar app.
+
+    Litestar's routing, parameter parsing and response machinery cost more CPU than
+    a whole payment; this route only needs the raw body and two path segments, and
+    answers with the same bodies and error mapping as the framework routes.
+    """
+
+    def __init__(
+        self, app: Litestar, *, prefix: str, suffix: str, handler: RawHandler, max_body: int
+    ) -> None:
+        self.app = app
+        self.prefix = prefix
+        self.suffix = suffix
+        self.handler = handler
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP and scope.get("method") == "POST":
+            path: str = scope["path"]
+            if path.startswith(self.prefix) and path.endswith(self.suffix):
+                segments = path[len(self.prefix) : len(path) - len(self.suffix)].split("/")
+                if len(segments) == 2:
+                    await self._serve(segments[0], segments[1], receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+    async def _serve(self, first: str, second: str, receive: Receive, send: Send) -> None:
+        try:
+            raw = await self._body(receive)
+            status, payload = await self.handler(first, second, raw)
+        except NanoMoniError as exc:
+            status, payload = error_payload(exc)
+        except BodyTooLarge:
+            status, payload = error_payload(
+                NanoMoniError(Code.payload_too_large, "request body exceeds the configured limit")
+            )
+        except Exception:
+            log.exception("internal error on POST %s%s/%s", self.prefix, first, second)
+            status, payload = error_payload(NanoMoniError(Code.internal_error, "internal error"))
+        headers = [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())]
+        start = HTTPResponseStartEvent(type="http.response.start", status=status, headers=headers)
+        await send(start)
+        await send(HTTPResponseBodyEvent(type="http.response.body", body=payload, more_body=False))
+
+    async def _body(self, receive: Receive) -> bytes:
+        message: dict[str, Any] = await receive()  # type: ignore[assignment]
+        body: bytes = message.get("body", b"")
+        if not message.get("more_body", False):
+            if len(body) > self.max_body:
+                raise BodyTooLarge
+            return body
+        chunks = [body]
+        size = len(body)
+        while message.get("more_body", False):
+            message = await receive()  # type: ignore[assignment]
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise BodyTooLarge
+            chunks.append(chunk)
+        return b"".join(chunks)

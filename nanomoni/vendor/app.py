@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from litestar import Litestar, Request, Response, get, post
+from litestar import MediaType, Request, Response, get, post
 
 from nanomoni import encoding, metrics, wire
 from nanomoni.errors import Code, NanoMoniError
 from nanomoni.http import (
     DEFAULT_MAX_BODY,
+    HotPath,
     build_app,
     decode,
     empty_response,
@@ -43,6 +44,7 @@ from nanomoni.store.base import VendorStore
 from nanomoni.vendor.issuer_client import IssuerClient
 
 log = logging.getLogger("nanomoni.vendor")
+_encode = msgspec.json.Encoder().encode
 
 PREFIX = "/api/v1/vendor"
 DEFAULT_MAX_HASHES = 2**20
@@ -160,7 +162,8 @@ class Vendor:
 
     # --- payments ----------------------------------------------------------------
 
-    async def pay(self, mode_segment: str, channel_id: str, raw: bytes) -> Response[bytes]:
+    async def pay(self, mode_segment: str, channel_id: str, raw: bytes) -> tuple[int, bytes]:
+        """Status and JSON body of one payment (served by the hot path, see create_app)."""
         mode = parse_mode(mode_segment)
         started = time.perf_counter()
         try:
@@ -171,7 +174,7 @@ class Vendor:
         metrics.payment(
             mode.value, "accepted" if status == 201 else "replay", time.perf_counter() - started
         )
-        return json_response(payment_response(terms, state), status)
+        return status, _encode(payment_response(terms, state))
 
     async def _pay(
         self, mode: Mode, channel_id: str, raw: bytes
@@ -264,7 +267,7 @@ class Vendor:
         metrics.settlement(mode.value, "settled")
 
 
-def create_app(config: VendorConfig) -> Litestar:
+def create_app(config: VendorConfig) -> HotPath:
     vendor = Vendor(config)
 
     @get(f"{PREFIX}/keys/public", sync_to_thread=False)
@@ -273,16 +276,25 @@ def create_app(config: VendorConfig) -> Litestar:
 
     @post(f"{PREFIX}/channels/{{mode:str}}/{{channel_id:str}}/payments")
     async def pay(mode: str, channel_id: str, request: Request[Any, Any, Any]) -> Response[bytes]:
-        return await vendor.pay(mode, channel_id, await request.body())
+        """Documents the route; requests are answered by the HotPath in front (same handler)."""
+        status, payload = await vendor.pay(mode, channel_id, await request.body())
+        return Response(content=payload, status_code=status, media_type=MediaType.JSON)
 
     @post(f"{PREFIX}/channels/{{mode:str}}/{{channel_id:str}}/closure-requests")
     async def close(mode: str, channel_id: str, request: Request[Any, Any, Any]) -> Response[bytes]:
         return await vendor.close_channel(mode, channel_id, await request.body())
 
-    return build_app(
+    app = build_app(
         service="vendor",
         routes=[public_key, pay, close],
         on_startup=[vendor.start],
         on_shutdown=[vendor.stop],
+        max_body=config.max_body,
+    )
+    return HotPath(
+        app,
+        prefix=f"{PREFIX}/channels/",
+        suffix="/payments",
+        handler=vendor.pay,
         max_body=config.max_body,
     )
