@@ -8,8 +8,8 @@ Vendor CPU = its utime + stime from /proc over the timed phase ÷ accepted payme
 The floor is a minimal raw ASGI app on the same uvicorn (uvloop + httptools)
 under the same load, measured in the same run.
 
-Run: PYTHONPATH=. .venv/bin/pytest bench/test_bench_e2e.py -s
- or: PYTHONPATH=. .venv/bin/python bench/test_bench_e2e.py [payments-per-channel]
+Run: PYTHONPATH=. .venv/bin/pytest bench/test_bench_e2e.py -s   (NANOMONI_BENCH_STORE=sqlite|redis)
+ or: PYTHONPATH=. .venv/bin/python bench/test_bench_e2e.py [payments-per-channel] [sqlite|redis]
 """
 
 from __future__ import annotations
@@ -41,17 +41,19 @@ from nanomoni.launch import ServiceProcess, free_port, start_issuer, start_vendo
 from nanomoni.protocol.model import Mode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from redis_servers import redis_server  # noqa: E402  (shared test helper)
+from redis_servers import redis_server
 
 SERVER_CPU, LOAD_CPU = 0, 1
 CONNECTIONS = 32
 PAYMENTS_PER_CHANNEL = int(os.environ.get("NANOMONI_BENCH_PAYMENTS", "150"))
+STORE = os.environ.get("NANOMONI_BENCH_STORE", "redis")  # or "sqlite"
 TARGETS = {"payword": ("× floor", 4.0), "paytree": ("× floor", 4.5), "signature": ("µs", 160.0)}
 
 FLOOR_APP = textwrap.dedent(
     """
     import sys, uvicorn
-    BODY = b'{"channel_id":"x","cumulative_owed_amount":1,"created_at":"2026-01-01T00:00:00+00:00","k":1}'
+    BODY = (b'{"channel_id":"x","cumulative_owed_amount":1,'
+            b'"created_at":"2026-01-01T00:00:00+00:00","k":1}')
     START = {"type": "http.response.start", "status": 201,
              "headers": [(b"content-type", b"application/json"),
                          (b"content-length", str(len(BODY)).encode())]}
@@ -215,17 +217,19 @@ class Result:
         return self.vendor_us / self.floor_us
 
 
-def run_all(per_channel: int = PAYMENTS_PER_CHANNEL) -> list[Result]:
+def run_all(per_channel: int = PAYMENTS_PER_CHANNEL, store: str = STORE) -> list[Result]:
     results: list[Result] = []
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="nanomoni-bench-") as tmp:
-        redis = stack.enter_context(redis_server())
-        assert redis.process is not None
-        _pin(redis.process.pid, LOAD_CPU)
-        base = redis.url.rsplit("/", 1)[0]
+        vendor_store = None  # sqlite: the embedded default in the vendor's data dir
+        if store == "redis":
+            redis = stack.enter_context(redis_server())
+            assert redis.process is not None
+            _pin(redis.process.pid, LOAD_CPU)
+            vendor_store = redis.url.rsplit("/", 1)[0] + "/1"
         issuer: ServiceProcess = stack.enter_context(start_issuer(data_dir=Path(tmp) / "issuer"))
         _pin(issuer.pid, LOAD_CPU)
         vendor: ServiceProcess = stack.enter_context(
-            start_vendor(data_dir=Path(tmp) / "vendor", issuer_url=issuer.url, store=f"{base}/1")
+            start_vendor(data_dir=Path(tmp) / "vendor", issuer_url=issuer.url, store=vendor_store)
         )
         _pin(vendor.pid, SERVER_CPU)
         vendor_pk = httpx.get(vendor.url + "/api/v1/vendor/keys/public").json()[
@@ -281,30 +285,35 @@ def _settle_all(vendor_url: str, issuer_url: str, plan: ModePlan, last_index: in
 
 
 def table(results: list[Result]) -> str:
-    lines = [
-        f"{'mode':<20} {'payments':>9} {'vendor µs/pay':>14} {'floor µs/req':>13} {'ratio':>6}  target",
-    ]
+    header = ("mode", "payments", "vendor µs/pay", "floor µs/req", "ratio", "target")
+    rows = [header]
     for r in results:
-        target = TARGETS.get(r.mode)
-        goal = (
-            ""
-            if target is None
-            else (
-                f"≤ {target[1]:g}{target[0]}"
-                if target[0] == "µs"
-                else f"≤ {target[1]:g}{target[0]}"
+        unit, bound = TARGETS.get(r.mode, ("", 0.0))
+        goal = f"≤ {bound:g}{unit}" if unit else ""
+        rows.append(
+            (
+                r.mode,
+                str(r.payments),
+                f"{r.vendor_us:.1f}",
+                f"{r.floor_us:.1f}",
+                f"{r.ratio:.2f}",
+                goal,
             )
         )
-        lines.append(
-            f"{r.mode:<20} {r.payments:>9} {r.vendor_us:>14.1f} {r.floor_us:>13.1f} {r.ratio:>6.2f}  {goal}"
+    widths = [max(len(row[col]) for row in rows) for col in range(len(header))]
+    return "\n".join(
+        "  ".join(
+            cell.ljust(w) if col in (0, 5) else cell.rjust(w)
+            for col, (cell, w) in enumerate(zip(row, widths, strict=True))
         )
-    return "\n".join(lines)
+        for row in rows
+    )
 
 
 @pytest.fixture(scope="module")
 def results() -> list[Result]:
     found = run_all()
-    print("\n" + table(found))
+    print(f"\nvendor store: {STORE}\n" + table(found))
     return found
 
 
@@ -323,4 +332,7 @@ def test_vendor_cpu_per_payment(results: list[Result], mode: str, benchmark: Any
 
 
 if __name__ == "__main__":
-    print(table(run_all(int(sys.argv[1]) if len(sys.argv) > 1 else PAYMENTS_PER_CHANNEL)))
+    per_channel = int(sys.argv[1]) if len(sys.argv) > 1 else PAYMENTS_PER_CHANNEL
+    store = sys.argv[2] if len(sys.argv) > 2 else STORE
+    print(f"vendor store: {store}")
+    print(table(run_all(per_channel, store)))
