@@ -5,6 +5,7 @@ Handlers only translate: decode → protocol check → one atomic store step →
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import os
 import uuid
@@ -195,7 +196,10 @@ class Issuer:
                     Code.mode_mismatch,
                     f"channel was opened in {terms.mode.value} mode, not {mode.value}",
                 )
-            closure = check_settlement(mode, terms, channel_id, body, now=encoding.utc_now())
+            # A PayWord settlement may hash up to max_k times: off the event loop (GIL released).
+            closure = await asyncio.to_thread(
+                check_settlement, mode, terms, channel_id, body, now=encoding.utc_now()
+            )
             async with metrics.timed_store("settle"):
                 settled = await self.store.settle(channel_id, closure)
         except NanoMoniError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import time
@@ -30,7 +31,14 @@ from nanomoni.http import (
     json_response,
     parse_mode,
 )
-from nanomoni.protocol.model import CasOutcome, ChannelTerms, Closure, Mode, PaymentState
+from nanomoni.protocol.model import (
+    CasOutcome,
+    ChannelTerms,
+    Closure,
+    Mode,
+    PaymentState,
+    VendorView,
+)
 from nanomoni.protocol.payments import (
     decide_payment,
     learned_channel_terms,
@@ -192,9 +200,20 @@ class Vendor:
         started = time.perf_counter()
         view = await store.load(channel_id, payment_node_keys(terms, payment))
         metrics.store_time("load", time.perf_counter() - started)
-        decision = decide_payment(
-            mode, terms, view, payment, now=encoding.utc_now(), max_hashes=self.config.max_hashes
+        decide = functools.partial(
+            decide_payment,
+            mode,
+            terms,
+            view,
+            payment,
+            now=encoding.utc_now(),
+            max_hashes=self.config.max_hashes,
         )
+        if _long_hash_walk(payment, view):
+            # The native core releases the GIL: a thread keeps this worker's loop serving.
+            decision = await asyncio.to_thread(decide)
+        else:
+            decision = decide()
         if decision.replay:
             return 200, decision.state, terms
         started = time.perf_counter()
@@ -265,6 +284,17 @@ class Vendor:
         async with metrics.timed_store("record_settlement"):
             await store.record_settlement(channel_id, closure)
         metrics.settlement(mode.value, "settled")
+
+
+# Above this many PayWord hashes (~1 ms) verification leaves the event loop.
+INLINE_HASHES = 16_384
+
+
+def _long_hash_walk(payment: wire.Payment, view: VendorView) -> bool:
+    if not isinstance(payment, wire.PaywordPayment):
+        return False
+    accepted = view.state.index if view.state is not None else 0
+    return payment.k - accepted > INLINE_HASHES
 
 
 def create_app(config: VendorConfig) -> HotPath:

@@ -196,3 +196,21 @@ def test_key_kinds_and_hash_suites(stack: Stack, mode: str, kind: str, alg: str 
     assert stack.balance(client.pk) == 1_000_000 - owed
     read = stack.read(channel)
     assert read["hash_alg"] == (alg or "sha256") and read["balance"] == owed
+
+
+def test_payword_hash_work_per_payment_is_bounded(stack: Stack) -> None:
+    client = stack.client()
+    top = 2**20 + 5
+    deposit = stack.issuer.post(
+        "/accounts/deposits",
+        json={"public_key_der_b64": client.pk, "amount": top},
+        headers={"Authorization": "Bearer e2e-admin-token"},
+    )
+    assert deposit.status_code == 200, deposit.text
+    channel = stack.open("payword", client, amount=top, unit=1, max_index=top)
+    stack.expect_error(stack.pay(channel, 2**20 + 2), 400, "exceeds_max", "exceeds")
+    assert stack.pay(channel, 2**20).status_code == 201  # 2**20 hashes, off the event loop
+    assert stack.pay(channel, top).status_code == 201
+    assert stack.close_channel(channel).status_code == 204
+    assert stack.read(channel)["balance"] == top
+    assert stack.balance(client.pk) == 1_000_000
