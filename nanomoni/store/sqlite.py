@@ -19,7 +19,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from nanomoni.errors import NanoMoniError
 from nanomoni.protocol.model import (
@@ -158,24 +158,59 @@ class _Worker:
                 loop.call_soon_threadsafe(_resolve, loop_results)
 
 
-class _SqliteBase:
+class _Database:
+    """The writer and reader of one file, shared by every store of this process on
+    it: an issuer and a vendor on one file then coalesce into the same commits
+    instead of fighting over SQLite's write lock (whose busy handler is unfair)."""
+
+    _open: ClassVar[dict[str, _Database]] = {}
+    _lock = threading.Lock()
+
     def __init__(self, path: str) -> None:
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         setup = _connect(path)
         try:
             setup.executescript(_SCHEMA)
         finally:
             setup.close()
-        self._write = _Worker(path, "nanomoni-sqlite-writer", writer=True)
-        self._read = _Worker(path, "nanomoni-sqlite-reader", writer=False)
+        self.path = path
+        self.users = 0
+        self.write = _Worker(path, "nanomoni-sqlite-writer", writer=True)
+        self.read = _Worker(path, "nanomoni-sqlite-reader", writer=False)
+
+    @classmethod
+    def acquire(cls, path: str) -> _Database:
+        if path == ":memory:" or path.startswith("file:"):
+            raise ValueError("the SQLite store needs a file path (its threads share the file)")
+        key = os.path.realpath(path)
+        with cls._lock:
+            database = cls._open.get(key)
+            if database is None:
+                database = cls._open[key] = _Database(key)
+            database.users += 1
+            return database
+
+    def release(self) -> None:
+        with self._lock:
+            self.users -= 1
+            if self.users:
+                return
+            del self._open[self.path]
+        self.write.stop()
+        self.read.stop()
+
+
+class _SqliteBase:
+    def __init__(self, path: str) -> None:
+        self._database = _Database.acquire(path)
+        self._write = self._database.write
+        self._read = self._database.read
         self._closed = False
 
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
-            await asyncio.to_thread(self._write.stop)
-            await asyncio.to_thread(self._read.stop)
+            await asyncio.to_thread(self._database.release)
 
 
 def _balance(conn: sqlite3.Connection, public_key: str) -> int | None:
