@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import hiredis
 
@@ -46,8 +46,8 @@ class _Connection(asyncio.Protocol):
         return self._lost is None and self._transport is not None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports implement the interface without subclassing asyncio.Transport.
+        self._transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = exc or ConnectionError("redis connection closed")
@@ -74,7 +74,7 @@ class _Connection(asyncio.Protocol):
     def send(self, packed: bytes) -> asyncio.Future[Reply]:
         """Queue one packed command (or several, see `send_many`); returns its reply future."""
         if self._lost is not None or self._transport is None:
-            raise ConnectionError(f"redis connection lost: {self._lost}")
+            raise ConnectionError(f"redis connection unusable: {self._lost or 'not connected'}")
         fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending.append(fut)
         self._out.append(packed)
