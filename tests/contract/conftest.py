@@ -3,15 +3,24 @@ standalone redis-server and a 3-master Redis Cluster (both started here)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
+import uvloop
 from redis_servers import RedisCluster, RedisServer, redis_cluster, redis_server
 
 from nanomoni.store import IssuerStore, VendorStore, open_issuer_store, open_vendor_store
 
 BACKENDS = ["sqlite", "redis", "cluster"]
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The services run on uvloop, so the contract does too (unit tests use asyncio's loop)."""
+    return {"uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture(scope="session")

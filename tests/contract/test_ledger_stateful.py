@@ -6,11 +6,11 @@ After every step: the store agrees with the model, and money is conserved
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
+import uvloop
 from contract.conftest import Backend
 from contract.factories import closure, state, terms
 from hypothesis import HealthCheck, settings
@@ -54,7 +54,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.loop = asyncio.new_event_loop()
+        self.loop = uvloop.new_event_loop()
         url = self.backend.fresh_url()
         self.issuer: IssuerStore = self.run(open_issuer_store(url))
         self.vendor: VendorStore = self.run(open_vendor_store(url))
