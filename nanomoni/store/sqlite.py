@@ -93,6 +93,7 @@ class _Worker:
     def __init__(self, path: str, name: str, *, writer: bool) -> None:
         self._conn = _connect(path)
         self._writer = writer
+        self.batches = 0  # transactions run (for tests and metrics: ops / batches = coalescing)
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -126,6 +127,7 @@ class _Worker:
             self._execute(batch)
 
     def _execute(self, batch: list[_Job]) -> None:
+        self.batches += 1
         results: list[tuple[asyncio.Future[Any], bool, Any]] = []
         conn = self._conn
         try:
