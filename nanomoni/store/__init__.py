@@ -3,6 +3,7 @@
     store = await open_issuer_store("sqlite:nanomoni-data/issuer.sqlite3")
     store = await open_vendor_store("redis://127.0.0.1:6379/0")
     store = await open_vendor_store("redis+cluster://127.0.0.1:7000")
+    (redis://:PASSWORD@HOST:PORT/DB and redis://USER:PASSWORD@... send AUTH first.)
 
 The factories are coroutines: they connect (and for a cluster read its slot
 map) before returning, so a bad URL or an unreachable server fails at start-up.
@@ -27,14 +28,15 @@ async def _redis_client(url: str) -> Client:
     parts = urlsplit(url)
     host = parts.hostname or "127.0.0.1"
     port = parts.port or 6379
+    auth = {"username": parts.username or "", "password": parts.password or ""}
     if parts.scheme == "redis+cluster":
-        cluster = ClusterClient(host, port)
+        cluster = ClusterClient(host, port, **auth)
         await cluster.refresh_slots()
         return cluster
     db_text = parts.path.strip("/") or "0"
     if not db_text.isdigit():
         raise ValueError(f"bad Redis database number in store URL {url!r}")
-    client = RedisClient(host, port, int(db_text))
+    client = RedisClient(host, port, int(db_text), **auth)
     await client.execute("PING")
     return client
 

@@ -150,8 +150,11 @@ def _as_bytes(value: Arg) -> bytes:
 class RedisClient:
     """Standalone Redis: one pipelined connection, re-opened lazily after a loss."""
 
-    def __init__(self, host: str, port: int, db: int = 0) -> None:
+    def __init__(
+        self, host: str, port: int, db: int = 0, *, username: str = "", password: str = ""
+    ) -> None:
         self.host, self.port, self.db = host, port, db
+        self._auth = (username, password)
         self._conn: _Connection | None = None
         self._connecting: asyncio.Lock | None = None
 
@@ -164,8 +167,15 @@ class RedisClient:
         async with self._connecting:
             if self._conn is None or not self._conn.usable:
                 conn = await _Connection.open(self.host, self.port)
-                if self.db:
-                    await conn.send(pack("SELECT", self.db))
+                username, password = self._auth
+                try:
+                    if password:
+                        await conn.send(pack("AUTH", *([username] if username else []), password))
+                    if self.db:
+                        await conn.send(pack("SELECT", self.db))
+                except BaseException:
+                    conn.close()
+                    raise
                 self._conn = conn
             return self._conn
 
@@ -200,17 +210,21 @@ class ClusterClient:
 
     MAX_REDIRECTS = 5
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, username: str = "", password: str = "") -> None:
         self._seeds = [(host, port)]
+        self._auth = (username, password)
         self._slots: list[tuple[str, int] | None] = [None] * 16384
         self._nodes: dict[tuple[str, int], RedisClient] = {}
         self._slot_cache: dict[bytes, int] = {}
         self._refreshing: asyncio.Lock | None = None
+        self._stale = False
 
     def _node(self, addr: tuple[str, int]) -> RedisClient:
         client = self._nodes.get(addr)
         if client is None:
-            client = self._nodes[addr] = RedisClient(*addr)
+            username, password = self._auth
+            client = RedisClient(*addr, username=username, password=password)
+            self._nodes[addr] = client
         return client
 
     async def refresh_slots(self) -> None:
@@ -245,6 +259,9 @@ class ClusterClient:
 
     async def _route(self, key: Arg, args: Sequence[Arg]) -> Reply:
         slot = self.slot_of(_as_bytes(key))
+        if self._stale:
+            self._stale = False
+            await self.refresh_slots()
         for _ in range(self.MAX_REDIRECTS):
             addr = self._slots[slot]
             if addr is None:
@@ -254,6 +271,12 @@ class ClusterClient:
                     raise ConnectionError(f"cluster slot {slot} is not served")
             try:
                 return await self._node(addr).execute(*args)
+            except OSError:
+                # The command may have run before the connection broke: never resend it
+                # (a transition is not idempotent), but re-read the slot map next time
+                # in case a failover moved the slot.
+                self._stale = True
+                raise
             except RedisReplyError as exc:
                 kind, _, rest = str(exc).partition(" ")
                 if kind not in ("MOVED", "ASK"):

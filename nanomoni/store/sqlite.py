@@ -21,7 +21,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from nanomoni.errors import NanoMoniError
 from nanomoni.protocol.model import (
     Account,
     CasOutcome,
@@ -138,7 +137,7 @@ class _Worker:
                     conn.execute("SAVEPOINT op")
                 try:
                     value = op(conn)
-                except (NanoMoniError, ValueError) as exc:
+                except Exception as exc:  # this caller's failure only; the batch goes on
                     if self._writer:
                         conn.execute("ROLLBACK TO op")
                         conn.execute("RELEASE op")

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 from redis_servers import RedisCluster, RedisServer, command, redis_cluster, redis_server
 
+from nanomoni.store import open_vendor_store
 from nanomoni.store.resp import ClusterClient, RedisClient, RedisReplyError, Script, crc16, key_slot
 
 
@@ -134,3 +135,15 @@ async def test_cluster_follows_ask_during_slot_migration() -> None:
         assert await client.execute("GET", key) == b"moved-along"
         assert client._slots[slot] == source_addr  # ASK does not change the slot table
         await client.close()
+
+
+async def test_password_in_the_url_is_sent_with_auth() -> None:
+    with redis_server() as own:
+        assert command(own.port, "CONFIG", "SET", "requirepass", "s3cret") == "+OK"
+        refused = RedisClient("127.0.0.1", own.port)
+        with pytest.raises(RedisReplyError, match="NOAUTH"):
+            await refused.execute("PING")
+        await refused.close()
+        store = await open_vendor_store(f"redis://:s3cret@127.0.0.1:{own.port}/2")
+        assert (await store.load("any-channel")).state is None
+        await store.close()
