@@ -7,6 +7,7 @@ accepted decision as the store's compare-and-set would.
 
 from __future__ import annotations
 
+import base64
 import os
 from typing import Any
 
@@ -543,6 +544,22 @@ def test_paytree_same_i_with_another_proof_is_duplicate_mismatch() -> None:
     siblings = [*payment.siblings_b64[:-1], tamper(payment.siblings_b64[-1])]
     assert "duplicate" in channel.refused(with_siblings(payment, siblings), Code.duplicate_mismatch)
     channel.refused(with_siblings(payment, []), Code.duplicate_mismatch)
+
+
+@pytest.mark.parametrize("mode", sorted(TREE_MODES))
+def test_same_bytes_split_differently_are_not_a_replay(mode: Mode) -> None:
+    channel = Channel(mode, max_index=127)
+    payment = channel.payment(9)
+    channel.pay(9)
+    assert isinstance(payment, wire.PaytreePayment) and len(payment.siblings_b64) >= 1
+    leaf = base64.b64decode(payment.leaf_b64)
+    first = base64.b64decode(payment.siblings_b64[0])
+    shifted = wire.PaytreePayment(
+        i=9,
+        leaf_b64=b64encode(leaf + first[:1]),
+        siblings_b64=[b64encode(first[1:]), *payment.siblings_b64[1:]],
+    )
+    channel.refused(shifted, Code.duplicate_mismatch)
 
 
 # --- §5.4 paytree_first_opt ------------------------------------------------------------------
