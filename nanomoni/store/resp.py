@@ -194,10 +194,6 @@ class RedisClient:
             await self.execute("SCRIPT", "LOAD", script.source)
             return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
 
-    async def masters_execute(self, *args: Arg) -> list[Reply]:
-        """Run a command on every master (here: the one server)."""
-        return [await self.execute(*args)]
-
     async def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -308,12 +304,6 @@ class ClusterClient:
                 raise
             await self._route(keys[0], ("SCRIPT", "LOAD", script.source))
             return await self._route(keys[0], cmd)
-
-    async def masters_execute(self, *args: Arg) -> list[Reply]:
-        if not self._nodes or all(s is None for s in self._slots):
-            await self.refresh_slots()
-        masters = {addr for addr in self._slots if addr is not None}
-        return [await self._node(addr).execute(*args) for addr in sorted(masters)]
 
     async def close(self) -> None:
         for client in self._nodes.values():

@@ -4,16 +4,17 @@ standalone redis-server and a 3-master Redis Cluster (both started here)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
 import pytest
 import uvloop
-from redis_servers import RedisCluster, RedisServer, redis_cluster, redis_server
+from redis_servers import RedisCluster, RedisServer, cluster_redis, standalone_redis
 
 from nanomoni.store import IssuerStore, VendorStore, open_issuer_store, open_vendor_store
 
 BACKENDS = ["sqlite", "redis", "cluster"]
+__all__ = ["cluster_redis", "standalone_redis"]  # session fixtures shared by the contract tests
 
 
 def pytest_asyncio_loop_factories(
@@ -21,18 +22,6 @@ def pytest_asyncio_loop_factories(
 ) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
     """The services run on uvloop, so the contract does too (unit tests use asyncio's loop)."""
     return {"uvloop": uvloop.new_event_loop}
-
-
-@pytest.fixture(scope="session")
-def standalone_redis() -> Iterator[RedisServer]:
-    with redis_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def cluster_redis() -> Iterator[RedisCluster]:
-    with redis_cluster() as cluster:
-        yield cluster
 
 
 class Backend:
