@@ -92,18 +92,22 @@ class _Worker:
     def __init__(self, path: str, name: str, *, writer: bool) -> None:
         self._conn = _connect(path)
         self._writer = writer
+        self._stopped = False
         self.batches = 0  # transactions run (for tests and metrics: ops / batches = coalescing)
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     async def run(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        if self._stopped:
+            raise RuntimeError("the SQLite store is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         self._jobs.put((op, fut, loop))
         return await fut
 
     def stop(self) -> None:
+        self._stopped = True
         self._jobs.put(None)
         self._thread.join()
         self._conn.close()

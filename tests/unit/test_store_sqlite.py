@@ -125,3 +125,10 @@ async def test_issuer_and_vendor_share_one_file(tmp_path: Path) -> None:
     await issuer.close()
     assert (await vendor.load("ch")).state == state  # the vendor outlives the issuer's close
     await vendor.close()
+
+
+async def test_a_closed_store_refuses_work(tmp_path: Path) -> None:
+    store = await open_issuer_store(f"sqlite:{tmp_path / 'closed.sqlite3'}")
+    await store.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        await store.get_account("anyone")
