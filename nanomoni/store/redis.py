@@ -263,6 +263,8 @@ class RedisVendorStore:
     async def compare_and_set(
         self, channel_id: str, new: PaymentState, nodes: Mapping[int, bytes]
     ) -> CasResult:
+        check_amount(new.index, allow_zero=True)  # the script compares canonical decimals
+        check_amount(new.owed, allow_zero=True)
         args: list[bytes | str | int] = [new.index, new.owed, new.proof, new.created_at]
         for key, value in nodes.items():
             args.append(pack_node_key(key))

@@ -409,6 +409,7 @@ class SqliteVendorStore(_SqliteBase):
         self, channel_id: str, new: PaymentState, nodes: Mapping[int, bytes]
     ) -> CasResult:
         check_amount(new.index, allow_zero=True)
+        check_amount(new.owed, allow_zero=True)
         node_rows = [(channel_id, key, value) for key, value in nodes.items()]
 
         def op(conn: sqlite3.Connection) -> CasResult:
