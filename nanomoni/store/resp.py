@@ -60,7 +60,14 @@ class _Connection(asyncio.Protocol):
         self._reader.feed(data)
         pending = self._pending
         while True:
-            reply = self._reader.gets()
+            try:
+                reply = self._reader.gets()
+            except hiredis.ProtocolError:
+                # Replies can no longer be matched to requests: drop the connection
+                # (connection_lost fails every pending request).
+                assert self._transport is not None
+                self._transport.abort()
+                return
             if reply is False:
                 return
             fut = pending.popleft()
@@ -72,7 +79,7 @@ class _Connection(asyncio.Protocol):
                 fut.set_result(reply)
 
     def send(self, packed: bytes) -> asyncio.Future[Reply]:
-        """Queue one packed command (or several, see `send_many`); returns its reply future."""
+        """Queue one packed command; it is written with the others of this loop turn."""
         if self._lost is not None or self._transport is None:
             raise ConnectionError(f"redis connection unusable: {self._lost or 'not connected'}")
         fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()

@@ -147,3 +147,21 @@ async def test_password_in_the_url_is_sent_with_auth() -> None:
         store = await open_vendor_store(f"redis://:s3cret@127.0.0.1:{own.port}/2")
         assert (await store.load("any-channel")).state is None
         await store.close()
+
+
+async def test_a_garbled_reply_stream_fails_requests_instead_of_hanging() -> None:
+    async def garble(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)
+        writer.write(b"?this is not RESP\r\n")
+        await writer.drain()
+        await reader.read(100)  # hold the connection until the client drops it
+        writer.close()
+
+    peer = await asyncio.start_server(garble, "127.0.0.1", 0)
+    port = peer.sockets[0].getsockname()[1]
+    client = RedisClient("127.0.0.1", port)
+    with pytest.raises(ConnectionError):
+        await asyncio.wait_for(client.execute("PING"), 5)
+    await client.close()
+    peer.close()
+    await peer.wait_closed()
