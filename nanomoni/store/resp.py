@@ -312,6 +312,10 @@ class ClusterClient:
             await self._route(keys[0], ("SCRIPT", "LOAD", script.source))
             return await self._route(keys[0], cmd)
 
+    def masters(self) -> list[RedisClient]:
+        """A client per master of the current slot map."""
+        return [self._node(addr) for addr in sorted({a for a in self._slots if a is not None})]
+
     async def close(self) -> None:
         for client in self._nodes.values():
             await client.close()

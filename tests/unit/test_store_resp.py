@@ -165,3 +165,16 @@ async def test_a_garbled_reply_stream_fails_requests_instead_of_hanging() -> Non
     await client.close()
     peer.close()
     await peer.wait_closed()
+
+
+async def test_opening_warns_when_redis_does_not_fsync_every_write(
+    server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = await open_vendor_store(server.url)
+    await store.close()
+    assert "does not fsync every write" in caplog.text
+    caplog.clear()
+    with redis_server(aof=True) as durable:
+        store = await open_vendor_store(durable.url)
+        await store.close()
+    assert "fsync" not in caplog.text
