@@ -17,6 +17,17 @@ single-slot):
           {nm-issuer}:roots     SET    commitment roots ever used
           {nm-issuer}:ch:<cid>  HASH   a=amount ck=client vk=vendor t=terms
                                        [d=proof digest x=closure cb/vb=balances after]
+
+Scaling the issuer past one shard (not needed yet: one shard carries ~100k
+transitions/s): give each client account its own tag and put a channel's key
+under its client's tag, so open (check + debit + create) stays one single-slot
+script; make the used-roots set a per-root key reserved first with SET NX in
+the root's own slot (a refused open releases it); and make settlement two
+idempotent steps keyed by channel id — close + refund in the client's slot,
+recording an outbox entry, then credit the vendor in the vendor's slot guarded
+by SET NX `credited:{vendor}:<cid>` — so a retry after a crash moves money once.
+Conservation then holds once every outbox entry is applied (a sweeper replays
+them), rather than at every instant.
 """
 
 from __future__ import annotations
