@@ -34,7 +34,7 @@ T = TypeVar("T")
 KEYS = ["key-alice", "key-bob", "key-carol", "key-dave"]
 ROOTS = [None, *(bytes([n]) * 32 for n in range(1, 5))]
 DIGESTS = [b"proof-1", b"proof-2"]
-EXAMPLES = {"sqlite": 40, "redis": 50, "cluster": 15}
+EXAMPLES = {"sqlite": 60, "redis": 80, "cluster": 15}
 
 
 @dataclass
@@ -165,7 +165,7 @@ class LedgerMachine(RuleBasedStateMachine):
         channel.closing = True
 
     @invariant()
-    def money_is_conserved(self) -> None:
+    def money_is_conserved_and_stores_match_the_model(self) -> None:
         total = 0
         for key, balance in self.balances.items():
             account = self.run(self.issuer.get_account(key))
@@ -174,6 +174,9 @@ class LedgerMachine(RuleBasedStateMachine):
         for channel_id, channel in self.model.items():
             stored = self.run(self.issuer.get_channel(channel_id))
             assert stored is not None and stored.closure == channel.settled
+            view = self.run(self.vendor.load(channel_id))
+            assert (view.state, view.closing) == (channel.best, channel.closing)
+            assert self.run(self.vendor.settlement(channel_id)) == channel.settled
             if not stored.is_closed:
                 total += stored.terms.amount
         assert total == self.issued
