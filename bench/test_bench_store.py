@@ -142,11 +142,21 @@ def test_compare_and_set(
         finally:
             await store.close()
 
+    async def payments() -> int:
+        store = await open_vendor_store(url)
+        try:
+            return await pay_concurrent(store, OPS * 2)
+        finally:
+            await store.close()
+
     seq = benchmark.pedantic(lambda: timed(sequential), rounds=1, iterations=1)
     conc = timed(concurrent)
+    paid = timed(payments)
     benchmark.extra_info.update(cas_sequential=seq._asdict(), cas_concurrent=conc._asdict())
     report(f"{backend}: CAS sequential (µs/op)", str(seq))
     report(f"{backend}: CAS, {CONCURRENCY} concurrent channels (µs/op)", str(conc))
+    report(f"{backend}: payment = load + CAS, {CONCURRENCY} concurrent (µs/op)", str(paid))
+    benchmark.extra_info.update(payment_concurrent=paid._asdict())
     if backend == "sqlite":
         base = timed(lambda: naive_sqlite(tmp_path / "naive.sqlite3", ops))
         report("sqlite baseline: one commit per op on the loop (µs/op)", str(base))
