@@ -153,14 +153,19 @@ class _Worker:
             conn.execute("COMMIT")
         except Exception as exc:  # the whole batch failed: nobody gets an acknowledgement
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # SQLite already rolled back (e.g. after an I/O error)
             results = [(fut, False, exc) for _, fut, _ in batch]
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for (_, _, loop), result in zip(batch, results, strict=True):
             by_loop.setdefault(loop, []).append(result)
         for loop, loop_results in by_loop.items():
-            if not loop.is_closed():
+            try:
                 loop.call_soon_threadsafe(_resolve, loop_results)
+            except RuntimeError:
+                pass  # that caller's event loop is closed: nobody is waiting any more
 
 
 class _Database:
