@@ -7,6 +7,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import blake3
 import pytest
@@ -89,7 +90,8 @@ def test_core_hash_n_rejects_bad_counts(bad_n: int) -> None:
 def test_core_unknown_alg() -> None:
     with pytest.raises(ValueError, match="unknown hash alg"):
         crypto.digest(b"x", "md5")
-    for alg in (-1, 2, 99):
+    bad_algs: list[Any] = [-1, 2, 99, 2**70, "sha256", None]
+    for alg in bad_algs:
         with pytest.raises(ValueError, match="unknown hash alg"):
             _core.digest(b"x", alg)
         with pytest.raises(ValueError, match="unknown hash alg"):

@@ -168,8 +168,9 @@ def test_core_verify_merkle_bad_input() -> None:
         crypto.verify_merkle(good, 4, [good, good], good, 2)
     with pytest.raises(ValueError, match="i must be"):
         crypto.verify_merkle(good, -1, [good], good, 1)
-    with pytest.raises(ValueError, match="depth must be in"):
-        crypto.verify_merkle(good, 0, [], good, -1)
+    for depth in (-1, 65, 2**70):
+        with pytest.raises(ValueError, match="depth must be in"):
+            crypto.verify_merkle(good, 0, [], good, depth)
     with pytest.raises(ValueError, match="leaf must be 32 bytes"):
         crypto.verify_merkle(bytes(31), 0, [good], good, 1)
     with pytest.raises(ValueError, match="root must be 32 bytes"):
@@ -206,7 +207,7 @@ def test_core_tree_bad_input() -> None:
         tree.proof(5)  # a padding position is not a payable leaf
     with pytest.raises(ValueError, match="i must be"):
         tree.proof(-1)
-    for level, pos in ((0, 8), (3, 1), (4, 0), (-1, 0), (0, -1), (1, 2**64)):
+    for level, pos in ((0, 8), (3, 1), (4, 0), (-1, 0), (0, -1), (1, 2**64), (2**70, 0)):
         with pytest.raises(ValueError):
             tree.node(level, pos)
     assert tree.node(0, 7) == tree.node(0, 4)  # padding repeats the last leaf
