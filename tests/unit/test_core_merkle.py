@@ -211,3 +211,19 @@ def test_core_tree_bad_input() -> None:
         with pytest.raises(ValueError):
             tree.node(level, pos)
     assert tree.node(0, 7) == tree.node(0, 4)  # padding repeats the last leaf
+
+
+@pytest.mark.parametrize("alg", ALGS)
+def test_core_large_tree_built_on_several_threads(alg: str) -> None:
+    """Big levels are split across threads; every slice must land in place."""
+    rng = random.Random(alg)
+    secrets = random_leaves(50_001, rng)  # > 2 × the per-thread minimum, odd
+    leaves = [h(s, alg) for s in secrets]
+    levels = reference_levels(leaves, alg)
+    tree = crypto.MerkleTree.from_secrets(secrets, alg)
+    assert tree.root == levels[-1][0]
+    for level in range(tree.depth + 1):
+        for pos in {0, len(levels[level]) // 2, len(levels[level]) - 1}:
+            assert tree.node(level, pos) == levels[level][pos]
+    for i in (0, 16_383, 16_384, 25_000, 50_000, rng.randrange(50_001)):
+        assert tree.proof(i) == [levels[lv][(i >> lv) ^ 1] for lv in range(tree.depth)]
