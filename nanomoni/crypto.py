@@ -218,6 +218,11 @@ class SigningKey:
     def public_key_der(self) -> bytes:
         return self._key.public_key_der
 
+    @property
+    def private_key_der(self) -> bytes:
+        """The PKCS#8 DER this key was made from."""
+        return self._key.private_key_der
+
     def sign(self, message: bytes) -> bytes:
         return self._key.sign(message)
 
