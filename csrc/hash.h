@@ -19,6 +19,10 @@ enum {
     NM_ERR_RANGE = -4,      /* a count or index outside what the function accepts */
 };
 
+/* Work below this many hashes stays on the calling thread: starting threads
+ * costs about as much as a few hundred hashes. */
+#define NM_PARALLEL_MIN_HASHES 16384
+
 /* 1 if alg names a suite, else 0. */
 int nm_alg_valid(int alg);
 

@@ -1,10 +1,9 @@
-#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include "merkle.h"
 
-#include <pthread.h>
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "parallel.h"
 
 static unsigned bit_length(uint64_t x) {
     return x == 0 ? 0 : 64u - (unsigned)__builtin_clzll(x);
@@ -45,65 +44,34 @@ const uint8_t *nm_merkle_node(const nm_merkle *tree, unsigned level, uint64_t po
     return pos < tree->stored[level] ? stored_node(tree, level, pos) : tree->pad[level];
 }
 
-/* A slice of one build step: turning secrets [begin, end) into leaves, or
- * hashing the parents [begin, end) of the nodes at `level`. Slices of one step
- * touch disjoint nodes, so they can run on different threads. */
+/* One build step: turning secrets into leaves, or hashing the parents of the
+ * nodes at `level`. Its items touch disjoint nodes, so any split of [0, count)
+ * across threads is safe. */
 typedef struct {
     nm_merkle *tree;
     int secrets;
     unsigned level;
-    uint64_t begin, end;
-} build_slice;
+} build_step_ctx;
 
-static void build_range(const build_slice *s) {
-    nm_merkle *tree = s->tree;
-    for (uint64_t p = s->begin; p < s->end; p++) {
-        if (s->secrets) {
+static void build_range(void *ctx, size_t begin, size_t end) {
+    const build_step_ctx *step = ctx;
+    nm_merkle *tree = step->tree;
+    for (size_t p = begin; p < end; p++) {
+        if (step->secrets) {
             uint8_t *leaf = stored_node(tree, 0, p);
             nm_hash32(tree->alg, leaf, leaf);
         } else {
-            nm_hash_pair(tree->alg, nm_merkle_node(tree, s->level, 2 * p),
-                         nm_merkle_node(tree, s->level, 2 * p + 1),
-                         stored_node(tree, s->level + 1, p));
+            nm_hash_pair(tree->alg, nm_merkle_node(tree, step->level, 2 * (uint64_t)p),
+                         nm_merkle_node(tree, step->level, 2 * (uint64_t)p + 1),
+                         stored_node(tree, step->level + 1, p));
         }
     }
 }
 
-static void *build_range_thread(void *slice) {
-    build_range(slice);
-    return NULL;
-}
-
-/* Steps with fewer hashes stay on the calling thread: starting a thread costs
- * about as much as a few hundred hashes. */
-#define PARALLEL_MIN_HASHES 16384
-#define MAX_THREADS 8
-
-static unsigned usable_cpus(void) {
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) != 0) return 1;
-    int n = CPU_COUNT(&set);
-    return n < 1 ? 1 : n > MAX_THREADS ? MAX_THREADS : (unsigned)n;
-}
-
-/* Runs one build step over count items, split across the CPUs this process
- * may use; a thread that cannot be started has its slice run here instead. */
 static void build_step(nm_merkle *tree, int secrets, unsigned level, uint64_t count) {
-    unsigned parts = count < PARALLEL_MIN_HASHES ? 1 : usable_cpus();
-    build_slice slices[MAX_THREADS];
-    pthread_t threads[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
-    for (unsigned t = 0; t < parts; t++)
-        slices[t] = (build_slice){tree, secrets, level, count * t / parts, count * (t + 1) / parts};
-    for (unsigned t = 1; t < parts; t++)
-        started[t] = pthread_create(&threads[t], NULL, build_range_thread, &slices[t]) == 0;
-    build_range(&slices[0]);
-    for (unsigned t = 1; t < parts; t++) {
-        if (started[t])
-            pthread_join(threads[t], NULL);
-        else
-            build_range(&slices[t]);
-    }
+    build_step_ctx step = {tree, secrets, level};
+    int threads = count < NM_PARALLEL_MIN_HASHES ? 1 : nm_parallel_threads((size_t)count, 0);
+    nm_parallel_for((size_t)count, threads, build_range, &step);
 }
 
 void nm_merkle_build(nm_merkle *tree, int from_secrets) {
