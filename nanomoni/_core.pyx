@@ -16,8 +16,8 @@ from nanomoni.includes.chain cimport (
     nm_payword_verify_batch,
 )
 from nanomoni.includes.hash cimport (
-    NM_BLAKE3, NM_BLAKE3_MAX_INPUT, NM_ERR_ALG, NM_ERR_NO_MEMORY, NM_ERR_TOO_LONG, NM_OK,
-    NM_SHA256, nm_alg, nm_hash, nm_hash_n,
+    NM_BLAKE3, NM_ERR_ALG, NM_ERR_NO_MEMORY, NM_ERR_RANGE, NM_OK, NM_SHA256, nm_alg, nm_hash,
+    nm_hash_n,
 )
 from nanomoni.includes.merkle cimport (
     NM_MERKLE_MAX_DEPTH, nm_merkle, nm_merkle_alloc, nm_merkle_build, nm_merkle_fold,
@@ -84,14 +84,12 @@ cdef inline bytes _new_hash():
 
 
 cdef int _raise_status(int status) except -1:
-    if status == NM_ERR_TOO_LONG:
-        raise ValueError(
-            f"blake3 input longer than {NM_BLAKE3_MAX_INPUT} bytes is not supported (single chunk only)"
-        )
     if status == NM_ERR_NO_MEMORY:
         raise MemoryError()
     if status == NM_ERR_ALG:
         raise ValueError("unknown hash alg")
+    if status == NM_ERR_RANGE:
+        raise ValueError("count or size out of range for the native core")
     raise ValueError(f"native core error {status}")
 
 
