@@ -8,8 +8,6 @@
 
 typedef enum { NM_SHA256 = 0, NM_BLAKE3 = 1 } nm_alg;
 
-#define NM_HASH_LEN 32
-
 /* Status codes shared by the core's hashing, PayWord and Merkle parts. */
 enum {
     NM_OK = 0,

@@ -7,7 +7,6 @@ cdef extern from "hash.h" nogil:
         NM_BLAKE3
 
     enum:
-        NM_HASH_LEN
         NM_OK
         NM_ERR_ALG
         NM_ERR_NO_MEMORY
