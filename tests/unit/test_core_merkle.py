@@ -227,3 +227,24 @@ def test_core_large_tree_built_on_several_threads(alg: str) -> None:
             assert tree.node(level, pos) == levels[level][pos]
     for i in (0, 16_383, 16_384, 25_000, 50_000, rng.randrange(50_001)):
         assert tree.proof(i) == [levels[lv][(i >> lv) ^ 1] for lv in range(tree.depth)]
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_core_native_memory_is_released() -> None:
+    """Trees, chains and failed constructions give their C memory back."""
+    leaves = random_leaves(1 << 15, random.Random(15))  # about 2 MiB of nodes per tree
+    crypto.MerkleTree.from_leaves(leaves)
+    before = _resident_bytes()
+    for _ in range(100):
+        tree = crypto.MerkleTree.from_leaves(leaves)
+        del tree
+        chain = crypto.PaywordChain(bytes(32), 1 << 16, checkpoints=1 << 16)  # 2 MiB of words
+        del chain
+        with pytest.raises(ValueError):  # fails after its nodes were allocated
+            crypto.MerkleTree.from_leaves([*leaves[:-1], b"short"])
+    # 300 leaked allocations of ~2 MiB would add ~600 MiB.
+    assert _resident_bytes() - before < 64 << 20
