@@ -7,6 +7,8 @@
 
 Both stop every process they started. Importable by any test (pytest's
 `pythonpath` includes tests/): `from redis_servers import redis_server`.
+As session fixtures (import them into a test module or conftest):
+`standalone_redis` and `cluster_redis`; call `.flush()` for an empty store.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 10.0
@@ -203,3 +207,15 @@ def redis_cluster(masters: int = 3) -> Iterator[RedisCluster]:
         for node in nodes:
             node.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def standalone_redis() -> Iterator[RedisServer]:
+    with redis_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def cluster_redis() -> Iterator[RedisCluster]:
+    with redis_cluster() as cluster:
+        yield cluster

@@ -161,10 +161,10 @@ def payment_node_keys(terms: ChannelTerms, payment: wire.Payment) -> list[int]:
 # --- the decision -----------------------------------------------------------------
 
 
-def _maybe_b64(text: str) -> bytes | None:
-    """Decoded bytes for replay comparison; undecodable text simply matches nothing."""
+def _maybe_hash(text: str) -> bytes | None:
+    """A 32-byte value for replay comparison; anything else simply matches nothing."""
     try:
-        return b64decode(text)
+        return b64decode(text, HASH_LEN)
     except NanoMoniError:
         return None
 
@@ -178,8 +178,11 @@ def _index_of(payment: wire.Payment) -> int:
 
 
 def _sent_blob(payment: wire.PaytreePayment) -> bytes | None:
-    """leaf ‖ siblings as sent, or None if any of them is not base64."""
-    parts = [_maybe_b64(payment.leaf_b64), *(_maybe_b64(s) for s in payment.siblings_b64)]
+    """leaf ‖ siblings as sent, or None unless each is 32 bytes of base64.
+
+    Fixed-size parts make equal blobs mean equal bodies, part by part.
+    """
+    parts = [_maybe_hash(payment.leaf_b64), *(_maybe_hash(s) for s in payment.siblings_b64)]
     if any(part is None for part in parts):
         return None
     return b"".join(part for part in parts if part is not None)
@@ -193,7 +196,7 @@ def _is_replay(terms: ChannelTerms, stored: PaymentState, payment: wire.Payment)
         _verify_client_signature(terms, payment)
         return True
     if isinstance(payment, wire.PaywordPayment):
-        return _maybe_b64(payment.token_b64) == stored.proof
+        return _maybe_hash(payment.token_b64) == stored.proof
     sent = _sent_blob(payment)
     if terms.mode == Mode.paytree_first_opt:
         count = stored.proof[0]

@@ -10,7 +10,6 @@ from nanomoni.errors import Code, NanoMoniError
 from nanomoni.protocol.model import ChannelTerms, Closure, Mode, PaymentState
 from nanomoni.protocol.modes import (
     HASH_LEN,
-    MAX_SIBLINGS,
     TREE_MODES,
     decode_siblings,
     key_der,
@@ -195,7 +194,7 @@ def check_settlement(
     assert mode in TREE_MODES
     owed = _check_amounts(terms, "i", body.i)
     depth = depth_of(terms)
-    if len(body.siblings_b64) != depth or depth > MAX_SIBLINGS:
+    if len(body.siblings_b64) != depth:
         raise NanoMoniError(
             Code.invalid_proof,
             f"invalid proof: {len(body.siblings_b64)} siblings, exactly {depth} expected",

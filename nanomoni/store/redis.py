@@ -17,6 +17,17 @@ single-slot):
           {nm-issuer}:roots     SET    commitment roots ever used
           {nm-issuer}:ch:<cid>  HASH   a=amount ck=client vk=vendor t=terms
                                        [d=proof digest x=closure cb/vb=balances after]
+
+Scaling the issuer past one shard (not needed yet: one shard carries ~100k
+transitions/s): give each client account its own tag and put a channel's key
+under its client's tag, so open (check + debit + create) stays one single-slot
+script; make the used-roots set a per-root key reserved first with SET NX in
+the root's own slot (a refused open releases it); and make settlement two
+idempotent steps keyed by channel id — close + refund in the client's slot,
+recording an outbox entry, then credit the vendor in the vendor's slot guarded
+by SET NX `credited:{vendor}:<cid>` — so a retry after a crash moves money once.
+Conservation then holds once every outbox entry is applied (a sweeper replays
+them), rather than at every instant.
 """
 
 from __future__ import annotations
@@ -248,12 +259,13 @@ class RedisVendorStore:
         self._redis = client
 
     async def load(self, channel_id: str, node_keys: Sequence[int] = ()) -> VendorView:
-        reply = await self._redis.evalsha(
-            _VENDOR_LOAD, _vendor_keys(channel_id), [pack_node_key(k) for k in node_keys]
-        )
-        # A trailing run of nil node replies may be cut short by Lua's table length.
+        state_key, nodes_key = _vendor_keys(channel_id)
+        if node_keys:
+            fields = [pack_node_key(k) for k in node_keys]
+            reply = await self._redis.evalsha(_VENDOR_LOAD, (state_key, nodes_key), fields)
+        else:  # most modes need no nodes: a plain HMGET costs the server less than a script
+            reply = await self._redis.execute("HMGET", state_key, "i", "o", "p", "t", "c")
         nodes = reply[5:]
-        nodes.extend([None] * (len(node_keys) - len(nodes)))
         return VendorView(
             state=_state(reply[0], reply[1], reply[2], reply[3]),
             nodes=nodes,
@@ -263,6 +275,8 @@ class RedisVendorStore:
     async def compare_and_set(
         self, channel_id: str, new: PaymentState, nodes: Mapping[int, bytes]
     ) -> CasResult:
+        check_amount(new.index, allow_zero=True)  # the script compares canonical decimals
+        check_amount(new.owed, allow_zero=True)
         args: list[bytes | str | int] = [new.index, new.owed, new.proof, new.created_at]
         for key, value in nodes.items():
             args.append(pack_node_key(key))

@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import hiredis
 
@@ -46,9 +46,8 @@ class _Connection(asyncio.Protocol):
         return self._lost is None and self._transport is not None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
-        if self._out:  # uvloop calls connection_made after create_connection returned
-            self._flush()
+        # uvloop's transports implement the interface without subclassing asyncio.Transport.
+        self._transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = exc or ConnectionError("redis connection closed")
@@ -61,7 +60,14 @@ class _Connection(asyncio.Protocol):
         self._reader.feed(data)
         pending = self._pending
         while True:
-            reply = self._reader.gets()
+            try:
+                reply = self._reader.gets()
+            except hiredis.ProtocolError:
+                # Replies can no longer be matched to requests: drop the connection
+                # (connection_lost fails every pending request).
+                assert self._transport is not None
+                self._transport.abort()
+                return
             if reply is False:
                 return
             fut = pending.popleft()
@@ -73,9 +79,9 @@ class _Connection(asyncio.Protocol):
                 fut.set_result(reply)
 
     def send(self, packed: bytes) -> asyncio.Future[Reply]:
-        """Queue one packed command (or several, see `send_many`); returns its reply future."""
-        if self._lost is not None:
-            raise ConnectionError(f"redis connection lost: {self._lost}")
+        """Queue one packed command; it is written with the others of this loop turn."""
+        if self._lost is not None or self._transport is None:
+            raise ConnectionError(f"redis connection unusable: {self._lost or 'not connected'}")
         fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending.append(fut)
         self._out.append(packed)
@@ -86,8 +92,6 @@ class _Connection(asyncio.Protocol):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        if self._transport is None and self._lost is None:
-            return  # not connected yet: connection_made flushes
         if self._out and self._transport is not None and self._lost is None:
             self._transport.write(b"".join(self._out))
         self._out.clear()
@@ -153,8 +157,11 @@ def _as_bytes(value: Arg) -> bytes:
 class RedisClient:
     """Standalone Redis: one pipelined connection, re-opened lazily after a loss."""
 
-    def __init__(self, host: str, port: int, db: int = 0) -> None:
+    def __init__(
+        self, host: str, port: int, db: int = 0, *, username: str = "", password: str = ""
+    ) -> None:
         self.host, self.port, self.db = host, port, db
+        self._auth = (username, password)
         self._conn: _Connection | None = None
         self._connecting: asyncio.Lock | None = None
 
@@ -167,8 +174,15 @@ class RedisClient:
         async with self._connecting:
             if self._conn is None or not self._conn.usable:
                 conn = await _Connection.open(self.host, self.port)
-                if self.db:
-                    await conn.send(pack("SELECT", self.db))
+                username, password = self._auth
+                try:
+                    if password:
+                        await conn.send(pack("AUTH", *([username] if username else []), password))
+                    if self.db:
+                        await conn.send(pack("SELECT", self.db))
+                except BaseException:
+                    conn.close()
+                    raise
                 self._conn = conn
             return self._conn
 
@@ -187,10 +201,6 @@ class RedisClient:
             await self.execute("SCRIPT", "LOAD", script.source)
             return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
 
-    async def masters_execute(self, *args: Arg) -> list[Reply]:
-        """Run a command on every master (here: the one server)."""
-        return [await self.execute(*args)]
-
     async def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -203,17 +213,21 @@ class ClusterClient:
 
     MAX_REDIRECTS = 5
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, username: str = "", password: str = "") -> None:
         self._seeds = [(host, port)]
+        self._auth = (username, password)
         self._slots: list[tuple[str, int] | None] = [None] * 16384
         self._nodes: dict[tuple[str, int], RedisClient] = {}
         self._slot_cache: dict[bytes, int] = {}
         self._refreshing: asyncio.Lock | None = None
+        self._stale = False
 
     def _node(self, addr: tuple[str, int]) -> RedisClient:
         client = self._nodes.get(addr)
         if client is None:
-            client = self._nodes[addr] = RedisClient(*addr)
+            username, password = self._auth
+            client = RedisClient(*addr, username=username, password=password)
+            self._nodes[addr] = client
         return client
 
     async def refresh_slots(self) -> None:
@@ -248,6 +262,9 @@ class ClusterClient:
 
     async def _route(self, key: Arg, args: Sequence[Arg]) -> Reply:
         slot = self.slot_of(_as_bytes(key))
+        if self._stale:
+            self._stale = False
+            await self.refresh_slots()
         for _ in range(self.MAX_REDIRECTS):
             addr = self._slots[slot]
             if addr is None:
@@ -257,6 +274,12 @@ class ClusterClient:
                     raise ConnectionError(f"cluster slot {slot} is not served")
             try:
                 return await self._node(addr).execute(*args)
+            except OSError:
+                # The command may have run before the connection broke: never resend it
+                # (a transition is not idempotent), but re-read the slot map next time
+                # in case a failover moved the slot.
+                self._stale = True
+                raise
             except RedisReplyError as exc:
                 kind, _, rest = str(exc).partition(" ")
                 if kind not in ("MOVED", "ASK"):
@@ -289,11 +312,9 @@ class ClusterClient:
             await self._route(keys[0], ("SCRIPT", "LOAD", script.source))
             return await self._route(keys[0], cmd)
 
-    async def masters_execute(self, *args: Arg) -> list[Reply]:
-        if not self._nodes or all(s is None for s in self._slots):
-            await self.refresh_slots()
-        masters = {addr for addr in self._slots if addr is not None}
-        return [await self._node(addr).execute(*args) for addr in sorted(masters)]
+    def masters(self) -> list[RedisClient]:
+        """A client per master of the current slot map."""
+        return [self._node(addr) for addr in sorted({a for a in self._slots if a is not None})]
 
     async def close(self) -> None:
         for client in self._nodes.values():

@@ -19,9 +19,8 @@ import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
-from nanomoni.errors import NanoMoniError
 from nanomoni.protocol.model import (
     Account,
     CasOutcome,
@@ -93,17 +92,22 @@ class _Worker:
     def __init__(self, path: str, name: str, *, writer: bool) -> None:
         self._conn = _connect(path)
         self._writer = writer
+        self._stopped = False
+        self.batches = 0  # transactions run (for tests and metrics: ops / batches = coalescing)
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     async def run(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        if self._stopped:
+            raise RuntimeError("the SQLite store is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         self._jobs.put((op, fut, loop))
         return await fut
 
     def stop(self) -> None:
+        self._stopped = True
         self._jobs.put(None)
         self._thread.join()
         self._conn.close()
@@ -126,6 +130,7 @@ class _Worker:
             self._execute(batch)
 
     def _execute(self, batch: list[_Job]) -> None:
+        self.batches += 1
         results: list[tuple[asyncio.Future[Any], bool, Any]] = []
         conn = self._conn
         try:
@@ -136,7 +141,7 @@ class _Worker:
                     conn.execute("SAVEPOINT op")
                 try:
                     value = op(conn)
-                except (NanoMoniError, ValueError) as exc:
+                except Exception as exc:  # this caller's failure only; the batch goes on
                     if self._writer:
                         conn.execute("ROLLBACK TO op")
                         conn.execute("RELEASE op")
@@ -148,34 +153,74 @@ class _Worker:
             conn.execute("COMMIT")
         except Exception as exc:  # the whole batch failed: nobody gets an acknowledgement
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # SQLite already rolled back (e.g. after an I/O error)
             results = [(fut, False, exc) for _, fut, _ in batch]
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for (_, _, loop), result in zip(batch, results, strict=True):
             by_loop.setdefault(loop, []).append(result)
         for loop, loop_results in by_loop.items():
-            if not loop.is_closed():
+            try:
                 loop.call_soon_threadsafe(_resolve, loop_results)
+            except RuntimeError:
+                pass  # that caller's event loop is closed: nobody is waiting any more
 
 
-class _SqliteBase:
+class _Database:
+    """The writer and reader of one file, shared by every store of this process on
+    it: an issuer and a vendor on one file then coalesce into the same commits
+    instead of fighting over SQLite's write lock (whose busy handler is unfair)."""
+
+    _open: ClassVar[dict[str, _Database]] = {}
+    _lock = threading.Lock()
+
     def __init__(self, path: str) -> None:
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         setup = _connect(path)
         try:
             setup.executescript(_SCHEMA)
         finally:
             setup.close()
-        self._write = _Worker(path, "nanomoni-sqlite-writer", writer=True)
-        self._read = _Worker(path, "nanomoni-sqlite-reader", writer=False)
+        self.path = path
+        self.users = 0
+        self.write = _Worker(path, "nanomoni-sqlite-writer", writer=True)
+        self.read = _Worker(path, "nanomoni-sqlite-reader", writer=False)
+
+    @classmethod
+    def acquire(cls, path: str) -> _Database:
+        if path == ":memory:" or path.startswith("file:"):
+            raise ValueError("the SQLite store needs a file path (its threads share the file)")
+        key = os.path.realpath(path)
+        with cls._lock:
+            database = cls._open.get(key)
+            if database is None:
+                database = cls._open[key] = _Database(key)
+            database.users += 1
+            return database
+
+    def release(self) -> None:
+        with self._lock:
+            self.users -= 1
+            if self.users:
+                return
+            del self._open[self.path]
+        self.write.stop()
+        self.read.stop()
+
+
+class _SqliteBase:
+    def __init__(self, path: str) -> None:
+        self._database = _Database.acquire(path)
+        self._write = self._database.write
+        self._read = self._database.read
         self._closed = False
 
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
-            await asyncio.to_thread(self._write.stop)
-            await asyncio.to_thread(self._read.stop)
+            await asyncio.to_thread(self._database.release)
 
 
 def _balance(conn: sqlite3.Connection, public_key: str) -> int | None:
@@ -369,6 +414,7 @@ class SqliteVendorStore(_SqliteBase):
         self, channel_id: str, new: PaymentState, nodes: Mapping[int, bytes]
     ) -> CasResult:
         check_amount(new.index, allow_zero=True)
+        check_amount(new.owed, allow_zero=True)
         node_rows = [(channel_id, key, value) for key, value in nodes.items()]
 
         def op(conn: sqlite3.Connection) -> CasResult:

@@ -3,27 +3,25 @@ standalone redis-server and a 3-master Redis Cluster (both started here)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
 import pytest
-from redis_servers import RedisCluster, RedisServer, redis_cluster, redis_server
+import uvloop
+from redis_servers import RedisCluster, RedisServer, cluster_redis, standalone_redis
 
 from nanomoni.store import IssuerStore, VendorStore, open_issuer_store, open_vendor_store
 
 BACKENDS = ["sqlite", "redis", "cluster"]
+__all__ = ["cluster_redis", "standalone_redis"]  # session fixtures shared by the contract tests
 
 
-@pytest.fixture(scope="session")
-def standalone_redis() -> Iterator[RedisServer]:
-    with redis_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def cluster_redis() -> Iterator[RedisCluster]:
-    with redis_cluster() as cluster:
-        yield cluster
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The services run on uvloop, so the contract does too (unit tests use asyncio's loop)."""
+    return {"uvloop": uvloop.new_event_loop}
 
 
 class Backend:

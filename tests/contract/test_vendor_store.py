@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import msgspec
+import pytest
 from contract.factories import closure, new_channel_id, state
 
-from nanomoni.protocol.model import CasOutcome, CasResult, VendorView
+from nanomoni.errors import Code, NanoMoniError
+from nanomoni.protocol.model import CasOutcome, CasResult, PaymentState, VendorView
 from nanomoni.store import VendorStore
 
 NODE_A = (3 << 32) | 5  # level 3, position 5
@@ -102,3 +104,13 @@ async def test_channels_are_independent(vendor: VendorStore) -> None:
     await vendor.begin_close(first)
     assert not (await vendor.load(second)).closing
     assert await vendor.nodes(second, [NODE_A]) == [None]
+
+
+async def test_out_of_range_index_is_refused(vendor: VendorStore) -> None:
+    cid = new_channel_id()
+    for index, owed in ((-1, 1), (2**63, 1), (5, -3)):
+        bad = PaymentState(index=index, owed=owed, proof=b"p", created_at="t")
+        with pytest.raises(NanoMoniError) as refused:
+            await vendor.compare_and_set(cid, bad, {})
+        assert refused.value.code is Code.invalid_amount
+    assert (await vendor.load(cid)).state is None

@@ -7,6 +7,7 @@ accepted decision as the store's compare-and-set would.
 
 from __future__ import annotations
 
+import base64
 import os
 from typing import Any
 
@@ -545,6 +546,22 @@ def test_paytree_same_i_with_another_proof_is_duplicate_mismatch() -> None:
     channel.refused(with_siblings(payment, []), Code.duplicate_mismatch)
 
 
+@pytest.mark.parametrize("mode", sorted(TREE_MODES))
+def test_same_bytes_split_differently_are_not_a_replay(mode: Mode) -> None:
+    channel = Channel(mode, max_index=127)
+    payment = channel.payment(9)
+    channel.pay(9)
+    assert isinstance(payment, wire.PaytreePayment) and len(payment.siblings_b64) >= 1
+    leaf = base64.b64decode(payment.leaf_b64)
+    first = base64.b64decode(payment.siblings_b64[0])
+    shifted = wire.PaytreePayment(
+        i=9,
+        leaf_b64=b64encode(leaf + first[:1]),
+        siblings_b64=[b64encode(first[1:]), *payment.siblings_b64[1:]],
+    )
+    channel.refused(shifted, Code.duplicate_mismatch)
+
+
 # --- §5.4 paytree_first_opt ------------------------------------------------------------------
 
 
@@ -914,3 +931,82 @@ def test_monotone_payment_runs_verify_and_settle_to_the_last_index(
     closure = channel.check(channel.settlement())
     last = indices[-1]
     assert closure.owed == (last if mode == Mode.signature else last * unit)
+
+
+_B64_TEXT = st.one_of(
+    st.binary(min_size=0, max_size=40).map(b64encode),
+    st.text(alphabet="ABCDabcd0123+/=-_ *\n\u00e9", max_size=48),
+)
+_INDEX = st.integers(min_value=0, max_value=2**63 - 1)
+_SMALL_INDEX = st.integers(min_value=0, max_value=70)
+
+
+@st.composite
+def hostile_tree_payments(draw: st.DrawFn) -> wire.PaytreePayment:
+    return wire.PaytreePayment(
+        i=draw(st.one_of(_SMALL_INDEX, _INDEX)),
+        leaf_b64=draw(_B64_TEXT),
+        siblings_b64=draw(st.lists(_B64_TEXT, max_size=70)),
+        channel_id=draw(st.none() | st.text(max_size=50)),
+    )
+
+
+@pytest.fixture(scope="module")
+def warm_channels() -> dict[Mode, Channel]:
+    channels = {}
+    for mode in ALL_MODES:
+        channel = Channel(mode, max_index=63)
+        channel.pay(9)
+        channels[mode] = channel
+    return channels
+
+
+def only_spec_refusals(channel: Channel, payment: wire.Payment) -> None:
+    """Forged input is refused with a 4xx SPEC code, never a crash, and changes nothing."""
+    with pytest.raises(NanoMoniError) as caught:
+        channel.decide(payment)
+    assert 400 <= caught.value.status < 500, caught.value
+
+
+@settings(max_examples=300, deadline=None)
+@given(payment=hostile_tree_payments(), mode=st.sampled_from(sorted(TREE_MODES)))
+def test_hostile_tree_payments_get_spec_errors_only(
+    warm_channels: dict[Mode, Channel], payment: wire.PaytreePayment, mode: Mode
+) -> None:
+    only_spec_refusals(warm_channels[mode], payment)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    k=st.one_of(_SMALL_INDEX, _INDEX),
+    token=_B64_TEXT,
+    amount=st.one_of(_SMALL_INDEX, _INDEX),
+    signature=_B64_TEXT,
+)
+def test_hostile_payword_and_signature_payments_get_spec_errors_only(
+    warm_channels: dict[Mode, Channel], k: int, token: str, amount: int, signature: str
+) -> None:
+    only_spec_refusals(warm_channels[Mode.payword], wire.PaywordPayment(k=k, token_b64=token))
+    channel = warm_channels[Mode.signature]
+    payment = wire.SignaturePayment(
+        channel_id=channel.terms.channel_id, cumulative_owed_amount=amount, signature_b64=signature
+    )
+    only_spec_refusals(channel, payment)
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=hostile_tree_payments(), signature=_B64_TEXT, mode=st.sampled_from(sorted(TREE_MODES)))
+def test_hostile_settlements_get_spec_errors_only(
+    warm_channels: dict[Mode, Channel], body: wire.PaytreePayment, signature: str, mode: Mode
+) -> None:
+    channel = warm_channels[mode]
+    settlement = wire.PaytreeSettlement(
+        vendor_public_key_der_b64=channel.terms.vendor_public_key_der_b64,
+        i=body.i,
+        leaf_b64=body.leaf_b64,
+        siblings_b64=body.siblings_b64,
+        vendor_signature_b64=signature,
+    )
+    with pytest.raises(NanoMoniError) as caught:
+        channel.check(settlement)
+    assert 400 <= caught.value.status < 500
