@@ -114,6 +114,12 @@ def _parser() -> argparse.ArgumentParser:
         "--max-hashes", type=_positive, default=2**20, help="hashes one payword payment may cost"
     )
     vendor.add("--issuer-timeout", type=float, default=10.0, help="seconds to wait for the issuer")
+    vendor.add(
+        "--terms-cache",
+        type=_positive,
+        default=200_000,
+        help="channel terms kept in memory per worker",
+    )
 
     commands.add_parser("demo", help="run the whole lifecycle for every mode", add_help=False)
     commands.add_parser("bench", help="load benchmark", add_help=False)
@@ -167,6 +173,7 @@ def _vendor_factory(args: argparse.Namespace) -> Callable[[], Any]:
         max_body=args.max_body,
         max_hashes=args.max_hashes,
         issuer_timeout=args.issuer_timeout,
+        terms_cache=args.terms_cache,
     )
     _prepare(config.data_dir, config.key_path)
     return lambda: create_app(config)

@@ -56,6 +56,7 @@ _encode = msgspec.json.Encoder().encode
 
 PREFIX = "/api/v1/vendor"
 DEFAULT_MAX_HASHES = 2**20
+DEFAULT_TERMS_CACHE = 200_000
 
 PAYMENT_TYPES: dict[Mode, type[wire.Payment]] = {
     Mode.signature: wire.SignaturePayment,
@@ -75,6 +76,7 @@ class VendorConfig:
     max_body: int = DEFAULT_MAX_BODY
     max_hashes: int = DEFAULT_MAX_HASHES
     issuer_timeout: float = 10.0
+    terms_cache: int = DEFAULT_TERMS_CACHE  # channels whose terms a worker keeps in memory
 
     @property
     def store_url(self) -> str:
@@ -146,6 +148,9 @@ class Vendor:
             try:
                 channel = await self.issuer.channel(mode, channel_id)
                 terms = learned_channel_terms(mode, channel, self.public_key_b64)
+                if len(self._terms) >= self.config.terms_cache:
+                    # Bounded memory: forget the longest-known channel (re-learned on demand).
+                    del self._terms[next(iter(self._terms))]
                 self._terms[channel_id] = terms
                 pending.set_result(terms)
             except BaseException as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from redis_servers import redis_server
@@ -95,4 +96,31 @@ def test_store_failure_is_an_internal_error_not_a_crash(tmp_path: Path) -> None:
         assert reply.status_code == 500
         assert reply.json() == {"detail": "internal error", "code": "internal_error"}
         assert httpx.get(vendor.url + "/health").status_code == 200
+        assert vendor.stop() == 0
+
+
+def test_vendor_with_a_one_channel_terms_cache_relearns_channels(
+    tmp_path: Path, stack_factory: Any
+) -> None:
+    with (
+        start_issuer(data_dir=tmp_path / "issuer", initial_balance=1_000_000) as issuer,
+        start_vendor(
+            data_dir=tmp_path / "vendor",
+            issuer_url=issuer.url,
+            env={"NANOMONI_VENDOR_TERMS_CACHE": "1"},
+        ) as vendor,
+    ):
+        stack = stack_factory(issuer, vendor)
+        try:
+            channels = [
+                stack.open(mode, amount=640, max_index=64) for mode in ("payword", "paytree")
+            ]
+            for n in (1, 2, 3):
+                for channel in channels:  # alternating: each payment evicts the other's terms
+                    assert stack.pay(channel, n).status_code == 201
+            for channel in channels:
+                assert stack.close_channel(channel).status_code == 204
+                assert stack.read(channel)["balance"] == 30
+        finally:
+            stack.close()
         assert vendor.stop() == 0
