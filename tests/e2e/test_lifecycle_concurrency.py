@@ -139,6 +139,10 @@ def test_settlement_the_vendor_never_recorded_is_repaired(
         first = stack.issuer.post(path, json=settlement)
         assert first.status_code == 200, first.text
         assert stack.issuer.post(path, json=settlement).json() == first.json()  # safe retry
+        # A restarted vendor no longer caches the (now closed) channel: it re-learns it.
+        assert vendor.stop() == 0
+        vendor = _vendor(deployment, issuer.url, tmp_path / "vendor")
+        stack.use_vendor(vendor)
         assert stack.close_channel(channel).status_code == 204
         assert stack.close_channel(channel).status_code == 204
         assert stack.balance(stack.vendor_pk) == vendor_before + 40
