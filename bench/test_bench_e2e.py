@@ -72,7 +72,7 @@ FLOOR_APP = textwrap.dedent(
         await send(START)
         await send({"type": "http.response.body", "body": BODY})
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), loop="uvloop", http="httptools",
-                access_log=False, log_level="warning")
+                access_log=False, log_level="warning", proxy_headers=False, server_header=False)
     """
 )
 

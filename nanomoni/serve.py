@@ -81,6 +81,8 @@ def _uvicorn_config(app: Any) -> uvicorn.Config:
         lifespan="on",
         access_log=False,
         log_level="warning",
+        proxy_headers=False,  # no proxy in front: X-Forwarded-* must not be trusted (and costs CPU)
+        server_header=False,
         timeout_graceful_shutdown=10,
     )
 
