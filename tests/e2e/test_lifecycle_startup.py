@@ -4,6 +4,7 @@ background while the issuer is down, and store failures answered as internal err
 from __future__ import annotations
 
 import base64
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -124,3 +125,13 @@ def test_vendor_with_a_one_channel_terms_cache_relearns_channels(
         finally:
             stack.close()
         assert vendor.stop() == 0
+
+
+def test_two_workers_exit_zero_on_sigint(tmp_path: Path) -> None:
+    issuer = start_issuer(data_dir=tmp_path, workers=2)
+    try:
+        assert httpx.get(issuer.url + "/health").status_code == 200
+        issuer.process.send_signal(signal.SIGINT)
+        assert issuer.process.wait(15) == 0
+    finally:
+        issuer.stop()
