@@ -40,7 +40,10 @@ class _Flags:
         env_name = self.prefix + flag.lstrip("-").replace("-", "_").upper()
         from_env = os.environ.get(env_name)
         if from_env is not None:
-            default, required = type(from_env), False
+            try:
+                default, required = type(from_env), False
+            except (ValueError, argparse.ArgumentTypeError) as exc:
+                self.parser.error(f"{env_name}={from_env!r}: {exc}")
         self.parser.add_argument(
             flag, type=type, default=default, required=required, help=f"{help} [env {env_name}]"
         )
