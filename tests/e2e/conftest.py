@@ -325,7 +325,7 @@ def stack(deployment: Deployment) -> Iterator[Stack]:
             assert issuer.stop() == 0
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def stack_factory() -> type[Stack]:
     """Builds a Stack for services a test started itself: stack_factory(issuer, vendor)."""
     return Stack
