@@ -153,14 +153,22 @@ class Vendor:
                     del self._terms[next(iter(self._terms))]
                 self._terms[channel_id] = terms
                 pending.set_result(terms)
-            except BaseException as exc:
+            except asyncio.CancelledError:
+                pending.cancel()
+                raise
+            except Exception as exc:
                 pending.set_exception(exc)
                 pending.exception()  # mark retrieved: waiters may not exist
                 raise
             finally:
                 del self._learning[channel_id]
             return terms
-        return await asyncio.shield(pending)
+        try:
+            return await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            if pending.cancelled():  # the learning request went away, not us: learn it ourselves
+                return await self.terms(mode, channel_id)
+            raise
 
     async def settlement_terms(self, mode: Mode, channel_id: str) -> ChannelTerms:
         """Terms for building a settlement, also for a channel the issuer already closed
