@@ -3,7 +3,9 @@
 Baselines (PERFORMANCE.md): cryptography/OpenSSL for P-256, coincurve/libsecp256k1
 for secp256k1, PyNaCl/libsodium for Ed25519. Every figure is µs per signature; the
 summary table at the end of the module also gives the ratios the targets are
-stated in (ours / baseline single-thread, 2-thread / 1-thread batch).
+stated in (ours / baseline single-thread, 2-thread / 1-thread batch). The 2-thread
+wall-time ratio needs two idle cores to mean anything; the CPU time per signature
+at 1 and 2 threads shows whether the threads slow each other down regardless.
 """
 
 from __future__ import annotations
