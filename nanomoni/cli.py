@@ -8,13 +8,14 @@ command line wins over the environment.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import logging
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,7 @@ def _run_service(args: argparse.Namespace) -> int:
 
 def _issuer_factory(args: argparse.Namespace) -> Callable[[], Any]:
     from nanomoni.issuer.app import IssuerConfig, create_app
+    from nanomoni.store import open_issuer_store
 
     config = IssuerConfig(
         data_dir=args.data_dir,
@@ -161,11 +163,12 @@ def _issuer_factory(args: argparse.Namespace) -> Callable[[], Any]:
         max_body=args.max_body,
         max_index=args.max_index,
     )
-    _prepare(config.data_dir, config.key_path)
+    _prepare(config.data_dir, config.key_path, lambda: open_issuer_store(config.store_url))
     return lambda: create_app(config)
 
 
 def _vendor_factory(args: argparse.Namespace) -> Callable[[], Any]:
+    from nanomoni.store import open_vendor_store
     from nanomoni.vendor.app import VendorConfig, create_app
 
     config = VendorConfig(
@@ -178,16 +181,27 @@ def _vendor_factory(args: argparse.Namespace) -> Callable[[], Any]:
         issuer_timeout=args.issuer_timeout,
         terms_cache=args.terms_cache,
     )
-    _prepare(config.data_dir, config.key_path)
+    _prepare(config.data_dir, config.key_path, lambda: open_vendor_store(config.store_url))
     return lambda: create_app(config)
 
 
-def _prepare(data_dir: Path, key_path: Path) -> None:
-    """Create the data directory and the key once, before workers start."""
+def _prepare(data_dir: Path, key_path: Path, open_store: Callable[[], Awaitable[Any]]) -> None:
+    """Before any worker starts: create the data directory and the key, and open the
+    store once, so its schema exists before workers race to create it and a bad or
+    unreachable store fails here, with a message, instead of inside every worker."""
     from nanomoni.serve import load_or_create_key
 
     data_dir.mkdir(parents=True, exist_ok=True)
     load_or_create_key(key_path)
+
+    async def touch() -> None:
+        store = await open_store()
+        await store.close()
+
+    try:
+        asyncio.run(touch())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"nanomoni: cannot open the store: {exc}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
