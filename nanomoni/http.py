@@ -101,34 +101,27 @@ def parse_mode(segment: str) -> Mode:
 
 # --- exception mapping ------------------------------------------------------------
 
-_STATUS_CODES: dict[int, Code] = {
-    401: Code.unauthorized,
-    403: Code.forbidden,
-    404: Code.channel_not_found,
-    413: Code.payload_too_large,
-}
-
-
 def _on_nanomoni_error(_: Request[Any, Any, Any], exc: NanoMoniError) -> Response[bytes]:
     status, payload = error_payload(exc)
     return Response(content=payload, status_code=status, media_type=JSON)
 
 
 def _on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    """Errors raised by the framework itself, in the SPEC's body."""
     status = exc.status_code
     if status >= 500:
         log.error("framework error %s: %s", status, exc.detail)
         return error_response(Code.internal_error, "internal error")
-    code = _STATUS_CODES.get(status, Code.validation_error)
-    if code is Code.payload_too_large:
-        detail = "request body exceeds the configured limit"
-    elif status == 404:
-        detail = "no such resource"
-    else:
-        detail = str(exc.detail)
-    response = error_response(code, detail)
-    if status not in (404, 413, 401, 403):  # e.g. 405 keeps its own status
-        response.status_code = status if status != 400 else 422
+    if status == 413:
+        return error_response(Code.payload_too_large, "request body exceeds the configured limit")
+    if status == 404:  # no route: the resource does not exist
+        return error_response(Code.channel_not_found, "no such resource")
+    if status in (401, 403):
+        code = Code.unauthorized if status == 401 else Code.forbidden
+        return error_response(code, str(exc.detail))
+    # A bad path or query parameter (400) is a schema error; 405 and the like keep their status.
+    response = error_response(Code.validation_error, str(exc.detail))
+    response.status_code = 422 if status == 400 else status
     return response
 
 
