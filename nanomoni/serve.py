@@ -8,8 +8,11 @@ in-flight requests before exiting 0.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import inspect
 import os
+import select
 import signal
 import socket
 import sys
@@ -83,7 +86,7 @@ def _uvicorn_config(app: Any) -> uvicorn.Config:
         log_level="warning",
         proxy_headers=False,  # no proxy in front: X-Forwarded-* must not be trusted (and costs CPU)
         server_header=False,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=GRACEFUL_SECONDS,
     )
 
 
@@ -123,17 +126,37 @@ def _report_ready(pipe: int) -> None:
     os.write(pipe, b".")
 
 
+def _die_with_parent() -> None:
+    """Linux: this worker gets SIGTERM when the supervisor dies, even by SIGKILL."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: workers may outlive a killed supervisor
+        pass
+
+
+_PR_SET_PDEATHSIG = 1
+# The supervisor SIGKILLs workers still running this long after asking them to stop
+# (uvicorn gives in-flight requests GRACEFUL_SECONDS of it).
+GRACEFUL_SECONDS = 5
+KILL_AFTER_SECONDS = 8
+
+
 def _prefork(
     factory: AppFactory, sock: socket.socket, workers: int, announce: Callable[[], None]
 ) -> int:
     ready_read, ready_write = os.pipe()
+    parent = os.getpid()
     children: list[int] = []
     for _ in range(workers):
         pid = os.fork()
         if pid == 0:  # worker
             os.close(ready_read)
+            _die_with_parent()
             code = 0
             try:
+                if os.getppid() != parent:  # the supervisor died before prctl took effect
+                    raise SystemExit(1)
                 _run_worker(factory, sock, lambda: _report_ready(ready_write))
             except SystemExit as exc:
                 code = int(exc.code or 0)
@@ -159,48 +182,46 @@ def _prefork(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
 
+    alive = set(children)
+    failed = False
+
+    def reap() -> None:
+        """Collect exited workers; any exit before we are told to stop is a failure."""
+        nonlocal failed
+        while alive:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if not pid:
+                return
+            alive.discard(pid)
+            metrics.worker_exited(pid)
+            if not stopping or os.waitstatus_to_exitcode(status) != 0:
+                failed = True
+
     started = 0
-    while started < workers and not stopping:
-        try:
-            chunk = os.read(ready_read, workers)
-        except InterruptedError:
-            continue
-        if not chunk:  # every worker exited before starting
-            break
-        started += len(chunk)
+    while started < workers and not stopping and not failed:
+        readable, _, _ = select.select([ready_read], [], [], 0.1)
+        if readable:
+            started += len(os.read(ready_read, workers))
+        reap()
     os.close(ready_read)
-    failed = started < workers and not stopping
-    if not failed:
+    if not failed and not stopping:
         announce()
 
-    alive = set(children)
     while alive and not stopping and not failed:
-        pid, status = os.waitpid(-1, os.WNOHANG)
-        if pid:
-            alive.discard(pid)
-            metrics.worker_exited(pid)
-            failed = True  # a worker died on its own: take the service down
-            break
         time.sleep(0.1)
+        reap()
 
     for pid in alive:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    exit_code = 1 if failed else 0
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + KILL_AFTER_SECONDS
     while alive:
-        pid, status = os.waitpid(-1, os.WNOHANG)
-        if pid:
-            alive.discard(pid)
-            metrics.worker_exited(pid)
-            if os.waitstatus_to_exitcode(status) != 0:
-                exit_code = 1
-            continue
-        if time.monotonic() > deadline:
-            for pid in alive:
-                os.kill(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 5
         time.sleep(0.05)
-    return exit_code
+        reap()
+        if alive and time.monotonic() > deadline:
+            for pid in alive:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            failed = True
+            deadline = time.monotonic() + 60
+    return 1 if failed else 0

@@ -135,3 +135,36 @@ def test_two_workers_exit_zero_on_sigint(tmp_path: Path) -> None:
         assert issuer.process.wait(15) == 0
     finally:
         issuer.stop()
+
+
+def test_workers_do_not_outlive_a_killed_supervisor(tmp_path: Path) -> None:
+    issuer = start_issuer(data_dir=tmp_path, workers=2)
+    proc = Path("/proc")
+    workers = [
+        int(entry.name)
+        for entry in proc.iterdir()
+        if entry.name.isdigit() and _parent_of(entry) == issuer.pid
+    ]
+    assert len(workers) == 2
+    issuer.process.kill()
+    issuer.process.wait()
+    deadline = time.monotonic() + 10
+    while any(_running(proc / str(pid)) for pid in workers):
+        assert time.monotonic() < deadline, "a worker outlived its supervisor"
+        time.sleep(0.05)
+
+
+def _parent_of(entry: Path) -> int | None:
+    try:
+        stat = (entry / "stat").read_text()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def _running(entry: Path) -> bool:
+    try:
+        stat = (entry / "stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2 :].split()[0] != "Z"
