@@ -171,7 +171,7 @@ class Issuer:
         view = channel_view(mode, channel_response(terms, None, opened=True), opened=True)
         return json_response(view, 201)
 
-    async def _channel(self, mode: Mode, channel_id: str) -> tuple[ChannelTerms, Closure | None]:
+    async def _channel(self, channel_id: str) -> tuple[ChannelTerms, Closure | None]:
         async with metrics.timed_store("get_channel"):
             channel = await self.store.get_channel(channel_id)
         if channel is None:
@@ -180,7 +180,7 @@ class Issuer:
 
     async def read_channel(self, mode_segment: str, channel_id: str) -> Response[bytes]:
         mode = parse_mode(mode_segment)
-        terms, closure = await self._channel(mode, channel_id)
+        terms, closure = await self._channel(channel_id)
         if terms.mode is not mode:  # another mode's channel does not exist under this path
             raise NanoMoniError(Code.channel_not_found, f"no {mode.value} channel with this id")
         view = channel_view(mode, channel_response(terms, closure, opened=False), opened=False)
@@ -190,7 +190,7 @@ class Issuer:
         mode = parse_mode(mode_segment)
         try:
             body = decode(raw, SETTLEMENT_TYPES[mode])
-            terms, _ = await self._channel(mode, channel_id)
+            terms, _ = await self._channel(channel_id)
             if terms.mode is not mode:
                 raise NanoMoniError(
                     Code.mode_mismatch,
