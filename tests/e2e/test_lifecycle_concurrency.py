@@ -193,3 +193,36 @@ def test_several_vendor_workers_share_one_port_and_one_metrics_view(
     finally:
         stack.close()
         assert vendor.stop() == 0
+
+
+def test_issuer_refusal_is_a_settlement_failure(
+    deployment: Deployment, issuer: Any, stack_factory: Any, tmp_path: Path
+) -> None:
+    """The issuer already settled the channel with another proof: closing answers 502
+    settlement_failed with the issuer's reason, and no money moves again."""
+    vendor = _vendor(deployment, issuer.url, tmp_path / "vendor")
+    stack = stack_factory(issuer, vendor)
+    try:
+        client = stack.client()
+        channel = stack.open("payword", client, amount=640, max_index=64)
+        assert stack.pay(channel, 4).status_code == 201
+        key = crypto.SigningKey.from_pem((tmp_path / "vendor" / "vendor-key.pem").read_bytes())
+        token = b64encode(channel.chain.token(3))
+        message = canonical_json({"channel_id": channel.channel_id, "k": 3, "token_b64": token})
+        earlier = {
+            "vendor_public_key_der_b64": stack.vendor_pk,
+            "k": 3,
+            "token_b64": token,
+            "vendor_signature_b64": b64encode(key.sign(message)),
+        }
+        path = f"/channels/payword/{channel.channel_id}/settlements"
+        assert stack.issuer.post(path, json=earlier).status_code == 200
+        vendor_balance = stack.balance(stack.vendor_pk)
+        refused = stack.close_channel(channel)
+        stack.expect_error(refused, 502, "settlement_failed")
+        assert "already settled" in refused.json()["detail"]
+        assert stack.balance(stack.vendor_pk) == vendor_balance
+        assert stack.read(channel)["balance"] == 30
+    finally:
+        stack.close()
+        assert vendor.stop() == 0
