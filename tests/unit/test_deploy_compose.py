@@ -282,3 +282,14 @@ def test_cluster_override_only_adds_to_services_of_the_main_file(
     # An override that names a service the main file lacks would start a half-defined container.
     for name, service in cluster["services"].items():
         assert name in main["services"] or "image" in service, name
+
+
+@pytest.mark.parametrize("name", ["issuer", "vendor"])
+def test_service_keeps_its_key_and_files_in_its_data_volume(main: Compose, name: str) -> None:
+    service = main["services"][name]
+    data_dir = service_env(service)[f"NANOMONI_{name.upper()}_DATA_DIR"]
+    mounts = dict(reversed(v.split(":")[:2]) for v in service["volumes"])
+    assert mounts[data_dir] == f"{name}-data" and f"{name}-data" in main["volumes"]
+    # The container file declares the same directory as its volume and working directory.
+    dockerfile = (REPO / "services" / "Dockerfile").read_text()
+    assert f'VOLUME ["{data_dir}"]' in dockerfile and f"WORKDIR {data_dir}" in dockerfile
