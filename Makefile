@@ -39,16 +39,24 @@ inplace: venv
 	cp build/inplace/_core*.so nanomoni/
 
 # The native core built with ASan + UBSan, and the core tests run against it.
+# Installs the runtime and test dependencies named in pyproject.toml, never the
+# package itself: the sanitized copy in build/sanitize-pkg is what gets tested.
+PROJECT_DEPS = $(PY) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+	print(" ".join(p["dependencies"] + p["optional-dependencies"]["test"]))'
 sanitize: venv
-	$(PIP) install -q scikit-build-core cython cmake ninja ".[test]"
+	$(PIP) install -q scikit-build-core cython cmake ninja $$($(PROJECT_DEPS))
 	$(VENV)/bin/cmake -S . -B build/sanitize -G Ninja -DCMAKE_BUILD_TYPE=Debug -DNANOMONI_SANITIZE=ON \
 	  -DPython_EXECUTABLE=$(abspath $(PY)) >/dev/null
 	$(VENV)/bin/cmake --build build/sanitize
 	rm -rf build/sanitize-pkg && mkdir -p build/sanitize-pkg && cp -r nanomoni build/sanitize-pkg/ \
 	  && rm -f build/sanitize-pkg/nanomoni/_core*.so && cp build/sanitize/_core*.so build/sanitize-pkg/nanomoni/
-	PYTHONPATH=build/sanitize-pkg LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	@# -P keeps the source tree (and its unsanitized core) off sys.path.
+	export PYTHONPATH=build/sanitize-pkg \
+	  LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	  NANOMONI_SANITIZED=1 $(PY) -m pytest -q -p no:randomly tests/unit -k "core or crypto"
+	  NANOMONI_SANITIZED=1 && \
+	$(PY) -P -c 'import sys, nanomoni._core as c; sys.exit(0 if "/sanitize-pkg/" in c.__file__ else "unsanitized core: " + c.__file__)' && \
+	$(PY) -P -m pytest -q -p no:randomly --capture=sys tests/unit -k "core or crypto" $(SANITIZE_ARGS)
 
 bench: install
 	$(VENV)/bin/pytest bench -q --benchmark-columns=mean,median,ops,rounds

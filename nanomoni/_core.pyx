@@ -3,4 +3,521 @@
 
 # === hashing, PayWord, Merkle (csrc/sha256, blake3, hash, chain, merkle) ===
 
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.long cimport PyLong_Check
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.ref cimport Py_INCREF
+from libc.stdint cimport uint8_t, uint64_t
+from libc.string cimport memcpy
+
+from nanomoni.includes.chain cimport (
+    nm_chain, nm_chain_free, nm_chain_init, nm_chain_token, nm_payword_verify,
+    nm_payword_verify_batch,
+)
+from nanomoni.includes.hash cimport (
+    NM_BLAKE3_MAX_INPUT, NM_ERR_ALG, NM_ERR_NO_MEMORY, NM_ERR_TOO_LONG, NM_OK, nm_alg,
+    nm_alg_valid, nm_hash, nm_hash_n,
+)
+from nanomoni.includes.merkle cimport (
+    NM_MERKLE_MAX_DEPTH, nm_merkle, nm_merkle_alloc, nm_merkle_build, nm_merkle_fold,
+    nm_merkle_free, nm_merkle_has_node, nm_merkle_level0, nm_merkle_node, nm_merkle_proof,
+    nm_merkle_verify,
+)
+
+# Hash runs at least this long (about 10 µs) give the GIL away; shorter ones
+# would spend more on the hand-over than on the hashing.
+cdef enum:
+    _NOGIL_STEPS = 256
+    _NOGIL_BYTES = 1 << 16
+
+
+cdef inline int _check_alg(int alg) except -1:
+    if not nm_alg_valid(alg):
+        raise ValueError(f"unknown hash alg {alg}; expected 0 (sha256) or 1 (blake3)")
+    return 0
+
+
+cdef inline int _to_u64(object value, str what, uint64_t *out, Py_ssize_t index=-1) except -1:
+    # `index` >= 0 names an item of a batch; the message is only built on error.
+    if not PyLong_Check(value):
+        label = what if index < 0 else f"items[{index}] {what}"
+        raise TypeError(f"{label} must be an int, got {type(value).__name__}")
+    try:
+        out[0] = value
+    except OverflowError:
+        label = what if index < 0 else f"items[{index}] {what}"
+        raise ValueError(f"{label} must be an integer in [0, 2**64), got {value}") from None
+    return 0
+
+
+cdef inline const uint8_t *_hash32(bytes value, str what) except NULL:
+    if PyBytes_GET_SIZE(value) != 32:
+        raise ValueError(f"{what} must be 32 bytes, got {PyBytes_GET_SIZE(value)}")
+    return <const uint8_t *>PyBytes_AS_STRING(value)
+
+
+cdef inline const uint8_t *_item32(
+    object value, str what, Py_ssize_t index, str field
+) except NULL:
+    if not PyBytes_Check(value):
+        raise TypeError(f"{what}[{index}]{field} must be bytes, got {type(value).__name__}")
+    if PyBytes_GET_SIZE(value) != 32:
+        raise ValueError(f"{what}[{index}]{field} must be 32 bytes, got {PyBytes_GET_SIZE(value)}")
+    return <const uint8_t *>PyBytes_AS_STRING(value)
+
+
+cdef inline bytes _new_hash():
+    return PyBytes_FromStringAndSize(NULL, 32)
+
+
+cdef int _raise_status(int status) except -1:
+    if status == NM_ERR_TOO_LONG:
+        raise ValueError(
+            f"blake3 input longer than {NM_BLAKE3_MAX_INPUT} bytes is not supported (single chunk only)"
+        )
+    if status == NM_ERR_NO_MEMORY:
+        raise MemoryError()
+    if status == NM_ERR_ALG:
+        raise ValueError("unknown hash alg")
+    raise ValueError(f"native core error {status}")
+
+
+cdef unsigned _siblings_into(object siblings, Py_ssize_t count, uint8_t *out) except? 0:
+    cdef Py_ssize_t j
+    for j in range(count):
+        memcpy(out + 32 * j, _item32(siblings[j], "siblings", j, ""), 32)
+    return <unsigned>count
+
+
+def digest(bytes data not None, int alg):
+    _check_alg(alg)
+    cdef bytes out = _new_hash()
+    cdef const uint8_t *src = <const uint8_t *>PyBytes_AS_STRING(data)
+    cdef size_t length = <size_t>PyBytes_GET_SIZE(data)
+    cdef uint8_t *dst = <uint8_t *>PyBytes_AS_STRING(out)
+    cdef int status
+    if length >= _NOGIL_BYTES:
+        with nogil:
+            status = nm_hash(alg, src, length, dst)
+    else:
+        status = nm_hash(alg, src, length, dst)
+    if status != NM_OK:
+        _raise_status(status)
+    return out
+
+
+def hash_n(bytes data not None, n, int alg):
+    _check_alg(alg)
+    cdef uint64_t steps
+    _to_u64(n, "n", &steps)
+    if steps == 0:
+        return data
+    cdef bytes out = _new_hash()
+    cdef const uint8_t *src = <const uint8_t *>PyBytes_AS_STRING(data)
+    cdef size_t length = <size_t>PyBytes_GET_SIZE(data)
+    cdef uint8_t *dst = <uint8_t *>PyBytes_AS_STRING(out)
+    cdef int status
+    if steps >= _NOGIL_STEPS or length >= _NOGIL_BYTES:
+        with nogil:
+            status = nm_hash_n(alg, src, length, steps, dst)
+    else:
+        status = nm_hash_n(alg, src, length, steps, dst)
+    if status != NM_OK:
+        _raise_status(status)
+    return out
+
+
+def verify_payword(bytes token not None, k, bytes anchor not None, int alg):
+    _check_alg(alg)
+    cdef const uint8_t *tok = _hash32(token, "token")
+    cdef const uint8_t *anc = _hash32(anchor, "anchor")
+    cdef uint64_t steps
+    _to_u64(k, "k", &steps)
+    cdef int ok
+    if steps >= _NOGIL_STEPS:
+        with nogil:
+            ok = nm_payword_verify(<nm_alg>alg, tok, steps, anc)
+    else:
+        ok = nm_payword_verify(<nm_alg>alg, tok, steps, anc)
+    return ok != 0
+
+
+def verify_payword_batch(items, int alg):
+    _check_alg(alg)
+    cdef Py_ssize_t count = len(items), j
+    # One buffer: tokens, anchors, ks, results. The inputs are copied so the
+    # hashing can run without the GIL while callers mutate their objects.
+    cdef uint8_t *buffer = <uint8_t *>PyMem_Malloc(<size_t>count * (32 + 32 + 8 + 1) + 1)
+    if buffer == NULL:
+        raise MemoryError()
+    cdef uint8_t *tokens = buffer
+    cdef uint8_t *anchors = buffer + 32 * count
+    cdef uint64_t *ks = <uint64_t *>(buffer + 64 * count)
+    cdef uint8_t *results = buffer + 72 * count
+    cdef list out
+    try:
+        for j in range(count):
+            try:
+                token, k, anchor = items[j]
+            except (TypeError, ValueError):
+                raise ValueError(f"items[{j}] must be a (token, k, anchor) triple") from None
+            memcpy(tokens + 32 * j, _item32(token, "items", j, " token"), 32)
+            memcpy(anchors + 32 * j, _item32(anchor, "items", j, " anchor"), 32)
+            _to_u64(k, "k", &ks[j], j)
+        with nogil:
+            nm_payword_verify_batch(<nm_alg>alg, <size_t>count, tokens, ks, anchors, results)
+        out = PyList_New(count)
+        for j in range(count):
+            verdict = True if results[j] else False
+            Py_INCREF(verdict)
+            PyList_SET_ITEM(out, j, verdict)
+        return out
+    finally:
+        PyMem_Free(buffer)
+
+
+cdef class PaywordChain:
+    """w_0 = seed, w_j = H(w_{j-1}), root = w_max_k, token(k) = w_{max_k - k}.
+
+    Keeps at most `checkpoints` evenly spaced words, so a token costs fewer
+    than ceil((max_k + 1) / checkpoints) hashes.
+    """
+
+    cdef nm_chain _chain
+    cdef bint _ready
+
+    def __cinit__(self, bytes seed not None, max_k, int alg, checkpoints):
+        _check_alg(alg)
+        cdef const uint8_t *seed_bytes = _hash32(seed, "seed")
+        cdef uint64_t top, kept
+        _to_u64(max_k, "max_k", &top)
+        _to_u64(checkpoints, "checkpoints", &kept)
+        if top >= (<uint64_t>1) << 63:
+            raise ValueError(f"max_k must be below 2**63, got {max_k}")
+        if kept == 0:
+            raise ValueError("checkpoints must be at least 1")
+        cdef int status
+        with nogil:
+            status = nm_chain_init(&self._chain, <nm_alg>alg, seed_bytes, top, kept)
+        if status != NM_OK:
+            _raise_status(status)
+        self._ready = True
+
+    def __dealloc__(self):
+        if self._ready:
+            nm_chain_free(&self._chain)
+
+    @property
+    def root(self):
+        return PyBytes_FromStringAndSize(<const char *>self._chain.root, 32)
+
+    def token(self, k):
+        cdef uint64_t index
+        _to_u64(k, "k", &index)
+        if index > self._chain.max_k:
+            raise ValueError(f"k must be in [0, {self._chain.max_k}], got {k}")
+        cdef bytes out = _new_hash()
+        cdef uint8_t *dst = <uint8_t *>PyBytes_AS_STRING(out)
+        if self._chain.interval > _NOGIL_STEPS:
+            with nogil:
+                nm_chain_token(&self._chain, index, dst)
+        else:
+            nm_chain_token(&self._chain, index, dst)
+        return out
+
+
+cdef class MerkleTree:
+    """All levels of a PayTree (SPEC §5.3) in C memory; see csrc/merkle.h."""
+
+    cdef nm_merkle _tree
+    cdef bint _ready
+
+    def __cinit__(self, items, int alg, bint from_secrets):
+        _check_alg(alg)
+        cdef Py_ssize_t count = len(items), j
+        if count == 0:
+            raise ValueError("a Merkle tree needs at least one leaf")
+        cdef int status = nm_merkle_alloc(&self._tree, <nm_alg>alg, <uint64_t>count)
+        if status != NM_OK:
+            _raise_status(status)
+        self._ready = True
+        cdef uint8_t *level0 = nm_merkle_level0(&self._tree)
+        what = "secrets" if from_secrets else "leaves"
+        for j in range(count):
+            memcpy(level0 + 32 * j, _item32(items[j], what, j, ""), 32)
+        with nogil:
+            nm_merkle_build(&self._tree, from_secrets)
+
+    def __dealloc__(self):
+        if self._ready:
+            nm_merkle_free(&self._tree)
+
+    @property
+    def root(self):
+        return PyBytes_FromStringAndSize(
+            <const char *>nm_merkle_node(&self._tree, self._tree.depth, 0), 32
+        )
+
+    @property
+    def depth(self):
+        return self._tree.depth
+
+    @property
+    def leaf_count(self):
+        return self._tree.leaf_count
+
+    def node(self, int level, pos):
+        cdef uint64_t index
+        _to_u64(pos, "pos", &index)
+        if level < 0 or not nm_merkle_has_node(&self._tree, <unsigned>level, index):
+            raise ValueError(
+                f"no node ({level}, {pos}) in a tree of depth {self._tree.depth}: "
+                f"level must be in [0, {self._tree.depth}] and pos below 2**(depth - level)"
+            )
+        return PyBytes_FromStringAndSize(
+            <const char *>nm_merkle_node(&self._tree, <unsigned>level, index), 32
+        )
+
+    def proof(self, i):
+        cdef uint64_t index
+        _to_u64(i, "i", &index)
+        if index >= self._tree.leaf_count:
+            raise ValueError(f"i must be in [0, {self._tree.leaf_count - 1}], got {i}")
+        cdef uint8_t path[NM_MERKLE_MAX_DEPTH * 32]
+        nm_merkle_proof(&self._tree, index, path)
+        return [
+            PyBytes_FromStringAndSize(<const char *>path + 32 * level, 32)
+            for level in range(self._tree.depth)
+        ]
+
+
+def verify_merkle(bytes leaf not None, i, siblings, bytes root not None, int depth, int alg):
+    _check_alg(alg)
+    cdef const uint8_t *leaf_bytes = _hash32(leaf, "leaf")
+    cdef const uint8_t *root_bytes = _hash32(root, "root")
+    if depth < 0 or depth > NM_MERKLE_MAX_DEPTH:
+        raise ValueError(f"depth must be in [0, {NM_MERKLE_MAX_DEPTH}], got {depth}")
+    cdef uint64_t index
+    _to_u64(i, "i", &index)
+    if depth < 64 and (index >> depth) != 0:
+        raise ValueError(f"i must be below 2**depth = {1 << depth}, got {i}")
+    if len(siblings) != depth:
+        return False
+    cdef uint8_t path[NM_MERKLE_MAX_DEPTH * 32]
+    _siblings_into(siblings, depth, path)
+    return nm_merkle_verify(<nm_alg>alg, leaf_bytes, index, path, <unsigned>depth, root_bytes) != 0
+
+
+def merkle_fold(bytes leaf not None, i, siblings, int alg):
+    _check_alg(alg)
+    cdef const uint8_t *leaf_bytes = _hash32(leaf, "leaf")
+    cdef uint64_t index
+    _to_u64(i, "i", &index)
+    cdef Py_ssize_t count = len(siblings)
+    if count > NM_MERKLE_MAX_DEPTH:
+        raise ValueError(f"at most {NM_MERKLE_MAX_DEPTH} siblings, got {count}")
+    cdef uint8_t path[NM_MERKLE_MAX_DEPTH * 32]
+    _siblings_into(siblings, count, path)
+    cdef bytes out = _new_hash()
+    nm_merkle_fold(<nm_alg>alg, leaf_bytes, index, path, <unsigned>count,
+                   <uint8_t *>PyBytes_AS_STRING(out))
+    return out
+
+
 # === signatures (csrc/sigverify, sign) ===
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from libc.stdint cimport uint8_t
+
+from includes.sig cimport (
+    NM_KEY_CACHE_SLOTS, NM_KEY_ED25519, NM_KEY_P256, NM_PKCS8_MAX, NM_SIG_MAX,
+    nm_generate_private_key, nm_public_key_kind, nm_sig_init, nm_sig_item, nm_sign,
+    nm_sign_many, nm_signer, nm_signer_free, nm_signer_kind, nm_signer_new,
+    nm_signer_private_der, nm_signer_public_der, nm_verify_batch,
+)
+
+if nm_sig_init() != 0:
+    raise ImportError("cannot initialise libsodium / libsecp256k1")
+
+# How many distinct public keys stay parsed at once.
+KEY_CACHE_SLOTS = NM_KEY_CACHE_SLOTS
+
+
+cdef object _sig_bytes(object value):
+    """value as immutable bytes (copying bytes-likes), or None if it is no bytes at all."""
+    if type(value) is bytes:
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        try:
+            return bytes(value)
+        except (TypeError, ValueError):  # e.g. a released memoryview
+            return None
+    return None
+
+
+cdef int _sig_threads(int threads) except -1:
+    if threads < 0:
+        raise ValueError(f"threads must be >= 0 (0 = choose), got {threads}")
+    return threads
+
+
+def public_key_kind(der):
+    """0 = P-256, 1 = secp256k1, 2 = Ed25519, -1 = unsupported or malformed SPKI."""
+    cdef object data = _sig_bytes(der)
+    if data is None:
+        return -1
+    cdef const uint8_t *ptr = <const uint8_t *>PyBytes_AS_STRING(data)
+    cdef size_t length = <size_t>PyBytes_GET_SIZE(data)
+    cdef int kind
+    with nogil:
+        kind = nm_public_key_kind(ptr, length)
+    return kind
+
+
+def verify_signatures(items, int threads=0):
+    """(SPKI DER, message, signature) triples -> list of bools, one native batch."""
+    _sig_threads(threads)
+    cdef list triples = list(items)
+    cdef Py_ssize_t n = len(triples), i
+    # Holds every buffer the C side reads, so none is freed while the GIL is released.
+    cdef list alive = []
+    cdef nm_sig_item *c_items = <nm_sig_item *>PyMem_Malloc(max(n, 1) * sizeof(nm_sig_item))
+    cdef uint8_t *out = <uint8_t *>PyMem_Malloc(max(n, 1))
+    if c_items == NULL or out == NULL:
+        PyMem_Free(c_items)
+        PyMem_Free(out)
+        raise MemoryError()
+    cdef object key, msg, sig
+    try:
+        for i in range(n):
+            key = msg = sig = None
+            triple = triples[i]
+            if isinstance(triple, (tuple, list)) and len(triple) == 3:
+                key = _sig_bytes(triple[0])
+                msg = _sig_bytes(triple[1])
+                sig = _sig_bytes(triple[2])
+            if key is None or msg is None or sig is None:
+                # A wrong-typed item verifies False; NULL tells the C side so.
+                c_items[i].key = NULL
+                c_items[i].key_len = 0
+                c_items[i].msg = NULL
+                c_items[i].msg_len = 0
+                c_items[i].sig = NULL
+                c_items[i].sig_len = 0
+                continue
+            alive.append((key, msg, sig))
+            c_items[i].key = <const uint8_t *>PyBytes_AS_STRING(key)
+            c_items[i].key_len = <size_t>PyBytes_GET_SIZE(key)
+            c_items[i].msg = <const uint8_t *>PyBytes_AS_STRING(msg)
+            c_items[i].msg_len = <size_t>PyBytes_GET_SIZE(msg)
+            c_items[i].sig = <const uint8_t *>PyBytes_AS_STRING(sig)
+            c_items[i].sig_len = <size_t>PyBytes_GET_SIZE(sig)
+        with nogil:
+            nm_verify_batch(c_items, <size_t>n, threads, out)
+        return [out[i] != 0 for i in range(n)]
+    finally:
+        PyMem_Free(c_items)
+        PyMem_Free(out)
+
+
+def generate_private_key(int kind):
+    """A fresh private key of `kind` (0, 1, 2) as PKCS#8 DER, from OpenSSL's CSPRNG."""
+    if kind < NM_KEY_P256 or kind > NM_KEY_ED25519:
+        raise ValueError(f"unknown key kind {kind}; expected 0 (P-256), 1 (secp256k1) or 2 (Ed25519)")
+    cdef uint8_t buf[NM_PKCS8_MAX]
+    cdef size_t length
+    with nogil:
+        length = nm_generate_private_key(kind, buf)
+    if length == 0:
+        raise RuntimeError(f"key generation failed for kind {kind}")
+    return PyBytes_FromStringAndSize(<const char *>buf, <Py_ssize_t>length)
+
+
+cdef class SigningKey:
+    """A parsed PKCS#8 private key; signs with the GIL released."""
+
+    cdef nm_signer *_signer
+
+    def __cinit__(self, pkcs8_der):
+        cdef object data = _sig_bytes(pkcs8_der)
+        if data is None:
+            raise TypeError(f"PKCS#8 key must be bytes, not {type(pkcs8_der).__name__}")
+        cdef const uint8_t *ptr = <const uint8_t *>PyBytes_AS_STRING(data)
+        cdef size_t length = <size_t>PyBytes_GET_SIZE(data)
+        cdef const char *error = NULL
+        with nogil:
+            self._signer = nm_signer_new(ptr, length, &error)
+        if self._signer == NULL:
+            raise ValueError(f"invalid private key: {error.decode()}")
+
+    def __dealloc__(self):
+        nm_signer_free(self._signer)
+
+    @property
+    def kind(self):
+        return nm_signer_kind(self._signer)
+
+    @property
+    def public_key_der(self):
+        cdef size_t length
+        cdef const uint8_t *der = nm_signer_public_der(self._signer, &length)
+        return PyBytes_FromStringAndSize(<const char *>der, <Py_ssize_t>length)
+
+    @property
+    def private_key_der(self):
+        cdef size_t length
+        cdef const uint8_t *der = nm_signer_private_der(self._signer, &length)
+        return PyBytes_FromStringAndSize(<const char *>der, <Py_ssize_t>length)
+
+    def sign(self, message):
+        cdef object data = _sig_bytes(message)
+        if data is None:
+            raise TypeError(f"message must be bytes, not {type(message).__name__}")
+        cdef const uint8_t *ptr = <const uint8_t *>PyBytes_AS_STRING(data)
+        cdef size_t length = <size_t>PyBytes_GET_SIZE(data)
+        cdef uint8_t sig[NM_SIG_MAX]
+        cdef size_t sig_len = 0
+        cdef int ok
+        with nogil:
+            ok = nm_sign(self._signer, ptr, length, sig, &sig_len)
+        if not ok:
+            raise RuntimeError("signing failed")
+        return PyBytes_FromStringAndSize(<const char *>sig, <Py_ssize_t>sig_len)
+
+    def sign_many(self, messages, int threads=0):
+        """One signature per message, signed in one native call."""
+        _sig_threads(threads)
+        cdef list msgs = []
+        for message in messages:
+            data = _sig_bytes(message)
+            if data is None:
+                raise TypeError(f"messages must be bytes, not {type(message).__name__}")
+            msgs.append(data)
+        cdef Py_ssize_t n = len(msgs), i
+        cdef size_t count = <size_t>max(n, 1)
+        cdef const uint8_t **ptrs = <const uint8_t **>PyMem_Malloc(count * sizeof(uint8_t *))
+        cdef size_t *lens = <size_t *>PyMem_Malloc(count * sizeof(size_t))
+        cdef uint8_t *sigs = <uint8_t *>PyMem_Malloc(count * NM_SIG_MAX)
+        cdef size_t *sig_lens = <size_t *>PyMem_Malloc(count * sizeof(size_t))
+        cdef size_t failed
+        try:
+            if ptrs == NULL or lens == NULL or sigs == NULL or sig_lens == NULL:
+                raise MemoryError()
+            for i in range(n):
+                ptrs[i] = <const uint8_t *>PyBytes_AS_STRING(msgs[i])
+                lens[i] = <size_t>PyBytes_GET_SIZE(msgs[i])
+            with nogil:
+                failed = nm_sign_many(self._signer, ptrs, lens, <size_t>n, threads, sigs, sig_lens)
+            if failed:
+                raise RuntimeError(f"signing failed for {failed} of {n} messages")
+            return [
+                PyBytes_FromStringAndSize(<const char *>(sigs + i * NM_SIG_MAX),
+                                          <Py_ssize_t>sig_lens[i])
+                for i in range(n)
+            ]
+        finally:
+            PyMem_Free(ptrs)
+            PyMem_Free(lens)
+            PyMem_Free(sigs)
+            PyMem_Free(sig_lens)

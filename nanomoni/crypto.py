@@ -53,8 +53,9 @@ def verify_payword_batch(
 class PaywordChain:
     """Client side: w_0 = seed, w_j = H(w_{j-1}), root = w_max_k, token(k) = w_{max_k-k}.
 
-    Generation is O(max_k) once; afterwards only every `interval`-th word is kept,
-    so token(k) costs at most `interval` hashes and memory is O(max_k / interval).
+    Generation is O(max_k) once. Only `checkpoints` evenly spaced words are kept
+    (memory O(checkpoints)), so token(k) costs fewer than
+    ceil((max_k + 1) / checkpoints) hashes.
     """
 
     def __init__(
@@ -150,7 +151,9 @@ def first_opt_levels(i: int, last: int | None, depth: int) -> int:
     return depth if last is None else (i ^ last).bit_length()
 
 
-def second_opt_levels(i: int, depth: int, known: Callable[[int, int], bool]) -> tuple[list[int], int]:
+def second_opt_levels(
+    i: int, depth: int, known: Callable[[int, int], bool]
+) -> tuple[list[int], int]:
     """Which sibling levels a second-opt payment for i must carry (SPEC §5.5).
 
     `known(level, pos)` says whether a node is in the known set K (the root
@@ -214,6 +217,11 @@ class SigningKey:
     @property
     def public_key_der(self) -> bytes:
         return self._key.public_key_der
+
+    @property
+    def private_key_der(self) -> bytes:
+        """The PKCS#8 DER this key was made from."""
+        return self._key.private_key_der
 
     def sign(self, message: bytes) -> bytes:
         return self._key.sign(message)

@@ -1,0 +1,27 @@
+from libc.stdint cimport uint8_t, uint64_t
+
+
+cdef extern from "hash.h" nogil:
+    ctypedef enum nm_alg:
+        NM_SHA256
+        NM_BLAKE3
+
+    enum:
+        NM_HASH_LEN
+        NM_OK
+        NM_ERR_ALG
+        NM_ERR_TOO_LONG
+        NM_ERR_NO_MEMORY
+        NM_ERR_RANGE
+
+    int nm_alg_valid(int alg)
+    int nm_hash(int alg, const uint8_t *data, size_t len, uint8_t *out)
+    void nm_hash32(nm_alg alg, const uint8_t *inp, uint8_t *out)
+    void nm_hash_pair(nm_alg alg, const uint8_t *left, const uint8_t *right, uint8_t *out)
+    void nm_hash_iterate(nm_alg alg, const uint8_t *inp, uint64_t n, uint8_t *out)
+    int nm_hash_n(int alg, const uint8_t *data, size_t len, uint64_t n, uint8_t *out)
+
+
+cdef extern from "blake3.h" nogil:
+    enum:
+        NM_BLAKE3_MAX_INPUT
