@@ -1,0 +1,70 @@
+"""PNG plots of a bench result (matplotlib, Agg backend).
+
+Each PNG carries the numbers it plots as a `nanomoni` text chunk (JSON), so a
+reader can check the picture against the result file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # after choosing the backend
+
+
+def _save(figure: Any, path: Path, plotted: dict[str, Any]) -> None:
+    figure.tight_layout()
+    figure.savefig(path, format="png", dpi=100, metadata={"nanomoni": json.dumps(plotted)})
+    plt.close(figure)
+
+
+def _bars(path: Path, title: str, ylabel: str, values: dict[str, float]) -> None:
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    labels = list(values)
+    bars = axes.bar(labels, [values[label] for label in labels], color="tab:blue")
+    axes.bar_label(bars, fmt="%.1f")
+    axes.set_title(title)
+    axes.set_ylabel(ylabel)
+    axes.tick_params(axis="x", labelrotation=20)
+    _save(figure, path, values)
+
+
+def write_plots(result: dict[str, Any], out: Path) -> list[Path]:
+    """throughput.png, latency.png and (when CPU was measured) cpu.png."""
+    runs = result["runs"]
+    paths = []
+
+    throughput = {run["label"]: run["throughput_per_s"] for run in runs}
+    paths.append(out / "throughput.png")
+    _bars(paths[-1], "Accepted payments per second", "payments/s", throughput)
+
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    plotted: dict[str, Any] = {}
+    for run in runs:
+        histogram = run["latency_histogram"]
+        edges, counts = histogram["edges_ms"], histogram["counts"]
+        if sum(counts):
+            axes.stairs(counts, edges, label=run["label"])
+        plotted[run["label"]] = {"edges_ms": edges, "counts": counts}
+    axes.set_xscale("log")
+    axes.set_xlabel("latency (ms, log scale)")
+    axes.set_ylabel("payments")
+    axes.set_title("Payment latency distribution")
+    axes.legend(fontsize="small")
+    paths.append(out / "latency.png")
+    _save(figure, paths[-1], plotted)
+
+    cpu: dict[str, float] = {}
+    for run in runs:
+        for part in ("vendor", "redis"):
+            value = run.get(f"{part}_cpu_us_per_payment")
+            if value is not None:
+                cpu[f"{run['label']} {part}"] = value
+    if cpu:
+        paths.append(out / "cpu.png")
+        _bars(paths[-1], "CPU per accepted payment", "µs CPU / payment", cpu)
+    return paths

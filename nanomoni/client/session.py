@@ -1,0 +1,290 @@
+"""The wallet-facing client: register, open, pay (with safe retries), close.
+
+Async first; `SyncClient` runs the same code on a private event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar
+
+import msgspec
+
+from nanomoni import wire
+from nanomoni.client.http import TRANSIENT, ApiError, Http, IssuerApi, VendorApi
+from nanomoni.client.proofs import (
+    Payer,
+    SignaturePayer,
+    build_open_request,
+    create_commitment_payer,
+)
+from nanomoni.client.wallet import Wallet
+from nanomoni.errors import Code, NanoMoniError
+from nanomoni.protocol.model import Mode
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PaymentResult:
+    index: int  # k, i, or the cumulative amount in signature mode
+    owed: int
+    replay: bool  # the vendor answered 200: it had already accepted this exact body
+    attempts: int
+    response: wire.PaymentResponse
+
+
+class Channel:
+    """An open channel and its payer; payments on one channel are sequential."""
+
+    def __init__(
+        self, client: Client, mode: Mode, info: wire.ChannelResponse, payer: Payer, unit_value: int
+    ) -> None:
+        self.client = client
+        self.mode = mode
+        self.info = info
+        self.channel_id = info.channel_id
+        self.payer = payer
+        self.unit_value = unit_value
+        self.max_index = _max_index(mode, info)
+        self._lock = asyncio.Lock()
+        # A body sent but not answered: it must be resolved before anything newer,
+        # because the vendor may have accepted it.
+        self._pending: tuple[int, bytes] | None = None
+
+    @property
+    def accepted_index(self) -> int:
+        return self.payer.last
+
+    @property
+    def owed(self) -> int:
+        return self.payer.last * self.unit_value
+
+    def encode_payment(self, index: int) -> bytes:
+        """The exact body for `index` against the accepted state (no I/O)."""
+        return msgspec.json.encode(self.payer.body(index))
+
+    async def pay(self, units: int = 1) -> PaymentResult:
+        """Pay `units` more (unit_value each; 1 unit = 1 in signature mode)."""
+        async with self._lock:
+            await self._resolve_pending()
+            return await self._send(self.payer.last + units)
+
+    async def pay_to(self, index: int) -> PaymentResult:
+        async with self._lock:
+            await self._resolve_pending()
+            return await self._send(index)
+
+    async def _resolve_pending(self) -> None:
+        if self._pending is not None:
+            index, body = self._pending
+            await self._deliver(index, body)
+
+    async def _send(self, index: int) -> PaymentResult:
+        # Past the commitment no proof exists; refuse here with the vendor's code.
+        if not 1 <= index <= self.max_index:
+            raise NanoMoniError(
+                Code.exceeds_max if index > self.max_index else Code.invalid_amount,
+                f"payment index {index} is outside this channel's 1..{self.max_index}",
+            )
+        return await self._deliver(index, self.encode_payment(index))
+
+    async def _deliver(self, index: int, body: bytes) -> PaymentResult:
+        self._pending = (index, body)
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                status, response = await self.client.vendor.pay(self.mode, self.channel_id, body)
+                break
+            except TRANSIENT:
+                if attempts > self.client.retries:
+                    raise
+            except ApiError as error:
+                if error.code is not Code.issuer_unavailable or attempts > self.client.retries:
+                    # A definite refusal: nothing was accepted, nothing is pending.
+                    self._pending = None
+                    raise
+            await asyncio.sleep(self.client.retry_delay * attempts)
+        self._pending = None
+        self.payer.accepted(index)
+        return PaymentResult(
+            index=index,
+            owed=response.cumulative_owed_amount,
+            replay=status == 200,
+            attempts=attempts,
+            response=response,
+        )
+
+    async def close(self) -> None:
+        """Ask the vendor to settle at the issuer (idempotent)."""
+        async with self._lock:
+            await self.client.vendor.close(self.mode, self.channel_id)
+
+    async def refresh(self) -> wire.ChannelResponse:
+        """The issuer's current view (balance = settled owed amount after close)."""
+        return await self.client.issuer.channel(self.mode, self.channel_id)
+
+
+def _max_index(mode: Mode, info: wire.ChannelResponse) -> int:
+    if mode is Mode.signature:
+        return info.amount
+    value = getattr(info, f"{mode.value}_max_k" if mode is Mode.payword else f"{mode.value}_max_i")
+    return int(value)
+
+
+class Client:
+    """Async client for one wallet against one issuer and one vendor."""
+
+    def __init__(
+        self,
+        issuer_url: str,
+        vendor_url: str,
+        wallet: Wallet,
+        *,
+        connections: int = 100,
+        timeout: float = 30.0,
+        retries: int = 5,
+        retry_delay: float = 0.05,
+    ) -> None:
+        self.wallet = wallet
+        self.http = Http(connections=connections, timeout=timeout)
+        self.issuer = IssuerApi(self.http, issuer_url)
+        self.vendor = VendorApi(self.http, vendor_url)
+        self.retries = retries
+        self.retry_delay = retry_delay
+        self._vendor_key: str | None = None
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.http.close()
+
+    async def register(self) -> int:
+        """Create (or find) this wallet's account; its balance."""
+        return (await self.issuer.register(self.wallet.public_key_b64)).balance
+
+    async def balance(self, public_key_b64: str | None = None) -> int:
+        key = public_key_b64 or self.wallet.public_key_b64
+        return (await self.issuer.account(key)).balance
+
+    async def vendor_public_key(self) -> str:
+        if self._vendor_key is None:
+            self._vendor_key = await self.vendor.public_key()
+        return self._vendor_key
+
+    async def open_channel(
+        self,
+        mode: Mode | str,
+        amount: int,
+        *,
+        unit_value: int = 1,
+        max_index: int | None = None,
+        hash_alg: str = "sha256",
+    ) -> Channel:
+        """Lock `amount` toward the vendor. For PayWord/PayTree modes the channel can
+        take `max_index` payments of `unit_value` (default: as many as `amount` covers)."""
+        mode = Mode(mode)
+        vendor_key = await self.vendor_public_key()
+        if mode is Mode.signature:
+            request = build_open_request(self.wallet, vendor_key, mode, amount, hash_alg=hash_alg)
+            info = await self.issuer.open_channel(mode, request)
+            return Channel(self, mode, info, SignaturePayer(self.wallet, info.channel_id), 1)
+        count = max_index if max_index is not None else amount // unit_value
+        # Building the commitment hashes up to 2^24 values: keep it off the event loop.
+        payer = await asyncio.to_thread(create_commitment_payer, mode, count, hash_alg)
+        request = build_open_request(
+            self.wallet,
+            vendor_key,
+            mode,
+            amount,
+            hash_alg=hash_alg,
+            unit_value=unit_value,
+            max_index=count,
+            root=payer.root,
+        )
+        info = await self.issuer.open_channel(mode, request)
+        payer.channel_id = info.channel_id
+        return Channel(self, mode, info, payer, unit_value)
+
+    async def get_channel(self, mode: Mode | str, channel_id: str) -> wire.ChannelResponse:
+        return await self.issuer.channel(Mode(mode), channel_id)
+
+
+class SyncChannel:
+    """Blocking view of a Channel, driven by its SyncClient's loop."""
+
+    def __init__(self, owner: SyncClient, channel: Channel) -> None:
+        self._owner = owner
+        self.channel = channel
+        self.channel_id = channel.channel_id
+        self.mode = channel.mode
+
+    @property
+    def owed(self) -> int:
+        return self.channel.owed
+
+    def pay(self, units: int = 1) -> PaymentResult:
+        return self._owner.run(self.channel.pay(units))
+
+    def pay_to(self, index: int) -> PaymentResult:
+        return self._owner.run(self.channel.pay_to(index))
+
+    def close(self) -> None:
+        self._owner.run(self.channel.close())
+
+    def refresh(self) -> wire.ChannelResponse:
+        return self._owner.run(self.channel.refresh())
+
+
+class SyncClient:
+    """The same client for synchronous code: each call runs to completion."""
+
+    def __init__(self, issuer_url: str, vendor_url: str, wallet: Wallet, **options: Any) -> None:
+        self._runner = asyncio.Runner()
+        self.client = Client(issuer_url, vendor_url, wallet, **options)
+
+    def run(self, step: Coroutine[Any, Any, T]) -> T:
+        return self._runner.run(step)
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.run(self.client.close())
+        self._runner.close()
+
+    def register(self) -> int:
+        return self.run(self.client.register())
+
+    def balance(self, public_key_b64: str | None = None) -> int:
+        return self.run(self.client.balance(public_key_b64))
+
+    def vendor_public_key(self) -> str:
+        return self.run(self.client.vendor_public_key())
+
+    def open_channel(self, mode: Mode | str, amount: int, **options: Any) -> SyncChannel:
+        return SyncChannel(self, self.run(self.client.open_channel(mode, amount, **options)))
+
+    def get_channel(self, mode: Mode | str, channel_id: str) -> wire.ChannelResponse:
+        return self.run(self.client.get_channel(mode, channel_id))

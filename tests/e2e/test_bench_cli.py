@@ -1,0 +1,94 @@
+"""A short `nanomoni bench` run: result JSON, PNG plots carrying the same numbers."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nanomoni.client.local import cli_command
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_chunks(path: Path) -> tuple[tuple[int, int], dict[str, str]]:
+    """(width, height) and the text chunks of a PNG, parsed by hand."""
+    data = path.read_bytes()
+    assert data.startswith(PNG_SIGNATURE), path
+    offset, size, texts = len(PNG_SIGNATURE), (0, 0), {}
+    while offset < len(data):
+        (length,) = struct.unpack(">I", data[offset : offset + 4])
+        kind = data[offset + 4 : offset + 8]
+        body = data[offset + 8 : offset + 8 + length]
+        (crc,) = struct.unpack(">I", data[offset + 8 + length : offset + 12 + length])
+        assert crc == zlib.crc32(kind + body), f"{path}: bad CRC in {kind!r}"
+        if kind == b"IHDR":
+            size = struct.unpack(">II", body[:8])
+        elif kind == b"tEXt":
+            key, _, value = body.partition(b"\0")
+            texts[key.decode("latin-1")] = value.decode("latin-1")
+        elif kind == b"iTXt":
+            key, _, rest = body.partition(b"\0")
+            # compression flag, method, language tag, translated keyword, then text
+            flag = rest[0]
+            _, _, rest = rest[2:].partition(b"\0")
+            _, _, text = rest.partition(b"\0")
+            texts[key.decode("latin-1")] = (zlib.decompress(text) if flag else text).decode()
+        offset += 12 + length
+    return size, texts
+
+
+def run_bench(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    argv, env = cli_command("bench", "--out", str(out), *extra)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=240, env=env, cwd=out)
+
+
+def test_short_bench_writes_json_and_matching_plots(tmp_path: Path) -> None:
+    modes = "signature,payword,paytree_first_opt,paytree_second_opt:blake3"
+    done = run_bench(
+        tmp_path, "--modes", modes, "--payments", "300", "--channels", "4", "--concurrency", "4"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads((tmp_path / "result.json").read_text())
+    runs: list[dict[str, Any]] = result["runs"]
+    assert [run["label"] for run in runs] == [
+        "signature",
+        "payword",
+        "paytree_first_opt",
+        "paytree_second_opt (blake3)",
+    ]
+    for run in runs:
+        assert run["accepted"] == run["planned"] == 300 and run["errors"] == {}
+        assert run["replays"] == 0
+        assert run["owed_total"] == run["settled_total"] == 300 and run["settled_exact"]
+        assert run["throughput_per_s"] == pytest.approx(run["accepted"] / run["elapsed_s"])
+        assert sum(run["latency_histogram"]["counts"]) == 300
+        latency = run["latency_ms"]
+        assert 0 < latency["p50"] <= latency["p99"] <= latency["max"]
+        assert run["vendor_cpu_us_per_payment"] > 0  # the bench started the vendor: PID known
+        assert run["redis_cpu_us_per_payment"] is None  # embedded store: no redis
+
+    plotted = {}
+    for name in ("throughput", "latency", "cpu"):
+        (width, height), texts = png_chunks(tmp_path / f"{name}.png")
+        assert width > 100 and height > 100
+        plotted[name] = json.loads(texts["nanomoni"])
+    assert plotted["throughput"] == {run["label"]: run["throughput_per_s"] for run in runs}
+    assert plotted["cpu"] == {
+        f"{run['label']} vendor": run["vendor_cpu_us_per_payment"] for run in runs
+    }
+    assert plotted["latency"] == {run["label"]: run["latency_histogram"] for run in runs}
+
+
+def test_bench_refuses_remote_services(tmp_path: Path) -> None:
+    done = run_bench(
+        tmp_path, "--issuer-url", "http://192.0.2.1:8001", "--vendor-url", "http://127.0.0.1:1"
+    )
+    assert done.returncode == 2
+    assert "loopback" in done.stderr
+    assert not (tmp_path / "result.json").exists()

@@ -1,0 +1,117 @@
+"""The client library against a real issuer and vendor: every mode, both suites."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import msgspec
+import pytest
+
+from nanomoni import wire
+from nanomoni.client import ApiError, Client, SyncClient, Wallet
+from nanomoni.client.local import LocalServices, local_services
+from nanomoni.errors import Code, NanoMoniError
+from nanomoni.protocol.model import Mode
+
+SUITES = ("sha256", "blake3")
+UNIT = 3
+
+
+@pytest.fixture(scope="module")
+def services() -> Iterator[LocalServices]:
+    with local_services("embedded") as started:
+        yield started
+
+
+async def ready_client(services: LocalServices, kind: str = "p256") -> Client:
+    from nanomoni.client.demo import wait_for_account
+
+    client = Client(services.issuer_url, services.vendor_url, Wallet.generate(kind))
+    await client.register()
+    await wait_for_account(client, await client.vendor_public_key())
+    return client
+
+
+def sibling_count(body: bytes) -> int:
+    return len(msgspec.json.decode(body, type=wire.PaytreePayment).siblings_b64)
+
+
+@pytest.mark.parametrize("alg", SUITES)
+@pytest.mark.parametrize("mode", list(Mode))
+async def test_every_mode_pays_and_settles_exactly(
+    services: LocalServices, mode: Mode, alg: str
+) -> None:
+    client = await ready_client(services, "ed25519" if mode is Mode.signature else "p256")
+    try:
+        vendor_key = await client.vendor_public_key()
+        before, vendor_before = await client.balance(), await client.balance(vendor_key)
+        amount = 127 * UNIT + 50
+        if mode is Mode.signature:
+            channel = await client.open_channel(mode, amount, hash_alg=alg)
+            indices = [10 * UNIT, 25 * UNIT, 70 * UNIT]
+        else:
+            channel = await client.open_channel(
+                mode, amount, unit_value=UNIT, max_index=127, hash_alg=alg
+            )
+            indices = [10, 25, 70]
+        assert channel.info.hash_alg == alg
+        assert await client.balance() == before - amount
+        counts = []
+        for index in indices:
+            if mode in (Mode.paytree, Mode.paytree_first_opt, Mode.paytree_second_opt):
+                counts.append(sibling_count(channel.encode_payment(index)))
+            result = await channel.pay_to(index)
+            assert not result.replay and result.attempts == 1
+            assert result.owed == 70 * UNIT * index // indices[-1]
+        expected_counts = {
+            Mode.paytree: [7, 7, 7],
+            Mode.paytree_first_opt: [7, 5, 7],  # SPEC §5.4: depth, then bit_length(i ^ last)
+            Mode.paytree_second_opt: [7, 4, 6],  # SPEC §5.5: only unknown siblings
+        }
+        assert counts == expected_counts.get(mode, [])
+        await channel.close()
+        await channel.close()  # idempotent: no second settlement
+        info = await channel.refresh()
+        assert info.is_closed and info.balance == 70 * UNIT
+        assert await client.balance() == before - 70 * UNIT
+        assert await client.balance(vendor_key) == vendor_before + 70 * UNIT
+        with pytest.raises(ApiError) as refused:
+            await channel.pay_to(indices[-1] + 1)
+        assert refused.value.code is Code.channel_closed
+    finally:
+        await client.close()
+
+
+async def test_refusals_surface_their_spec_code(services: LocalServices) -> None:
+    client = await ready_client(services)
+    try:
+        channel = await client.open_channel(Mode.payword, 100, unit_value=1, max_index=100)
+        await channel.pay_to(5)
+        with pytest.raises(ApiError) as stale:
+            await channel.pay_to(4)
+        assert stale.value.code is Code.non_monotonic and stale.value.status == 400
+        with pytest.raises(NanoMoniError) as too_far:  # refused before sending: no proof exists
+            await channel.pay_to(101)
+        assert too_far.value.code is Code.exceeds_max
+        with pytest.raises(ApiError) as missing:
+            await client.get_channel(Mode.payword, "A" * 43)
+        assert missing.value.code is Code.channel_not_found and missing.value.status == 404
+        with pytest.raises(ApiError) as broke:
+            await client.open_channel(Mode.signature, 10**15)
+        assert broke.value.code is Code.insufficient_balance
+        assert (await channel.pay_to(6)).owed == 6  # refusals left the channel usable
+    finally:
+        await client.close()
+
+
+def test_sync_client_runs_the_lifecycle(services: LocalServices) -> None:
+    wallet = Wallet.generate("secp256k1")
+    with SyncClient(services.issuer_url, services.vendor_url, wallet) as client:
+        start = client.register()
+        channel = client.open_channel("paytree_second_opt", 40, unit_value=2, max_index=20)
+        for _ in range(20):
+            channel.pay()
+        assert channel.owed == 40
+        channel.close()
+        assert channel.refresh().balance == 40
+        assert client.balance() == start - 40

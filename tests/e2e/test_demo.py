@@ -1,0 +1,37 @@
+"""`nanomoni demo` as a user runs it: a subprocess that starts and stops its own services."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from nanomoni.client.demo import DEFAULT_RUNS, parse_runs
+from nanomoni.client.local import cli_command
+
+
+def test_demo_reconciles_every_mode(tmp_path: Path) -> None:
+    argv, env = cli_command("demo", "--payments", "50")
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [
+        line for line in done.stdout.splitlines() if line.startswith("│") and "mode" not in line
+    ]
+    labels = [run.label for run in parse_runs(",".join(DEFAULT_RUNS))]
+    assert len(rows) == len(labels), done.stdout
+    for label, row in zip(labels, rows, strict=True):
+        cells = [cell.strip() for cell in row.strip("│").split("│")]
+        assert cells[0] == label
+        assert cells[1] == "50"  # payments
+        assert float(cells[2].replace(",", "")) > 0  # payments/s
+        assert 0 < float(cells[3]) <= float(cells[4])  # p50 <= p99 latency
+        assert cells[5] == "100"  # settled: 50 payments of 2
+        assert cells[6] == "✓"
+    assert "all balances reconcile ✓" in done.stdout
+    assert list(tmp_path.iterdir()) == []  # its data lived in a temp dir, now removed
+
+
+def test_demo_rejects_unknown_modes(tmp_path: Path) -> None:
+    argv, env = cli_command("demo", "--modes", "paytree,cheque")
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "unknown mode 'cheque'" in done.stderr

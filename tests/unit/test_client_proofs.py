@@ -1,0 +1,219 @@
+"""Client proof builders against the crypto core: every mode, both hash suites."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+import pytest
+
+from nanomoni import crypto, wire
+from nanomoni.client.proofs import (
+    FirstOptPayer,
+    PaytreePayer,
+    PaywordPayer,
+    SecondOptPayer,
+    SignaturePayer,
+    build_open_request,
+    create_commitment_payer,
+    signature_message,
+)
+from nanomoni.client.wallet import Wallet
+from nanomoni.encoding import b64decode, canonical_json
+from nanomoni.protocol.model import Mode
+
+SUITES = ("sha256", "blake3")
+
+
+def decode_path(body: wire.PaytreePayment) -> tuple[bytes, list[bytes]]:
+    return b64decode(body.leaf_b64), [b64decode(s) for s in body.siblings_b64]
+
+
+class VendorMirror:
+    """The vendor's side of §5.4/§5.5, rebuilt from what the client SENT only."""
+
+    def __init__(self, root: bytes, depth: int, alg: str) -> None:
+        self.depth = depth
+        self.alg = alg
+        self.known: dict[tuple[int, int], bytes] = {(depth, 0): root}
+        self.last: int | None = None
+
+    def _learn(self, i: int, leaf: bytes, siblings: list[bytes]) -> None:
+        cur = leaf
+        for level, sibling in enumerate(siblings):
+            pos = i >> level
+            self.known[(level, pos)] = cur
+            self.known[(level, pos ^ 1)] = sibling
+            cur = crypto.merkle_fold(cur, pos, [sibling], self.alg)
+        self.known[(len(siblings), i >> len(siblings))] = cur
+
+    def accept_first_opt(self, i: int, body: wire.PaytreePayment) -> bool:
+        leaf, sent = decode_path(body)
+        t = crypto.first_opt_levels(i, self.last, self.depth)
+        if len(sent) != t:
+            return False
+        if crypto.merkle_fold(leaf, i, sent, self.alg) != self.known[(t, i >> t)]:
+            return False
+        # Complete the path from stored nodes so later payments can prune further.
+        full = sent + [self.known[(level, (i >> level) ^ 1)] for level in range(t, self.depth)]
+        self._learn(i, leaf, full)
+        self.last = i
+        return True
+
+    def accept_second_opt(self, i: int, body: wire.PaytreePayment) -> bool:
+        leaf, sent = decode_path(body)
+        missing, stop = crypto.second_opt_levels(
+            i, self.depth, lambda level, pos: (level, pos) in self.known
+        )
+        if len(sent) != len(missing):
+            return False
+        by_level = dict(zip(missing, sent, strict=True))
+        path = [
+            by_level.get(level) or self.known[(level, (i >> level) ^ 1)] for level in range(stop)
+        ]
+        if crypto.merkle_fold(leaf, i, path, self.alg) != self.known[(stop, i >> stop)]:
+            return False
+        full = path + [self.known[(level, (i >> level) ^ 1)] for level in range(stop, self.depth)]
+        self._learn(i, leaf, full)
+        return True
+
+
+@pytest.mark.parametrize("alg", SUITES)
+def test_paytree_full_paths_verify(alg: str) -> None:
+    payer = create_commitment_payer(Mode.paytree, 100, alg)
+    assert isinstance(payer, PaytreePayer)
+    assert payer.depth == 7
+    for i in (1, 2, 63, 64, 99, 100):
+        leaf, siblings = decode_path(payer.body(i))
+        assert len(siblings) == 7
+        assert crypto.verify_merkle(leaf, i, siblings, payer.root, 7, alg)
+        payer.accepted(i)
+
+
+@pytest.mark.parametrize("alg", SUITES)
+def test_first_opt_sibling_counts_and_verification(alg: str) -> None:
+    payer = create_commitment_payer(Mode.paytree_first_opt, 127, alg)
+    assert isinstance(payer, FirstOptPayer)
+    assert payer.tree.leaf_count == 128 and payer.depth == 7
+    vendor = VendorMirror(payer.root, payer.depth, alg)
+    counts = []
+    for i in (10, 25, 70):
+        body = payer.body(i)
+        counts.append(len(body.siblings_b64))
+        assert vendor.accept_first_opt(i, body)
+        payer.accepted(i)
+    # t = depth first, then bit_length(25 ^ 10) = bit_length(19) = 5,
+    # then bit_length(70 ^ 25) = bit_length(95) = 7.
+    assert counts == [7, 5, 7]
+
+
+@pytest.mark.parametrize("alg", SUITES)
+def test_second_opt_sibling_counts_and_verification(alg: str) -> None:
+    payer = create_commitment_payer(Mode.paytree_second_opt, 127, alg)
+    assert isinstance(payer, SecondOptPayer)
+    vendor = VendorMirror(payer.root, payer.depth, alg)
+    counts = []
+    for i in (10, 25, 70, 71, 72, 126):
+        body = payer.body(i)
+        counts.append(len(body.siblings_b64))
+        assert vendor.accept_second_opt(i, body)
+        payer.accepted(i)
+    # 10: nothing known but the root (7). 25: node(4, 1) is 10's sibling at
+    # level 4, so levels 0-3 (4). 70: node(6, 1) is known, levels 0-5 (6).
+    # 71: its leaf is 70's sibling, known: nothing to send (0). 72: node(3, 9)
+    # is 70's level-3 sibling, levels 0-2 (3). 126: node(5, 3) is 70's level-5
+    # sibling, levels 0-4 (5).
+    assert counts == [7, 4, 6, 0, 3, 5]
+    assert set(vendor.known) == {
+        (level, pos)
+        for level in range(8)
+        for pos in range(1 << (7 - level))
+        if crypto.node_key(level, pos, 7) in payer.known
+    }
+
+
+def test_pruned_body_is_stable_until_accepted() -> None:
+    for mode in (Mode.paytree_first_opt, Mode.paytree_second_opt):
+        payer = create_commitment_payer(mode, 64, "sha256")
+        payer.accepted(5)
+        first = msgspec.json.encode(payer.body(9))
+        assert msgspec.json.encode(payer.body(9)) == first  # a retry is byte-identical
+        payer.accepted(9)
+        # Once accepted, the vendor knows the whole path: nothing left to send.
+        assert payer.body(9).siblings_b64 == []
+
+
+@pytest.mark.parametrize("alg", SUITES)
+def test_payword_tokens_chain_to_root_and_to_each_other(alg: str) -> None:
+    payer = create_commitment_payer(Mode.payword, 3000, alg)
+    assert isinstance(payer, PaywordPayer)
+    previous_token, previous_k = payer.root, 0
+    for k in (1, 2, 1025, 2048, 3000):
+        body = payer.body(k)
+        token = b64decode(body.token_b64, 32)
+        assert crypto.verify_payword(token, k, payer.root, alg)
+        assert crypto.verify_payword(token, k - previous_k, previous_token, alg)
+        payer.accepted(k)
+        previous_token, previous_k = token, k
+
+
+@pytest.mark.parametrize("kind", crypto.KEY_KINDS)
+def test_signature_payments_verify(kind: str) -> None:
+    wallet = Wallet.generate(kind)
+    payer = SignaturePayer(wallet, "a" * 43)
+    single = payer.body(7)
+    batch = payer.bodies([7, 8, 9])
+    for body in [single, *batch]:
+        message = signature_message(body.channel_id, body.cumulative_owed_amount)
+        assert message == canonical_json(
+            {"channel_id": "a" * 43, "cumulative_owed_amount": body.cumulative_owed_amount}
+        )
+        assert crypto.verify_signature(
+            wallet.key.public_key_der, message, b64decode(body.signature_b64)
+        )
+
+
+@pytest.mark.parametrize("alg", SUITES)
+def test_open_request_is_signed_over_canonical_json(alg: str) -> None:
+    wallet = Wallet.generate("ed25519")
+    vendor = Wallet.generate("p256")
+    payer = create_commitment_payer(Mode.paytree_second_opt, 10, alg)
+    request = build_open_request(
+        wallet,
+        vendor.public_key_b64,
+        Mode.paytree_second_opt,
+        50,
+        hash_alg=alg,
+        unit_value=5,
+        max_index=10,
+        root=payer.root,
+    )
+    members = msgspec.to_builtins(request)
+    assert members["paytree_second_opt_max_i"] == 10
+    assert members["paytree_second_opt_unit_value"] == 5
+    assert ("hash_alg" in members) == (alg == "blake3")
+    assert crypto.verify_signature(
+        wallet.key.public_key_der,
+        canonical_json(members),
+        b64decode(request.open_signature_b64),
+    )
+    with pytest.raises(ValueError, match="needs"):
+        build_open_request(wallet, vendor.public_key_b64, Mode.payword, 10)
+
+
+def _build_all(mode: Mode, count: int) -> float:
+    payer = create_commitment_payer(mode, count, "sha256")
+    started = time.perf_counter()
+    for i in range(1, count + 1):
+        payer.body(i)
+        payer.accepted(i)
+    return time.perf_counter() - started
+
+
+@pytest.mark.parametrize("mode", [Mode.paytree_first_opt, Mode.paytree_second_opt])
+def test_pruned_proof_generation_is_linear(mode: Mode) -> None:
+    small = min(_build_all(mode, 2**14) for _ in range(2))
+    large = min(_build_all(mode, 2**16) for _ in range(2))
+    # 4x the payments on a tree 2 levels deeper: about 4.6x if O(depth) per payment,
+    # 16x if anything were linear in the channel size.
+    assert large / small < 8, (small, large)
