@@ -115,8 +115,10 @@ def deployed(
     root = tmp_path_factory.mktemp(f"deploy-metrics-{request.param}")
     with ExitStack() as stack:
         issuer_redis = stack.enter_context(redis_server(aof=True))
-        vendor_store = stack.enter_context(
-            redis_server(aof=True) if request.param == "redis" else redis_cluster()).url
+        if request.param == "redis":
+            vendor_store = stack.enter_context(redis_server(aof=True)).url
+        else:
+            vendor_store = stack.enter_context(redis_cluster()).url
         issuer = stack.enter_context(start_issuer(
             data_dir=root / "issuer", store=issuer_redis.url, admin_token="deploy-test",
             initial_balance=1_000_000, workers=WORKERS))
