@@ -38,6 +38,9 @@ REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "services" / "grafana" / "dashboards" / "nanomoni.json"
 ALERTS = REPO / "services" / "prometheus" / "alerts.yml"
 WORKERS = 2
+# `python -m nanomoni` would otherwise import the source tree when run from the
+# repository instead of the installed package the suite tests.
+SERVICE_ENV = {"PYTHONSAFEPATH": "1"}
 PAID = 3  # accepted payments per channel
 # Labels Prometheus attaches when scraping; the services do not export them.
 SCRAPE_LABELS = {"job", "instance"}
@@ -121,10 +124,10 @@ def deployed(
             vendor_store = stack.enter_context(redis_cluster()).url
         issuer = stack.enter_context(start_issuer(
             data_dir=root / "issuer", store=issuer_redis.url, admin_token="deploy-test",
-            initial_balance=1_000_000, workers=WORKERS))
+            initial_balance=1_000_000, workers=WORKERS, env=SERVICE_ENV))
         vendor = stack.enter_context(start_vendor(
             data_dir=root / "vendor", issuer_url=issuer.url, store=vendor_store,
-            workers=WORKERS))
+            workers=WORKERS, env=SERVICE_ENV))
         drive_traffic(issuer.url, vendor.url)
         scraped = Scraped({"issuer": scrape(issuer.url), "vendor": scrape(vendor.url)})
         yield scraped, {"issuer": issuer, "vendor": vendor}
