@@ -12,6 +12,7 @@ the traffic. The container file's health check is run against both services.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -233,3 +234,35 @@ def health_check_code(stage: str) -> str:
 def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                           timeout=30)
+
+
+def test_bench_job_command_runs_against_deployed_services(tmp_path: Path) -> None:
+    """The compose `bench` job's command line, against an issuer that grants nothing
+    (as in production), so the run must fund itself through the admin token."""
+    services = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    token = "bench-deploy-test"
+    with ExitStack() as stack:
+        issuer = stack.enter_context(start_issuer(
+            data_dir=tmp_path / "issuer", admin_token=token, initial_balance=0, env=SERVICE_ENV))
+        vendor = stack.enter_context(start_vendor(
+            data_dir=tmp_path / "vendor", issuer_url=issuer.url, env=SERVICE_ENV))
+        # Compose's interpolation, with a short run and this test's ports and folder.
+        given = {"NANOMONI_ADMIN_TOKEN": token, "NANOMONI_BENCH_PAYMENTS": "40"}
+        argv = [re.sub(r"\$\{([A-Z0-9_]+)[^}]*\}", lambda m: given[m.group(1)], arg)
+                for arg in services["bench"]["command"]]
+        argv = [arg.replace("http://127.0.0.1:8001", issuer.url)
+                .replace("http://127.0.0.1:8000", vendor.url) for arg in argv]
+        out = tmp_path / "results"
+        argv = [f"--out={out}" if arg.startswith("--out=") else arg for arg in argv]
+        done = subprocess.run([sys.executable, "-m", "nanomoni", *argv],
+                              env={**os.environ, **SERVICE_ENV}, capture_output=True,
+                              text=True, timeout=240)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        assert vendor.stop() == 0
+        assert issuer.stop() == 0
+    result = json.loads((out / "result.json").read_text())
+    assert {run["mode"] for run in result["runs"]} == {mode.value for mode in Mode}
+    for run in result["runs"]:
+        assert run["accepted"] == 40 and not run["errors"]
+        assert run["settled_exact"] and run["settled_total"] == run["owed_total"] > 0
+    assert list(out.glob("*.png"))
