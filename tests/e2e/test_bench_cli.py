@@ -92,3 +92,23 @@ def test_bench_refuses_remote_services(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "loopback" in done.stderr
     assert not (tmp_path / "result.json").exists()
+
+
+def test_paced_bench_stops_at_its_duration_and_settles_what_was_accepted(tmp_path: Path) -> None:
+    done = run_bench(
+        tmp_path,
+        "--modes", "paytree_first_opt",
+        "--payments", "5000",
+        "--channels", "2",
+        "--concurrency", "2",
+        "--rate", "100",
+        "--duration", "1",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    (run,) = json.loads((tmp_path / "result.json").read_text())["runs"]
+    # 100/s for 1 s: about 100 payments, far fewer than planned; none refused.
+    assert run["planned"] == 5000
+    assert 50 <= run["accepted"] <= 130, run["accepted"]
+    assert run["elapsed_s"] >= 0.95
+    assert run["errors"] == {}
+    assert run["owed_total"] == run["settled_total"] == run["accepted"] and run["settled_exact"]
