@@ -40,7 +40,7 @@ from nanomoni.client.wallet import Wallet
 from nanomoni.crypto import KEY_KINDS
 from nanomoni.protocol.model import Mode
 
-MAX_PAYMENTS = 10_000_000  # per mode; keeps every run bounded
+MAX_PAYMENTS = 1_000_000  # per mode: bounds the run and its pre-computed requests (~1 GB)
 UNIT = 1
 
 

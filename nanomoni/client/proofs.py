@@ -20,6 +20,7 @@ from nanomoni.protocol.model import Mode
 
 PAYTREE_MODES = (Mode.paytree, Mode.paytree_first_opt, Mode.paytree_second_opt)
 SECRET_BYTES = 32
+MAX_CHECKPOINTS = 1 << 16
 
 
 def index_field(mode: Mode) -> str:
@@ -88,7 +89,10 @@ class PaywordPayer:
 
     @classmethod
     def create(cls, max_k: int, alg: str = "sha256") -> PaywordPayer:
-        return cls(crypto.PaywordChain(os.urandom(SECRET_BYTES), max_k, alg))
+        # Up to 2^16 kept words (2 MiB): a token then costs at most 256 hashes
+        # even for a 2^24 chain, instead of 16k with the core's default.
+        checkpoints = min(MAX_CHECKPOINTS, max_k + 1)
+        return cls(crypto.PaywordChain(os.urandom(SECRET_BYTES), max_k, alg, checkpoints))
 
     @property
     def root(self) -> bytes:
