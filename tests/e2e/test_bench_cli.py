@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from nanomoni.client.local import cli_command
+from nanomoni.client.local import cli_command, local_services
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -112,3 +112,23 @@ def test_paced_bench_stops_at_its_duration_and_settles_what_was_accepted(tmp_pat
     assert run["elapsed_s"] >= 0.95
     assert run["errors"] == {}
     assert run["owed_total"] == run["settled_total"] == run["accepted"] and run["settled_exact"]
+
+
+def test_bench_against_running_services(tmp_path: Path) -> None:
+    with local_services("embedded") as services:
+        done = run_bench(
+            tmp_path,
+            "--issuer-url", services.issuer_url,
+            "--vendor-url", services.vendor_url,
+            "--vendor-pid", str(services.vendor_pid),
+            "--modes", "paytree",
+            "--payments", "200",
+            "--channels", "2",
+        )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["store"] == "external" and result["vendor_pid"] == services.vendor_pid
+    (run,) = result["runs"]
+    assert run["accepted"] == run["settled_total"] == 200 and run["settled_exact"]
+    assert run["vendor_cpu_us_per_payment"] > 0
+    assert run["redis_cpu_us_per_payment"] is None
