@@ -132,3 +132,28 @@ def test_bench_against_running_services(tmp_path: Path) -> None:
     assert run["accepted"] == run["settled_total"] == 200 and run["settled_exact"]
     assert run["vendor_cpu_us_per_payment"] > 0
     assert run["redis_cpu_us_per_payment"] is None
+
+
+@pytest.mark.redis
+def test_bench_on_a_redis_store_it_starts_and_stops(tmp_path: Path) -> None:
+    done = run_bench(
+        tmp_path, "--store", "redis", "--modes", "payword,paytree_second_opt", "--payments", "400"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["store"] == "redis"
+    for run in result["runs"]:
+        assert run["accepted"] == run["settled_total"] == 400 and run["settled_exact"]
+        assert run["redis_cpu_us_per_payment"] is not None  # /proc ticks: may round to 0
+        assert run["vendor_cpu_us_per_payment"] > 0
+    # Everything the bench started is gone, redis-server included.
+    for pid in (result["redis_pid"], result["vendor_pid"]):
+        assert not is_running(pid), pid
+
+
+def is_running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has stopped running
