@@ -80,7 +80,7 @@ def test_short_bench_writes_json_and_matching_plots(tmp_path: Path) -> None:
         plotted[name] = json.loads(texts["nanomoni"])
     assert plotted["throughput"] == {run["label"]: run["throughput_per_s"] for run in runs}
     assert plotted["cpu"] == {
-        f"{run['label']} vendor": run["vendor_cpu_us_per_payment"] for run in runs
+        "vendor": {run["label"]: run["vendor_cpu_us_per_payment"] for run in runs}
     }
     assert plotted["latency"] == {run["label"]: run["latency_histogram"] for run in runs}
 
@@ -147,6 +147,11 @@ def test_bench_on_a_redis_store_it_starts_and_stops(tmp_path: Path) -> None:
         assert run["redis_cpu_us_per_payment"] is not None  # /proc ticks: may round to 0
         assert run["vendor_cpu_us_per_payment"] > 0
     # Everything the bench started is gone, redis-server included.
+    (_, texts) = png_chunks(tmp_path / "cpu.png")
+    assert json.loads(texts["nanomoni"]) == {
+        part: {run["label"]: run[f"{part}_cpu_us_per_payment"] for run in result["runs"]}
+        for part in ("vendor", "redis")
+    }
     for pid in (result["redis_pid"], result["vendor_pid"]):
         assert not is_running(pid), pid
 
