@@ -1,6 +1,8 @@
 /* Written from the BLAKE3 specification: the compression function is seven
  * rounds of the ChaCha-style G mixing over a 16-word state, with the message
- * words permuted between rounds. */
+ * words permuted between rounds; inputs are split into 1024-byte chunks of
+ * chained 64-byte blocks, and chunks are combined by a binary tree of parent
+ * nodes. */
 #include "blake3.h"
 
 #include <string.h>
@@ -8,10 +10,12 @@
 enum {
     CHUNK_START = 1u << 0,
     CHUNK_END = 1u << 1,
+    PARENT = 1u << 2,
     ROOT = 1u << 3,
 };
 
 #define BLOCK_LEN 64
+#define CHUNK_LEN 1024
 
 static const uint32_t IV[8] = {
     0x6a09e667u, 0xbb67ae85u, 0x3c6ef372u, 0xa54ff53au,
@@ -54,12 +58,13 @@ static inline void store_le(uint8_t *p, uint32_t w) {
         v[b] = rotr(v[b] ^ v[c], 7);     \
     } while (0)
 
-/* Compresses one block into cv (chunk counter 0); only the first 8 output
- * words are kept, which is all a chaining value or a 32-byte digest needs. */
-static inline void compress(uint32_t cv[8], const uint32_t m[16], uint32_t block_len, uint32_t flags) {
+/* Compresses one block into cv; only the first 8 output words are kept,
+ * which is all a chaining value or a 32-byte digest needs. */
+static inline void compress(uint32_t cv[8], const uint32_t m[16], uint64_t counter,
+                            uint32_t block_len, uint32_t flags) {
     uint32_t v[16] = {
         cv[0], cv[1], cv[2], cv[3], cv[4], cv[5], cv[6], cv[7],
-        IV[0], IV[1], IV[2], IV[3], 0, 0, block_len, flags,
+        IV[0], IV[1], IV[2], IV[3], (uint32_t)counter, (uint32_t)(counter >> 32), block_len, flags,
     };
     /* Rounds written out with constant schedule rows, so every message word
      * and state word can live in a register. */
@@ -95,23 +100,58 @@ static inline void store_cv(const uint32_t cv[8], uint8_t out[32]) {
     for (int i = 0; i < 8; i++) store_le(out + 4 * i, cv[i]);
 }
 
-int nm_blake3(const uint8_t *data, size_t len, uint8_t out[32]) {
-    if (len > NM_BLAKE3_MAX_INPUT) return -1;
-    uint32_t cv[8], m[16];
+/* The chaining value of chunk number `counter` (len <= CHUNK_LEN bytes; 0
+ * only for empty input); last_flags is added to its last block's flags. */
+static void chunk_cv(const uint8_t *data, size_t len, uint64_t counter, uint32_t last_flags,
+                     uint32_t cv[8]) {
+    uint32_t m[16];
     memcpy(cv, IV, sizeof IV);
-    /* At least one block, even for empty input; the last may be partial. */
     size_t blocks = len == 0 ? 1 : (len + BLOCK_LEN - 1) / BLOCK_LEN;
     for (size_t b = 0; b < blocks; b++) {
         size_t offset = b * BLOCK_LEN;
         size_t block_len = len - offset < BLOCK_LEN ? len - offset : BLOCK_LEN;
-        uint32_t flags = 0;
-        if (b == 0) flags |= CHUNK_START;
-        if (b == blocks - 1) flags |= CHUNK_END | ROOT;
-        load_block(m, data == NULL ? (const uint8_t *)"" : data + offset, block_len);
-        compress(cv, m, (uint32_t)block_len, flags);
+        uint32_t flags = b == 0 ? CHUNK_START : 0;
+        if (b == blocks - 1) flags |= CHUNK_END | last_flags;
+        load_block(m, data + offset, block_len);
+        compress(cv, m, counter, (uint32_t)block_len, flags);
+    }
+}
+
+/* right = the parent node of left and right. */
+static void parent_cv(const uint32_t left[8], uint32_t right[8], uint32_t flags) {
+    uint32_t m[16];
+    memcpy(m, left, 32);
+    memcpy(m + 8, right, 32);
+    memcpy(right, IV, sizeof IV);
+    compress(right, m, 0, BLOCK_LEN, PARENT | flags);
+}
+
+void nm_blake3(const uint8_t *data, size_t len, uint8_t out[32]) {
+    static const uint8_t empty[1] = {0};
+    uint32_t cv[8];
+    if (len <= CHUNK_LEN) {
+        chunk_cv(len == 0 ? empty : data, len, 0, ROOT, cv);
+        store_cv(cv, out);
+        return;
+    }
+    /* Several chunks form a binary tree whose left subtrees are complete. The
+     * stack holds the roots of finished complete subtrees, largest first: after
+     * chunk number c (counting from 1), one merge per trailing zero bit of c. */
+    uint32_t stack[64][8];
+    unsigned depth = 0;
+    uint64_t chunks = (len + CHUNK_LEN - 1) / CHUNK_LEN;
+    for (uint64_t c = 0; c + 1 < chunks; c++) {
+        chunk_cv(data + c * CHUNK_LEN, CHUNK_LEN, c, 0, cv);
+        for (uint64_t done = c + 1; (done & 1) == 0; done >>= 1) parent_cv(stack[--depth], cv, 0);
+        memcpy(stack[depth++], cv, 32);
+    }
+    /* The last chunk, then every pending subtree on its left; the top is the root. */
+    chunk_cv(data + (chunks - 1) * CHUNK_LEN, len - (chunks - 1) * CHUNK_LEN, chunks - 1, 0, cv);
+    while (depth > 0) {
+        depth--;
+        parent_cv(stack[depth], cv, depth == 0 ? ROOT : 0);
     }
     store_cv(cv, out);
-    return 0;
 }
 
 void nm_blake3_32(const uint8_t in[32], uint8_t out[32]) {
@@ -125,7 +165,7 @@ void nm_blake3_pair(const uint8_t left[32], const uint8_t right[32], uint8_t out
         m[i] = load_le(left + 4 * i);
         m[i + 8] = load_le(right + 4 * i);
     }
-    compress(cv, m, 64, CHUNK_START | CHUNK_END | ROOT);
+    compress(cv, m, 0, 64, CHUNK_START | CHUNK_END | ROOT);
     store_cv(cv, out);
 }
 
@@ -135,7 +175,7 @@ void nm_blake3_iterate(const uint8_t in[32], uint64_t n, uint8_t out[32]) {
     for (int i = 0; i < 8; i++) m[i] = load_le(in + 4 * i);
     for (uint64_t step = 0; step < n; step++) {
         memcpy(cv, IV, sizeof IV);
-        compress(cv, m, 32, CHUNK_START | CHUNK_END | ROOT);
+        compress(cv, m, 0, 32, CHUNK_START | CHUNK_END | ROOT);
         memcpy(m, cv, sizeof cv);
     }
     store_cv(m, out);

@@ -3,16 +3,39 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "parallel.h"
+
 int nm_payword_verify(nm_alg alg, const uint8_t token[32], uint64_t k, const uint8_t anchor[32]) {
     uint8_t word[32];
     nm_hash_iterate(alg, token, k, word);
     return memcmp(word, anchor, 32) == 0;
 }
 
+typedef struct {
+    nm_alg alg;
+    const uint8_t *tokens;
+    const uint64_t *ks;
+    const uint8_t *anchors;
+    uint8_t *results;
+} batch_ctx;
+
+static void verify_range(void *ctx, size_t begin, size_t end) {
+    const batch_ctx *batch = ctx;
+    for (size_t j = begin; j < end; j++)
+        batch->results[j] = (uint8_t)nm_payword_verify(batch->alg, batch->tokens + 32 * j,
+                                                       batch->ks[j], batch->anchors + 32 * j);
+}
+
 void nm_payword_verify_batch(nm_alg alg, size_t count, const uint8_t *tokens, const uint64_t *ks,
                              const uint8_t *anchors, uint8_t *results) {
-    for (size_t j = 0; j < count; j++)
-        results[j] = (uint8_t)nm_payword_verify(alg, tokens + 32 * j, ks[j], anchors + 32 * j);
+    /* Spread over the cores only when the batch holds enough hashing; the
+     * count stops at the threshold, so it cannot overflow. */
+    uint64_t hashes = 0;
+    for (size_t j = 0; j < count && hashes < NM_PARALLEL_MIN_HASHES; j++)
+        hashes += ks[j] < NM_PARALLEL_MIN_HASHES ? ks[j] : NM_PARALLEL_MIN_HASHES;
+    int threads = hashes < NM_PARALLEL_MIN_HASHES ? 1 : nm_parallel_threads(count, 0);
+    batch_ctx batch = {alg, tokens, ks, anchors, results};
+    nm_parallel_for(count, threads, verify_range, &batch);
 }
 
 int nm_chain_init(nm_chain *chain, nm_alg alg, const uint8_t seed[32], uint64_t max_k,

@@ -12,7 +12,8 @@
 int nm_payword_verify(nm_alg alg, const uint8_t token[32], uint64_t k, const uint8_t anchor[32]);
 
 /* count independent checks: tokens and anchors are count * 32 bytes packed,
- * results[j] = 1 iff H^ks[j](token_j) == anchor_j. alg must be valid. */
+ * results[j] = 1 iff H^ks[j](token_j) == anchor_j. Batches with enough hashing
+ * run on all cores. alg must be valid. */
 void nm_payword_verify_batch(nm_alg alg, size_t count, const uint8_t *tokens, const uint64_t *ks,
                              const uint8_t *anchors, uint8_t *results);
 

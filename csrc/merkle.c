@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "parallel.h"
+
 static unsigned bit_length(uint64_t x) {
     return x == 0 ? 0 : 64u - (unsigned)__builtin_clzll(x);
 }
@@ -42,20 +44,42 @@ const uint8_t *nm_merkle_node(const nm_merkle *tree, unsigned level, uint64_t po
     return pos < tree->stored[level] ? stored_node(tree, level, pos) : tree->pad[level];
 }
 
-void nm_merkle_build(nm_merkle *tree, int from_secrets) {
-    nm_alg alg = tree->alg;
-    if (from_secrets) {
-        for (uint64_t j = 0; j < tree->leaf_count; j++) {
-            uint8_t *leaf = stored_node(tree, 0, j);
-            nm_hash32(alg, leaf, leaf);
+/* One build step: turning secrets into leaves, or hashing the parents of the
+ * nodes at `level`. Its items touch disjoint nodes, so any split of [0, count)
+ * across threads is safe. */
+typedef struct {
+    nm_merkle *tree;
+    int secrets;
+    unsigned level;
+} build_step_ctx;
+
+static void build_range(void *ctx, size_t begin, size_t end) {
+    const build_step_ctx *step = ctx;
+    nm_merkle *tree = step->tree;
+    for (size_t p = begin; p < end; p++) {
+        if (step->secrets) {
+            uint8_t *leaf = stored_node(tree, 0, p);
+            nm_hash32(tree->alg, leaf, leaf);
+        } else {
+            nm_hash_pair(tree->alg, nm_merkle_node(tree, step->level, 2 * (uint64_t)p),
+                         nm_merkle_node(tree, step->level, 2 * (uint64_t)p + 1),
+                         stored_node(tree, step->level + 1, p));
         }
     }
+}
+
+static void build_step(nm_merkle *tree, int secrets, unsigned level, uint64_t count) {
+    build_step_ctx step = {tree, secrets, level};
+    int threads = count < NM_PARALLEL_MIN_HASHES ? 1 : nm_parallel_threads((size_t)count, 0);
+    nm_parallel_for((size_t)count, threads, build_range, &step);
+}
+
+void nm_merkle_build(nm_merkle *tree, int from_secrets) {
+    if (from_secrets) build_step(tree, 1, 0, tree->leaf_count);
     memcpy(tree->pad[0], stored_node(tree, 0, tree->leaf_count - 1), 32);
     for (unsigned level = 0; level < tree->depth; level++) {
-        nm_hash_pair(alg, tree->pad[level], tree->pad[level], tree->pad[level + 1]);
-        for (uint64_t p = 0; p < tree->stored[level + 1]; p++)
-            nm_hash_pair(alg, nm_merkle_node(tree, level, 2 * p),
-                         nm_merkle_node(tree, level, 2 * p + 1), stored_node(tree, level + 1, p));
+        nm_hash_pair(tree->alg, tree->pad[level], tree->pad[level], tree->pad[level + 1]);
+        build_step(tree, 0, level, tree->stored[level + 1]);
     }
 }
 

@@ -5,7 +5,7 @@
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_New, PyList_SET_ITEM
-from cpython.long cimport PyLong_Check
+from cpython.long cimport PyLong_Check, PyLong_CheckExact
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.ref cimport Py_INCREF
 from libc.stdint cimport uint8_t, uint64_t
@@ -16,8 +16,8 @@ from nanomoni.includes.chain cimport (
     nm_payword_verify_batch,
 )
 from nanomoni.includes.hash cimport (
-    NM_BLAKE3_MAX_INPUT, NM_ERR_ALG, NM_ERR_NO_MEMORY, NM_ERR_TOO_LONG, NM_OK, nm_alg,
-    nm_alg_valid, nm_hash, nm_hash_n,
+    NM_BLAKE3, NM_ERR_ALG, NM_ERR_NO_MEMORY, NM_ERR_RANGE, NM_OK, NM_SHA256, nm_alg, nm_hash,
+    nm_hash_n,
 )
 from nanomoni.includes.merkle cimport (
     NM_MERKLE_MAX_DEPTH, nm_merkle, nm_merkle_alloc, nm_merkle_build, nm_merkle_fold,
@@ -32,10 +32,22 @@ cdef enum:
     _NOGIL_BYTES = 1 << 16
 
 
-cdef inline int _check_alg(int alg) except -1:
-    if not nm_alg_valid(alg):
-        raise ValueError(f"unknown hash alg {alg}; expected 0 (sha256) or 1 (blake3)")
-    return 0
+cdef inline int _suite(object alg) except -1:
+    # Checked on the Python object, so no int is too large to get a clear error.
+    if PyLong_CheckExact(alg):
+        if alg == 0:
+            return NM_SHA256
+        if alg == 1:
+            return NM_BLAKE3
+    raise ValueError(f"unknown hash alg {alg!r}; expected 0 (sha256) or 1 (blake3)")
+
+
+cdef inline int _small_int(object value, str what, int limit) except -1:
+    if not PyLong_Check(value):
+        raise TypeError(f"{what} must be an int, got {type(value).__name__}")
+    if not 0 <= value <= limit:
+        raise ValueError(f"{what} must be in [0, {limit}], got {value}")
+    return <int>value
 
 
 cdef inline int _to_u64(object value, str what, uint64_t *out, Py_ssize_t index=-1) except -1:
@@ -72,14 +84,12 @@ cdef inline bytes _new_hash():
 
 
 cdef int _raise_status(int status) except -1:
-    if status == NM_ERR_TOO_LONG:
-        raise ValueError(
-            f"blake3 input longer than {NM_BLAKE3_MAX_INPUT} bytes is not supported (single chunk only)"
-        )
     if status == NM_ERR_NO_MEMORY:
         raise MemoryError()
     if status == NM_ERR_ALG:
         raise ValueError("unknown hash alg")
+    if status == NM_ERR_RANGE:
+        raise ValueError("count or size out of range for the native core")
     raise ValueError(f"native core error {status}")
 
 
@@ -90,8 +100,8 @@ cdef unsigned _siblings_into(object siblings, Py_ssize_t count, uint8_t *out) ex
     return <unsigned>count
 
 
-def digest(bytes data not None, int alg):
-    _check_alg(alg)
+def digest(bytes data not None, alg):
+    cdef nm_alg suite = <nm_alg>_suite(alg)
     cdef bytes out = _new_hash()
     cdef const uint8_t *src = <const uint8_t *>PyBytes_AS_STRING(data)
     cdef size_t length = <size_t>PyBytes_GET_SIZE(data)
@@ -99,16 +109,16 @@ def digest(bytes data not None, int alg):
     cdef int status
     if length >= _NOGIL_BYTES:
         with nogil:
-            status = nm_hash(alg, src, length, dst)
+            status = nm_hash(suite, src, length, dst)
     else:
-        status = nm_hash(alg, src, length, dst)
+        status = nm_hash(suite, src, length, dst)
     if status != NM_OK:
         _raise_status(status)
     return out
 
 
-def hash_n(bytes data not None, n, int alg):
-    _check_alg(alg)
+def hash_n(bytes data not None, n, alg):
+    cdef nm_alg suite = <nm_alg>_suite(alg)
     cdef uint64_t steps
     _to_u64(n, "n", &steps)
     if steps == 0:
@@ -120,16 +130,16 @@ def hash_n(bytes data not None, n, int alg):
     cdef int status
     if steps >= _NOGIL_STEPS or length >= _NOGIL_BYTES:
         with nogil:
-            status = nm_hash_n(alg, src, length, steps, dst)
+            status = nm_hash_n(suite, src, length, steps, dst)
     else:
-        status = nm_hash_n(alg, src, length, steps, dst)
+        status = nm_hash_n(suite, src, length, steps, dst)
     if status != NM_OK:
         _raise_status(status)
     return out
 
 
-def verify_payword(bytes token not None, k, bytes anchor not None, int alg):
-    _check_alg(alg)
+def verify_payword(bytes token not None, k, bytes anchor not None, alg):
+    cdef nm_alg suite = <nm_alg>_suite(alg)
     cdef const uint8_t *tok = _hash32(token, "token")
     cdef const uint8_t *anc = _hash32(anchor, "anchor")
     cdef uint64_t steps
@@ -137,14 +147,14 @@ def verify_payword(bytes token not None, k, bytes anchor not None, int alg):
     cdef int ok
     if steps >= _NOGIL_STEPS:
         with nogil:
-            ok = nm_payword_verify(<nm_alg>alg, tok, steps, anc)
+            ok = nm_payword_verify(suite, tok, steps, anc)
     else:
-        ok = nm_payword_verify(<nm_alg>alg, tok, steps, anc)
+        ok = nm_payword_verify(suite, tok, steps, anc)
     return ok != 0
 
 
-def verify_payword_batch(items, int alg):
-    _check_alg(alg)
+def verify_payword_batch(items, alg):
+    cdef nm_alg suite = <nm_alg>_suite(alg)
     cdef Py_ssize_t count = len(items), j
     # One buffer: tokens, anchors, ks, results. The inputs are copied so the
     # hashing can run without the GIL while callers mutate their objects.
@@ -166,7 +176,7 @@ def verify_payword_batch(items, int alg):
             memcpy(anchors + 32 * j, _item32(anchor, "items", j, " anchor"), 32)
             _to_u64(k, "k", &ks[j], j)
         with nogil:
-            nm_payword_verify_batch(<nm_alg>alg, <size_t>count, tokens, ks, anchors, results)
+            nm_payword_verify_batch(suite, <size_t>count, tokens, ks, anchors, results)
         out = PyList_New(count)
         for j in range(count):
             verdict = True if results[j] else False
@@ -188,7 +198,7 @@ cdef class PaywordChain:
     cdef bint _ready
 
     def __cinit__(self, bytes seed not None, max_k, int alg, checkpoints):
-        _check_alg(alg)
+        cdef nm_alg suite = <nm_alg>_suite(alg)
         cdef const uint8_t *seed_bytes = _hash32(seed, "seed")
         cdef uint64_t top, kept
         _to_u64(max_k, "max_k", &top)
@@ -199,7 +209,7 @@ cdef class PaywordChain:
             raise ValueError("checkpoints must be at least 1")
         cdef int status
         with nogil:
-            status = nm_chain_init(&self._chain, <nm_alg>alg, seed_bytes, top, kept)
+            status = nm_chain_init(&self._chain, suite, seed_bytes, top, kept)
         if status != NM_OK:
             _raise_status(status)
         self._ready = True
@@ -234,11 +244,11 @@ cdef class MerkleTree:
     cdef bint _ready
 
     def __cinit__(self, items, int alg, bint from_secrets):
-        _check_alg(alg)
+        cdef nm_alg suite = <nm_alg>_suite(alg)
         cdef Py_ssize_t count = len(items), j
         if count == 0:
             raise ValueError("a Merkle tree needs at least one leaf")
-        cdef int status = nm_merkle_alloc(&self._tree, <nm_alg>alg, <uint64_t>count)
+        cdef int status = nm_merkle_alloc(&self._tree, suite, <uint64_t>count)
         if status != NM_OK:
             _raise_status(status)
         self._ready = True
@@ -267,16 +277,17 @@ cdef class MerkleTree:
     def leaf_count(self):
         return self._tree.leaf_count
 
-    def node(self, int level, pos):
-        cdef uint64_t index
+    def node(self, level, pos):
+        cdef uint64_t height, index
+        _to_u64(level, "level", &height)
         _to_u64(pos, "pos", &index)
-        if level < 0 or not nm_merkle_has_node(&self._tree, <unsigned>level, index):
+        if height > self._tree.depth or not nm_merkle_has_node(&self._tree, <unsigned>height, index):
             raise ValueError(
                 f"no node ({level}, {pos}) in a tree of depth {self._tree.depth}: "
                 f"level must be in [0, {self._tree.depth}] and pos below 2**(depth - level)"
             )
         return PyBytes_FromStringAndSize(
-            <const char *>nm_merkle_node(&self._tree, <unsigned>level, index), 32
+            <const char *>nm_merkle_node(&self._tree, <unsigned>height, index), 32
         )
 
     def proof(self, i):
@@ -292,25 +303,24 @@ cdef class MerkleTree:
         ]
 
 
-def verify_merkle(bytes leaf not None, i, siblings, bytes root not None, int depth, int alg):
-    _check_alg(alg)
+def verify_merkle(bytes leaf not None, i, siblings, bytes root not None, depth, alg):
+    cdef nm_alg suite = <nm_alg>_suite(alg)
     cdef const uint8_t *leaf_bytes = _hash32(leaf, "leaf")
     cdef const uint8_t *root_bytes = _hash32(root, "root")
-    if depth < 0 or depth > NM_MERKLE_MAX_DEPTH:
-        raise ValueError(f"depth must be in [0, {NM_MERKLE_MAX_DEPTH}], got {depth}")
+    cdef int levels = _small_int(depth, "depth", NM_MERKLE_MAX_DEPTH)
     cdef uint64_t index
     _to_u64(i, "i", &index)
-    if depth < 64 and (index >> depth) != 0:
-        raise ValueError(f"i must be below 2**depth = {1 << depth}, got {i}")
-    if len(siblings) != depth:
+    if levels < 64 and (index >> levels) != 0:
+        raise ValueError(f"i must be below 2**depth = {1 << levels}, got {i}")
+    if len(siblings) != levels:
         return False
     cdef uint8_t path[NM_MERKLE_MAX_DEPTH * 32]
-    _siblings_into(siblings, depth, path)
-    return nm_merkle_verify(<nm_alg>alg, leaf_bytes, index, path, <unsigned>depth, root_bytes) != 0
+    _siblings_into(siblings, levels, path)
+    return nm_merkle_verify(suite, leaf_bytes, index, path, <unsigned>levels, root_bytes) != 0
 
 
-def merkle_fold(bytes leaf not None, i, siblings, int alg):
-    _check_alg(alg)
+def merkle_fold(bytes leaf not None, i, siblings, alg):
+    cdef nm_alg suite = <nm_alg>_suite(alg)
     cdef const uint8_t *leaf_bytes = _hash32(leaf, "leaf")
     cdef uint64_t index
     _to_u64(i, "i", &index)
@@ -320,7 +330,7 @@ def merkle_fold(bytes leaf not None, i, siblings, int alg):
     cdef uint8_t path[NM_MERKLE_MAX_DEPTH * 32]
     _siblings_into(siblings, count, path)
     cdef bytes out = _new_hash()
-    nm_merkle_fold(<nm_alg>alg, leaf_bytes, index, path, <unsigned>count,
+    nm_merkle_fold(suite, leaf_bytes, index, path, <unsigned>count,
                    <uint8_t *>PyBytes_AS_STRING(out))
     return out
 

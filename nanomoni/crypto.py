@@ -53,9 +53,10 @@ def verify_payword_batch(
 class PaywordChain:
     """Client side: w_0 = seed, w_j = H(w_{j-1}), root = w_max_k, token(k) = w_{max_k-k}.
 
-    Generation is O(max_k) once. Only `checkpoints` evenly spaced words are kept
-    (memory O(checkpoints)), so token(k) costs fewer than
-    ceil((max_k + 1) / checkpoints) hashes.
+    Generation is O(max_k) once. At most `checkpoints` evenly spaced words are
+    kept (memory O(checkpoints)), so token(k) costs fewer than
+    ceil((max_k + 1) / checkpoints) hashes: the default keeps 32 KiB and, for
+    max_k = 2**20, pays at most 1024 hashes (~50 µs) per token.
     """
 
     def __init__(

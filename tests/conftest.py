@@ -13,5 +13,5 @@ REPO = Path(__file__).resolve().parent.parent
 def pytest_sessionstart(session: object) -> None:
     if os.environ.get("NANOMONI_REQUIRE_INSTALLED") == "1":
         where = Path(nanomoni.__file__).resolve()
-        if REPO in where.parents:
+        if where.parent == REPO / "nanomoni":
             raise RuntimeError(f"nanomoni imported from the source tree ({where}), not the wheel")

@@ -7,10 +7,8 @@ cdef extern from "hash.h" nogil:
         NM_BLAKE3
 
     enum:
-        NM_HASH_LEN
         NM_OK
         NM_ERR_ALG
-        NM_ERR_TOO_LONG
         NM_ERR_NO_MEMORY
         NM_ERR_RANGE
 
@@ -20,8 +18,3 @@ cdef extern from "hash.h" nogil:
     void nm_hash_pair(nm_alg alg, const uint8_t *left, const uint8_t *right, uint8_t *out)
     void nm_hash_iterate(nm_alg alg, const uint8_t *inp, uint64_t n, uint8_t *out)
     int nm_hash_n(int alg, const uint8_t *data, size_t len, uint64_t n, uint8_t *out)
-
-
-cdef extern from "blake3.h" nogil:
-    enum:
-        NM_BLAKE3_MAX_INPUT

@@ -168,8 +168,9 @@ def test_core_verify_merkle_bad_input() -> None:
         crypto.verify_merkle(good, 4, [good, good], good, 2)
     with pytest.raises(ValueError, match="i must be"):
         crypto.verify_merkle(good, -1, [good], good, 1)
-    with pytest.raises(ValueError, match="depth must be in"):
-        crypto.verify_merkle(good, 0, [], good, -1)
+    for depth in (-1, 65, 2**70):
+        with pytest.raises(ValueError, match="depth must be in"):
+            crypto.verify_merkle(good, 0, [], good, depth)
     with pytest.raises(ValueError, match="leaf must be 32 bytes"):
         crypto.verify_merkle(bytes(31), 0, [good], good, 1)
     with pytest.raises(ValueError, match="root must be 32 bytes"):
@@ -206,7 +207,44 @@ def test_core_tree_bad_input() -> None:
         tree.proof(5)  # a padding position is not a payable leaf
     with pytest.raises(ValueError, match="i must be"):
         tree.proof(-1)
-    for level, pos in ((0, 8), (3, 1), (4, 0), (-1, 0), (0, -1), (1, 2**64)):
+    for level, pos in ((0, 8), (3, 1), (4, 0), (-1, 0), (0, -1), (1, 2**64), (2**70, 0)):
         with pytest.raises(ValueError):
             tree.node(level, pos)
     assert tree.node(0, 7) == tree.node(0, 4)  # padding repeats the last leaf
+
+
+@pytest.mark.parametrize("alg", ALGS)
+def test_core_large_tree_built_on_several_threads(alg: str) -> None:
+    """Big levels are split across threads; every slice must land in place."""
+    rng = random.Random(alg)
+    secrets = random_leaves(50_001, rng)  # > 2 × the per-thread minimum, odd
+    leaves = [h(s, alg) for s in secrets]
+    levels = reference_levels(leaves, alg)
+    tree = crypto.MerkleTree.from_secrets(secrets, alg)
+    assert tree.root == levels[-1][0]
+    for level in range(tree.depth + 1):
+        for pos in {0, len(levels[level]) // 2, len(levels[level]) - 1}:
+            assert tree.node(level, pos) == levels[level][pos]
+    for i in (0, 16_383, 16_384, 25_000, 50_000, rng.randrange(50_001)):
+        assert tree.proof(i) == [levels[lv][(i >> lv) ^ 1] for lv in range(tree.depth)]
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_core_native_memory_is_released() -> None:
+    """Trees, chains and failed constructions give their C memory back."""
+    leaves = random_leaves(1 << 15, random.Random(15))  # about 2 MiB of nodes per tree
+    crypto.MerkleTree.from_leaves(leaves)
+    before = _resident_bytes()
+    for _ in range(100):
+        tree = crypto.MerkleTree.from_leaves(leaves)
+        del tree
+        chain = crypto.PaywordChain(bytes(32), 1 << 16, checkpoints=1 << 16)  # 2 MiB of words
+        del chain
+        with pytest.raises(ValueError):  # fails after its nodes were allocated
+            crypto.MerkleTree.from_leaves([*leaves[:-1], b"short"])
+    # 300 leaked allocations of ~2 MiB would add ~600 MiB.
+    assert _resident_bytes() - before < 64 << 20

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import threading
 import time
 
@@ -176,3 +177,20 @@ def test_core_verify_payword_batch_releases_the_gil() -> None:
     worker.join()
     assert result == [[True] * 10]
     assert ticks >= 10
+
+
+@pytest.mark.parametrize("alg", ALGS)
+def test_core_verify_payword_batch_on_several_threads(alg: str) -> None:
+    """Enough hashing in one batch spreads it over the cores; order is kept."""
+    rng = random.Random(alg)
+    items: list[tuple[bytes, int, bytes]] = []
+    expected: list[bool] = []
+    for j in range(300):
+        seed = rng.randbytes(32)
+        k = rng.randrange(50, 250)
+        anchor = reference_chain(seed, k, alg)[k]
+        honest = j % 3 != 0
+        items.append((seed, k if honest else k - 1, anchor))
+        expected.append(honest)
+    assert sum(k for _, k, _ in items) > 16384  # above the core's threading threshold
+    assert crypto.verify_payword_batch(items, alg) == expected

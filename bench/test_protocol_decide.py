@@ -1,0 +1,142 @@
+"""µs per vendor payment decision, per mode, next to the bare crypto it wraps.
+
+Each group holds two benchmarks measured in the same run: `decide` (the whole
+pure protocol step: checks, base64 decoding, verification, new state) and
+`crypto` (only the native verification on already-decoded bytes). Their
+difference is the protocol layer's own cost.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from nanomoni import crypto, wire
+from nanomoni.encoding import b64encode, canonical_json
+from nanomoni.protocol.model import ChannelTerms, Mode, PaymentState, VendorView
+from nanomoni.protocol.modes import MEMBERS, TREE_MODES
+from nanomoni.protocol.opening import open_channel_terms
+from nanomoni.protocol.payments import decide_payment, payment_node_keys
+
+MAX_INDEX = 2**16 - 1  # depth 16
+WARM = 1000  # payments accepted before the measured one
+
+
+def open_terms(
+    mode: Mode, client: crypto.SigningKey, vendor: crypto.SigningKey, root: bytes
+) -> ChannelTerms:
+    fields: dict[str, Any] = {
+        "client_public_key_der_b64": b64encode(client.public_key_der),
+        "vendor_public_key_der_b64": b64encode(vendor.public_key_der),
+        "amount": MAX_INDEX,
+    }
+    if mode in MEMBERS:
+        root_name, unit_name, max_name = MEMBERS[mode]
+        fields.update({root_name: b64encode(root), unit_name: 1, max_name: MAX_INDEX})
+    request = wire.OpenChannelRequest(
+        open_signature_b64=b64encode(client.sign(canonical_json(fields))), **fields
+    )
+    return open_channel_terms(
+        mode, request, salt=os.urandom(32), channel_uuid="bench", created_at="t"
+    )
+
+
+def tree_payment(
+    mode: Mode, tree: crypto.MerkleTree, i: int, last: int | None, known: set[tuple[int, int]]
+) -> tuple[wire.PaytreePayment, list[bytes]]:
+    proof = tree.proof(i)
+    if mode == Mode.paytree:
+        siblings = proof
+    elif mode == Mode.paytree_first_opt:
+        siblings = proof[: crypto.first_opt_levels(i, last, tree.depth)]
+    else:
+        missing, _ = crypto.second_opt_levels(i, tree.depth, lambda lv, p: (lv, p) in known)
+        siblings = [proof[level] for level in missing]
+    payment = wire.PaytreePayment(
+        i=i, leaf_b64=b64encode(tree.leaf(i)), siblings_b64=[b64encode(s) for s in siblings]
+    )
+    return payment, siblings
+
+
+def prepare(mode: Mode) -> tuple[Callable[[], object], Callable[[], object]]:
+    """(decide the next payment, bare crypto check of the same payment)."""
+    client = crypto.SigningKey.generate("p256")
+    vendor = crypto.SigningKey.generate("ed25519")
+    if mode == Mode.signature:
+        terms = open_terms(mode, client, vendor, b"")
+        message = canonical_json(
+            {"channel_id": terms.channel_id, "cumulative_owed_amount": WARM + 1}
+        )
+        signature = client.sign(message)
+        state = PaymentState(index=WARM, owed=WARM, proof=client.sign(b"x"), created_at="t")
+        view = VendorView(state=state, nodes=[], closing=False)
+        payment: wire.Payment = wire.SignaturePayment(
+            channel_id=terms.channel_id,
+            cumulative_owed_amount=WARM + 1,
+            signature_b64=b64encode(signature),
+        )
+        der = client.public_key_der
+        return (
+            lambda: decide_payment(mode, terms, view, payment, now="t"),
+            lambda: crypto.verify_signature(der, message, signature),
+        )
+    if mode == Mode.payword:
+        chain = crypto.PaywordChain(os.urandom(32), MAX_INDEX)
+        terms = open_terms(mode, client, vendor, chain.root)
+        previous, token = chain.token(WARM), chain.token(WARM + 1)
+        state = PaymentState(index=WARM, owed=WARM, proof=previous, created_at="t")
+        view = VendorView(state=state, nodes=[], closing=False)
+        payment = wire.PaywordPayment(k=WARM + 1, token_b64=b64encode(token))
+        return (
+            lambda: decide_payment(mode, terms, view, payment, now="t"),
+            lambda: crypto.verify_payword(token, 1, previous),
+        )
+    return prepare_tree(mode, client, vendor)
+
+
+def prepare_tree(
+    mode: Mode, client: crypto.SigningKey, vendor: crypto.SigningKey
+) -> tuple[Callable[[], object], Callable[[], object]]:
+    assert mode in TREE_MODES
+    tree = crypto.MerkleTree.from_secrets([os.urandom(32) for _ in range(MAX_INDEX + 1)])
+    terms = open_terms(mode, client, vendor, tree.root)
+    # Accept payments 1..WARM as the vendor would; WARM + 1 is the measured one.
+    accepted: PaymentState | None = None
+    nodes: dict[int, bytes] = {}
+    known: set[tuple[int, int]] = set()
+    for i in range(1, WARM + 1):
+        payment, _ = tree_payment(mode, tree, i, accepted.index if accepted else None, known)
+        keys = payment_node_keys(terms, payment)
+        view = VendorView(state=accepted, nodes=[nodes.get(k) for k in keys], closing=False)
+        decision = decide_payment(mode, terms, view, payment, now="t")
+        accepted = decision.state
+        nodes.update(decision.nodes)
+        for level in range(tree.depth):
+            known.update({(level, i >> level), (level, (i >> level) ^ 1)})
+    i = WARM + 1
+    payment, sent = tree_payment(mode, tree, i, WARM, known)
+    keys = payment_node_keys(terms, payment)
+    view = VendorView(state=accepted, nodes=[nodes.get(k) for k in keys], closing=False)
+    leaf, root, depth = tree.leaf(i), tree.root, tree.depth
+
+    def decide() -> object:
+        return decide_payment(mode, terms, view, payment, now="t")
+
+    def bare() -> object:
+        if mode == Mode.paytree:
+            return crypto.verify_merkle(leaf, i, sent, root, depth)
+        return crypto.merkle_fold(leaf, i, sent)
+
+    return decide, bare
+
+
+@pytest.mark.parametrize("mode", list(Mode))
+@pytest.mark.parametrize("part", ["decide", "crypto"])
+def test_decide_payment(benchmark: Any, mode: Mode, part: str) -> None:
+    decide, bare = prepare(mode)
+    decide()  # must be accepted, or the benchmark measures a refusal
+    benchmark.group = f"decide_payment {mode.value}"
+    benchmark(decide if part == "decide" else bare)
