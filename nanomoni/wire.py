@@ -10,7 +10,7 @@ from typing import Annotated
 
 import msgspec
 
-U63 = Annotated[int, msgspec.Meta(ge=0, lt=2**63)]
+U63 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # msgspec bounds must fit an int64
 
 
 class Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):

@@ -17,6 +17,7 @@ from nanomoni import crypto, wire
 from nanomoni.client.wallet import Wallet
 from nanomoni.encoding import b64encode, canonical_json
 from nanomoni.protocol.model import Mode
+from nanomoni.protocol.payments import signature_message
 
 PAYTREE_MODES = (Mode.paytree, Mode.paytree_first_opt, Mode.paytree_second_opt)
 SECRET_BYTES = 32
@@ -26,13 +27,6 @@ MAX_CHECKPOINTS = 1 << 16
 def index_field(mode: Mode) -> str:
     """The open-request member naming the channel's maximum index."""
     return f"{mode.value}_max_k" if mode is Mode.payword else f"{mode.value}_max_i"
-
-
-def signature_message(channel_id: str, cumulative_owed_amount: int) -> bytes:
-    """What the client signs in signature mode (also the close payload)."""
-    return canonical_json(
-        {"channel_id": channel_id, "cumulative_owed_amount": cumulative_owed_amount}
-    )
 
 
 class Payer(Protocol):

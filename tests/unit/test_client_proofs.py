@@ -16,11 +16,11 @@ from nanomoni.client.proofs import (
     SignaturePayer,
     build_open_request,
     create_commitment_payer,
-    signature_message,
 )
 from nanomoni.client.wallet import Wallet
 from nanomoni.encoding import b64decode, canonical_json
 from nanomoni.protocol.model import Mode
+from nanomoni.protocol.payments import signature_message
 
 SUITES = ("sha256", "blake3")
 
