@@ -170,11 +170,14 @@ class SecondOptPayer(PaytreePayer):
 
     def accepted(self, index: int) -> None:
         super().accepted(index)
-        depth = self.depth
-        for level in range(depth):
-            pos = index >> level
-            self.known.add(crypto.node_key(level, pos, depth))
-            self.known.add(crypto.node_key(level, pos ^ 1, depth))
+        # Walk up from the leaf adding each path node and its sibling (heap
+        # indices: parent = key >> 1, sibling = key ^ 1). A known path node means
+        # everything above it is known already (it came with an earlier path).
+        key = crypto.node_key(0, index, self.depth)
+        while key > 1 and key not in self.known:
+            self.known.add(key)
+            self.known.add(key ^ 1)
+            key >>= 1
 
 
 def create_commitment_payer(mode: Mode, max_index: int, alg: str) -> PaywordPayer | PaytreePayer:
