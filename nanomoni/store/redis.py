@@ -1,0 +1,311 @@
+"""Issuer ledger and vendor channel state on Redis or Redis Cluster.
+
+Every state transition is one Lua script (atomic on the server). Money stays
+exact: Lua numbers are doubles, so scripts never turn an amount into a number;
+arithmetic is HINCRBY/INCRBY (int64, parsed by Redis) and comparisons are on
+canonical decimal strings (longer is larger, equal length compares lexically).
+Results of HINCRBY are re-read with HGET because Lua would hand them back as
+doubles.
+
+Layout (Cluster: every key of one vendor channel carries the `{channel_id}`
+hash tag; all issuer keys share the `{nm-issuer}` tag so its transitions stay
+single-slot):
+  vendor  v:{cid}  HASH  i=index o=owed p=proof t=created_at [c=closing] [s=settlement]
+          n:{cid}  HASH  packed node key -> 32-byte node
+  issuer  {nm-issuer}:accounts  HASH  public key b64 -> balance
+          {nm-issuer}:supply    STRING Σ grants + Σ deposits (caps every balance below 2**63)
+          {nm-issuer}:roots     SET    commitment roots ever used
+          {nm-issuer}:ch:<cid>  HASH   a=amount ck=client vk=vendor t=terms
+                                       [d=proof digest x=closure cb/vb=balances after]
+
+Scaling the issuer past one shard (not needed yet: one shard carries ~100k
+transitions/s): give each client account its own tag and put a channel's key
+under its client's tag, so open (check + debit + create) stays one single-slot
+script; make the used-roots set a per-root key reserved first with SET NX in
+the root's own slot (a refused open releases it); and make settlement two
+idempotent steps keyed by channel id — close + refund in the client's slot,
+recording an outbox entry, then credit the vendor in the vendor's slot guarded
+by SET NX `credited:{vendor}:<cid>` — so a retry after a crash moves money once.
+Conservation then holds once every outbox entry is applied (a sweeper replays
+them), rather than at every instant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from nanomoni.protocol.model import (
+    Account,
+    CasOutcome,
+    CasResult,
+    ChannelTerms,
+    Closure,
+    IssuerChannel,
+    PaymentState,
+    VendorView,
+)
+from nanomoni.store.codec import (
+    check_amount,
+    closure_from_blob,
+    closure_to_blob,
+    pack_node_key,
+    refusal,
+    settlement_from_blob,
+    settlement_to_blob,
+    terms_from_blob,
+    terms_to_blob,
+)
+from nanomoni.store.resp import Client, Reply, Script
+
+# A Lua snippet: is decimal string a >= decimal string b (both canonical, non-negative)?
+_GE = """
+local function ge(a, b)
+  if #a ~= #b then return #a > #b end
+  return a >= b
+end
+"""
+
+_VENDOR_LOAD = Script(
+    """
+local s = redis.call('HMGET', KEYS[1], 'i', 'o', 'p', 't', 'c')
+if #ARGV > 0 then
+  local n = redis.call('HMGET', KEYS[2], unpack(ARGV))
+  for j = 1, #n do s[5 + j] = n[j] end
+end
+return s
+"""
+)
+
+_VENDOR_CAS = Script(
+    _GE
+    + """
+local s = redis.call('HMGET', KEYS[1], 'c', 'i', 'o', 'p', 't')
+if s[1] then return {2, s[2], s[3], s[4], s[5]} end
+if s[2] and ge(s[2], ARGV[1]) then return {1, s[2], s[3], s[4], s[5]} end
+redis.call('HSET', KEYS[1], 'i', ARGV[1], 'o', ARGV[2], 'p', ARGV[3], 't', ARGV[4])
+if #ARGV > 4 then redis.call('HSET', KEYS[2], unpack(ARGV, 5)) end
+return {0}
+"""
+)
+
+_VENDOR_BEGIN_CLOSE = Script(
+    """
+local s = redis.call('HMGET', KEYS[1], 'i', 'o', 'p', 't')
+if s[1] then redis.call('HSET', KEYS[1], 'c', '1') end
+return s
+"""
+)
+
+_ISSUER_REGISTER = Script(
+    """
+local b = redis.call('HGET', KEYS[1], ARGV[1])
+if b then return b end
+local r = redis.pcall('INCRBY', KEYS[2], ARGV[2])
+if type(r) == 'table' and r.err then return {'invalid_amount'} end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return ARGV[2]
+"""
+)
+
+_ISSUER_DEPOSIT = Script(
+    """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return false end
+local r = redis.pcall('INCRBY', KEYS[2], ARGV[2])
+if type(r) == 'table' and r.err then return {'invalid_amount'} end
+redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('HGET', KEYS[1], ARGV[1])
+"""
+)
+
+_ISSUER_OPEN = Script(
+    _GE
+    + """
+local bal = redis.call('HGET', KEYS[1], ARGV[1])
+if not bal then return {'not_registered', 'client'} end
+if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 0 then return {'not_registered', 'vendor'} end
+if not ge(bal, ARGV[3]) then return {'insufficient_balance'} end
+if ARGV[4] ~= '' and redis.call('SISMEMBER', KEYS[2], ARGV[4]) == 1 then
+  return {'commitment_reused'}
+end
+if redis.call('EXISTS', KEYS[3]) == 1 then return {'channel_exists'} end
+if ARGV[4] ~= '' then redis.call('SADD', KEYS[2], ARGV[4]) end
+redis.call('HINCRBY', KEYS[1], ARGV[1], '-' .. ARGV[3])
+redis.call('HSET', KEYS[3], 'a', ARGV[3], 'ck', ARGV[1], 'vk', ARGV[2], 't', ARGV[5])
+return redis.call('HGET', KEYS[1], ARGV[1])
+"""
+)
+
+_ISSUER_SETTLE = Script(
+    _GE
+    + """
+local c = redis.call('HMGET', KEYS[2], 'a', 'ck', 'vk', 'd', 'x', 'cb', 'vb')
+if not c[1] then return {'channel_not_found'} end
+if c[4] then
+  if c[4] == ARGV[2] then return {'', c[5], c[6], c[7]} end
+  return {'already_closed'}
+end
+local amount, owed = c[1], ARGV[1]
+if not ge(amount, owed) then return {'exceeds_amount'} end
+-- refund = amount - owed, done as +amount then -owed so Redis does exact int64 math
+redis.call('HINCRBY', KEYS[1], c[2], amount)
+if owed ~= '0' then
+  redis.call('HINCRBY', KEYS[1], c[2], '-' .. owed)
+  redis.call('HINCRBY', KEYS[1], c[3], owed)
+end
+local cb = redis.call('HGET', KEYS[1], c[2])
+local vb = redis.call('HGET', KEYS[1], c[3])
+redis.call('HSET', KEYS[2], 'd', ARGV[2], 'x', ARGV[3], 'cb', cb, 'vb', vb)
+return {'', ARGV[3], cb, vb}
+"""
+)
+
+_ISSUER_TAG = "{nm-issuer}"
+_ACCOUNTS = f"{_ISSUER_TAG}:accounts"
+_SUPPLY = f"{_ISSUER_TAG}:supply"
+_ROOTS = f"{_ISSUER_TAG}:roots"
+
+
+def _channel_key(channel_id: str) -> str:
+    return f"{_ISSUER_TAG}:ch:{channel_id}"
+
+
+def _state(i: bytes | None, o: bytes, p: bytes, t: bytes) -> PaymentState | None:
+    if i is None:
+        return None
+    return PaymentState(index=int(i), owed=int(o), proof=p, created_at=t.decode())
+
+
+def _raise_refusal(reply: list[bytes]) -> None:
+    raise refusal(reply[0].decode(), reply[1].decode() if len(reply) > 1 else "")
+
+
+class RedisIssuerStore:
+    def __init__(self, client: Client) -> None:
+        self._redis = client
+
+    async def register(self, public_key_der_b64: str, initial_balance: int) -> Account:
+        check_amount(initial_balance, allow_zero=True)
+        reply: Reply = await self._redis.evalsha(
+            _ISSUER_REGISTER, (_ACCOUNTS, _SUPPLY), (public_key_der_b64, initial_balance)
+        )
+        if isinstance(reply, list):
+            _raise_refusal(reply)
+        return Account(public_key_der_b64=public_key_der_b64, balance=int(reply))
+
+    async def get_account(self, public_key_der_b64: str) -> Account | None:
+        reply = await self._redis.execute("HGET", _ACCOUNTS, public_key_der_b64)
+        if reply is None:
+            return None
+        return Account(public_key_der_b64=public_key_der_b64, balance=int(reply))
+
+    async def deposit(self, public_key_der_b64: str, amount: int) -> Account | None:
+        check_amount(amount, allow_zero=True)
+        reply = await self._redis.evalsha(
+            _ISSUER_DEPOSIT, (_ACCOUNTS, _SUPPLY), (public_key_der_b64, amount)
+        )
+        if reply is None:
+            return None
+        if isinstance(reply, list):
+            _raise_refusal(reply)
+        return Account(public_key_der_b64=public_key_der_b64, balance=int(reply))
+
+    async def open_channel(self, terms: ChannelTerms) -> Account:
+        check_amount(terms.amount, allow_zero=False)
+        reply = await self._redis.evalsha(
+            _ISSUER_OPEN,
+            (_ACCOUNTS, _ROOTS, _channel_key(terms.channel_id)),
+            (
+                terms.client_public_key_der_b64,
+                terms.vendor_public_key_der_b64,
+                terms.amount,
+                terms.root or b"",
+                terms_to_blob(terms),
+            ),
+        )
+        if isinstance(reply, list):
+            _raise_refusal(reply)
+        return Account(public_key_der_b64=terms.client_public_key_der_b64, balance=int(reply))
+
+    async def get_channel(self, channel_id: str) -> IssuerChannel | None:
+        t, x, cb, vb = await self._redis.execute(
+            "HMGET", _channel_key(channel_id), "t", "x", "cb", "vb"
+        )
+        if t is None:
+            return None
+        closure = closure_from_blob(x, int(cb), int(vb)) if x is not None else None
+        return IssuerChannel(terms=terms_from_blob(t), closure=closure)
+
+    async def settle(self, channel_id: str, closure: Closure) -> Closure:
+        check_amount(closure.owed, allow_zero=True)
+        reply = await self._redis.evalsha(
+            _ISSUER_SETTLE,
+            (_ACCOUNTS, _channel_key(channel_id)),
+            (closure.owed, closure.proof_digest, closure_to_blob(closure)),
+        )
+        if reply[0]:
+            _raise_refusal(reply)
+        return closure_from_blob(reply[1], int(reply[2]), int(reply[3]))
+
+    async def close(self) -> None:
+        await self._redis.close()
+
+
+def _vendor_keys(channel_id: str) -> tuple[str, str]:
+    return f"v:{{{channel_id}}}", f"n:{{{channel_id}}}"
+
+
+class RedisVendorStore:
+    def __init__(self, client: Client) -> None:
+        self._redis = client
+
+    async def load(self, channel_id: str, node_keys: Sequence[int] = ()) -> VendorView:
+        state_key, nodes_key = _vendor_keys(channel_id)
+        if node_keys:
+            fields = [pack_node_key(k) for k in node_keys]
+            reply = await self._redis.evalsha(_VENDOR_LOAD, (state_key, nodes_key), fields)
+        else:  # most modes need no nodes: a plain HMGET costs the server less than a script
+            reply = await self._redis.execute("HMGET", state_key, "i", "o", "p", "t", "c")
+        nodes = reply[5:]
+        return VendorView(
+            state=_state(reply[0], reply[1], reply[2], reply[3]),
+            nodes=nodes,
+            closing=reply[4] is not None,
+        )
+
+    async def compare_and_set(
+        self, channel_id: str, new: PaymentState, nodes: Mapping[int, bytes]
+    ) -> CasResult:
+        check_amount(new.index, allow_zero=True)  # the script compares canonical decimals
+        check_amount(new.owed, allow_zero=True)
+        args: list[bytes | str | int] = [new.index, new.owed, new.proof, new.created_at]
+        for key, value in nodes.items():
+            args.append(pack_node_key(key))
+            args.append(value)
+        reply = await self._redis.evalsha(_VENDOR_CAS, _vendor_keys(channel_id), args)
+        if reply[0] == 0:
+            return CasResult(outcome=CasOutcome.stored)
+        outcome = CasOutcome.lost if reply[0] == 1 else CasOutcome.closing
+        return CasResult(outcome=outcome, current=_state(*reply[1:5]))
+
+    async def begin_close(self, channel_id: str) -> PaymentState | None:
+        reply = await self._redis.evalsha(_VENDOR_BEGIN_CLOSE, _vendor_keys(channel_id)[:1], ())
+        return _state(*reply)
+
+    async def nodes(self, channel_id: str, node_keys: Sequence[int]) -> list[bytes | None]:
+        if not node_keys:
+            return []
+        reply: list[bytes | None] = await self._redis.execute(
+            "HMGET", _vendor_keys(channel_id)[1], *(pack_node_key(k) for k in node_keys)
+        )
+        return reply
+
+    async def record_settlement(self, channel_id: str, closure: Closure) -> None:
+        blob = settlement_to_blob(closure)
+        await self._redis.execute("HSET", _vendor_keys(channel_id)[0], "s", blob, "c", "1")
+
+    async def settlement(self, channel_id: str) -> Closure | None:
+        blob = await self._redis.execute("HGET", _vendor_keys(channel_id)[0], "s")
+        return None if blob is None else settlement_from_blob(blob)
+
+    async def close(self) -> None:
+        await self._redis.close()

@@ -1,0 +1,483 @@
+"""Issuer ledger and vendor channel state on SQLite.
+
+The event loop never touches SQLite. Each store owns two worker threads with
+their own connections: a writer and a reader. A worker takes every operation
+queued so far and runs them together — the writer inside ONE transaction with
+one commit (so one fsync covers the whole batch), each operation inside its
+own SAVEPOINT so a refusal in one rolls back only that one. Callers' futures are
+resolved after the commit, so an acknowledged write is on disk
+(journal_mode=WAL, synchronous=FULL). busy_timeout lets several worker
+processes share one file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from nanomoni.protocol.model import (
+    Account,
+    CasOutcome,
+    CasResult,
+    ChannelTerms,
+    Closure,
+    IssuerChannel,
+    PaymentState,
+    VendorView,
+)
+from nanomoni.store.codec import (
+    MAX_INT,
+    check_amount,
+    closure_from_blob,
+    closure_to_blob,
+    refusal,
+    settlement_from_blob,
+    settlement_to_blob,
+    terms_from_blob,
+    terms_to_blob,
+)
+
+T = TypeVar("T")
+Op = Callable[[sqlite3.Connection], Any]
+_Job = tuple[Op, asyncio.Future[Any], asyncio.AbstractEventLoop]
+
+MAX_BATCH = 512
+BUSY_TIMEOUT_MS = 10_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS accounts (
+    public_key TEXT PRIMARY KEY, balance INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ledger_meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS used_roots (root BLOB PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS issuer_channels (
+    channel_id TEXT PRIMARY KEY, client TEXT NOT NULL, vendor TEXT NOT NULL,
+    amount INTEGER NOT NULL, terms BLOB NOT NULL,
+    proof_digest BLOB, closure BLOB, client_balance INTEGER, vendor_balance INTEGER);
+CREATE TABLE IF NOT EXISTS vendor_channels (
+    channel_id TEXT PRIMARY KEY, idx INTEGER, owed INTEGER, proof BLOB, created_at TEXT,
+    closing INTEGER NOT NULL DEFAULT 0, settlement BLOB);
+CREATE TABLE IF NOT EXISTS vendor_nodes (
+    channel_id TEXT NOT NULL, node INTEGER NOT NULL, value BLOB NOT NULL,
+    PRIMARY KEY (channel_id, node)) WITHOUT ROWID;
+"""
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+def _resolve(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for fut, ok, value in results:
+        if fut.done():
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
+
+
+class _Worker:
+    """A thread that runs queued operations in batches on its own connection."""
+
+    def __init__(self, path: str, name: str, *, writer: bool) -> None:
+        self._conn = _connect(path)
+        self._writer = writer
+        self._stopped = False
+        self.batches = 0  # transactions run (for tests and metrics: ops / batches = coalescing)
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    async def run(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        if self._stopped:
+            raise RuntimeError("the SQLite store is closed")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._jobs.put((op, fut, loop))
+        return await fut
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._jobs.put(None)
+        self._thread.join()
+        self._conn.close()
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            batch = [job]
+            while len(batch) < MAX_BATCH:
+                try:
+                    more = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._execute(batch)
+                    return
+                batch.append(more)
+            self._execute(batch)
+
+    def _execute(self, batch: list[_Job]) -> None:
+        self.batches += 1
+        results: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        conn = self._conn
+        try:
+            # Readers take a deferred transaction: one consistent snapshot per batch.
+            conn.execute("BEGIN IMMEDIATE" if self._writer else "BEGIN")
+            for op, fut, _ in batch:
+                if self._writer:
+                    conn.execute("SAVEPOINT op")
+                try:
+                    value = op(conn)
+                except Exception as exc:  # this caller's failure only; the batch goes on
+                    if self._writer:
+                        conn.execute("ROLLBACK TO op")
+                        conn.execute("RELEASE op")
+                    results.append((fut, False, exc))
+                    continue
+                if self._writer:
+                    conn.execute("RELEASE op")
+                results.append((fut, True, value))
+            conn.execute("COMMIT")
+        except Exception as exc:  # the whole batch failed: nobody gets an acknowledgement
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # SQLite already rolled back (e.g. after an I/O error)
+            results = [(fut, False, exc) for _, fut, _ in batch]
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+        for (_, _, loop), result in zip(batch, results, strict=True):
+            by_loop.setdefault(loop, []).append(result)
+        for loop, loop_results in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, loop_results)
+            except RuntimeError:
+                pass  # that caller's event loop is closed: nobody is waiting any more
+
+
+class _Database:
+    """The writer and reader of one file, shared by every store of this process on
+    it: an issuer and a vendor on one file then coalesce into the same commits
+    instead of fighting over SQLite's write lock (whose busy handler is unfair)."""
+
+    _open: ClassVar[dict[str, _Database]] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, path: str) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        setup = _connect(path)
+        try:
+            setup.executescript(_SCHEMA)
+        finally:
+            setup.close()
+        self.path = path
+        self.users = 0
+        self.write = _Worker(path, "nanomoni-sqlite-writer", writer=True)
+        self.read = _Worker(path, "nanomoni-sqlite-reader", writer=False)
+
+    @classmethod
+    def acquire(cls, path: str) -> _Database:
+        if path == ":memory:" or path.startswith("file:"):
+            raise ValueError("the SQLite store needs a file path (its threads share the file)")
+        key = os.path.realpath(path)
+        with cls._lock:
+            database = cls._open.get(key)
+            if database is None:
+                database = cls._open[key] = _Database(key)
+            database.users += 1
+            return database
+
+    def release(self) -> None:
+        with self._lock:
+            self.users -= 1
+            if self.users:
+                return
+            del self._open[self.path]
+        self.write.stop()
+        self.read.stop()
+
+
+class _SqliteBase:
+    def __init__(self, path: str) -> None:
+        self._database = _Database.acquire(path)
+        self._write = self._database.write
+        self._read = self._database.read
+        self._closed = False
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await asyncio.to_thread(self._database.release)
+
+
+def _balance(conn: sqlite3.Connection, public_key: str) -> int | None:
+    sql = "SELECT balance FROM accounts WHERE public_key = ?"
+    row = conn.execute(sql, (public_key,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _grow_supply(conn: sqlite3.Connection, amount: int) -> None:
+    """Σ grants + Σ deposits must stay below 2**63 so no balance can overflow int64."""
+    row = conn.execute("SELECT value FROM ledger_meta WHERE name = 'supply'").fetchone()
+    supply = 0 if row is None else int(row[0])
+    if supply + amount > MAX_INT:
+        raise refusal("invalid_amount")
+    conn.execute(
+        "INSERT INTO ledger_meta (name, value) VALUES ('supply', ?) "
+        "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        (supply + amount,),
+    )
+
+
+class SqliteIssuerStore(_SqliteBase):
+    async def register(self, public_key_der_b64: str, initial_balance: int) -> Account:
+        check_amount(initial_balance, allow_zero=True)
+
+        def op(conn: sqlite3.Connection) -> Account:
+            balance = _balance(conn, public_key_der_b64)
+            if balance is None:
+                _grow_supply(conn, initial_balance)
+                conn.execute(
+                    "INSERT INTO accounts (public_key, balance) VALUES (?, ?)",
+                    (public_key_der_b64, initial_balance),
+                )
+                balance = initial_balance
+            return Account(public_key_der_b64=public_key_der_b64, balance=balance)
+
+        return await self._write.run(op)
+
+    async def get_account(self, public_key_der_b64: str) -> Account | None:
+        balance = await self._read.run(lambda conn: _balance(conn, public_key_der_b64))
+        if balance is None:
+            return None
+        return Account(public_key_der_b64=public_key_der_b64, balance=balance)
+
+    async def deposit(self, public_key_der_b64: str, amount: int) -> Account | None:
+        check_amount(amount, allow_zero=True)
+
+        def op(conn: sqlite3.Connection) -> Account | None:
+            balance = _balance(conn, public_key_der_b64)
+            if balance is None:
+                return None
+            _grow_supply(conn, amount)
+            conn.execute(
+                "UPDATE accounts SET balance = ? WHERE public_key = ?",
+                (balance + amount, public_key_der_b64),
+            )
+            return Account(public_key_der_b64=public_key_der_b64, balance=balance + amount)
+
+        return await self._write.run(op)
+
+    async def open_channel(self, terms: ChannelTerms) -> Account:
+        check_amount(terms.amount, allow_zero=False)
+        client, vendor = terms.client_public_key_der_b64, terms.vendor_public_key_der_b64
+        blob = terms_to_blob(terms)
+
+        def op(conn: sqlite3.Connection) -> Account:
+            balance = _balance(conn, client)
+            if balance is None:
+                raise refusal("not_registered", "client")
+            if _balance(conn, vendor) is None:
+                raise refusal("not_registered", "vendor")
+            if balance < terms.amount:
+                raise refusal("insufficient_balance")
+            if terms.root is not None:
+                used = conn.execute(
+                    "SELECT 1 FROM used_roots WHERE root = ?", (terms.root,)
+                ).fetchone()
+                if used is not None:
+                    raise refusal("commitment_reused")
+                conn.execute("INSERT INTO used_roots (root) VALUES (?)", (terms.root,))
+            conn.execute(
+                "UPDATE accounts SET balance = ? WHERE public_key = ?",
+                (balance - terms.amount, client),
+            )
+            conn.execute(
+                "INSERT INTO issuer_channels (channel_id, client, vendor, amount, terms) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (terms.channel_id, client, vendor, terms.amount, blob),
+            )
+            return Account(public_key_der_b64=client, balance=balance - terms.amount)
+
+        return await self._write.run(op)
+
+    async def get_channel(self, channel_id: str) -> IssuerChannel | None:
+        def op(conn: sqlite3.Connection) -> IssuerChannel | None:
+            row = conn.execute(
+                "SELECT terms, closure, client_balance, vendor_balance FROM issuer_channels "
+                "WHERE channel_id = ?",
+                (channel_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            terms, closure, client_balance, vendor_balance = row
+            return IssuerChannel(
+                terms=terms_from_blob(terms),
+                closure=None
+                if closure is None
+                else closure_from_blob(closure, client_balance, vendor_balance),
+            )
+
+        return await self._read.run(op)
+
+    async def settle(self, channel_id: str, closure: Closure) -> Closure:
+        check_amount(closure.owed, allow_zero=True)
+        blob = closure_to_blob(closure)
+
+        def op(conn: sqlite3.Connection) -> Closure:
+            row = conn.execute(
+                "SELECT client, vendor, amount, proof_digest, closure, client_balance, "
+                "vendor_balance FROM issuer_channels WHERE channel_id = ?",
+                (channel_id,),
+            ).fetchone()
+            if row is None:
+                raise refusal("channel_not_found")
+            client, vendor, amount, digest, stored, stored_cb, stored_vb = row
+            if digest is not None:
+                if digest == closure.proof_digest:
+                    return closure_from_blob(stored, stored_cb, stored_vb)
+                raise refusal("already_closed")
+            if closure.owed > amount:
+                raise refusal("exceeds_amount")
+            conn.execute(
+                "UPDATE accounts SET balance = balance + ? WHERE public_key = ?",
+                (amount - closure.owed, client),
+            )
+            conn.execute(
+                "UPDATE accounts SET balance = balance + ? WHERE public_key = ?",
+                (closure.owed, vendor),
+            )
+            client_balance = _balance(conn, client)
+            vendor_balance = _balance(conn, vendor)
+            conn.execute(
+                "UPDATE issuer_channels SET proof_digest = ?, closure = ?, client_balance = ?, "
+                "vendor_balance = ? WHERE channel_id = ?",
+                (closure.proof_digest, blob, client_balance, vendor_balance, channel_id),
+            )
+            assert client_balance is not None and vendor_balance is not None
+            return closure_from_blob(blob, client_balance, vendor_balance)
+
+        return await self._write.run(op)
+
+
+def _row_state(row: Sequence[Any] | None) -> PaymentState | None:
+    if row is None or row[0] is None:
+        return None
+    return PaymentState(index=row[0], owed=row[1], proof=row[2], created_at=row[3])
+
+
+_STATE_SQL = (
+    "SELECT idx, owed, proof, created_at, closing FROM vendor_channels WHERE channel_id = ?"
+)
+
+
+def _read_nodes(
+    conn: sqlite3.Connection, channel_id: str, node_keys: Sequence[int]
+) -> list[bytes | None]:
+    found: dict[int, bytes] = {}
+    for start in range(0, len(node_keys), 500):  # stay under SQLite's bound-parameter limit
+        chunk = list(node_keys[start : start + 500])
+        marks = ",".join("?" * len(chunk))
+        for node, value in conn.execute(
+            f"SELECT node, value FROM vendor_nodes WHERE channel_id = ? AND node IN ({marks})",
+            (channel_id, *chunk),
+        ):
+            found[node] = value
+    return [found.get(key) for key in node_keys]
+
+
+class SqliteVendorStore(_SqliteBase):
+    async def load(self, channel_id: str, node_keys: Sequence[int] = ()) -> VendorView:
+        def op(conn: sqlite3.Connection) -> VendorView:
+            row = conn.execute(_STATE_SQL, (channel_id,)).fetchone()
+            nodes = _read_nodes(conn, channel_id, node_keys) if node_keys else []
+            return VendorView(
+                state=_row_state(row), nodes=nodes, closing=row is not None and bool(row[4])
+            )
+
+        return await self._read.run(op)
+
+    async def compare_and_set(
+        self, channel_id: str, new: PaymentState, nodes: Mapping[int, bytes]
+    ) -> CasResult:
+        check_amount(new.index, allow_zero=True)
+        check_amount(new.owed, allow_zero=True)
+        node_rows = [(channel_id, key, value) for key, value in nodes.items()]
+
+        def op(conn: sqlite3.Connection) -> CasResult:
+            row = conn.execute(_STATE_SQL, (channel_id,)).fetchone()
+            if row is not None and row[4]:
+                return CasResult(outcome=CasOutcome.closing, current=_row_state(row))
+            current = _row_state(row)
+            if current is not None and current.index >= new.index:
+                return CasResult(outcome=CasOutcome.lost, current=current)
+            conn.execute(
+                "INSERT INTO vendor_channels (channel_id, idx, owed, proof, created_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (channel_id) DO UPDATE SET "
+                "idx = excluded.idx, owed = excluded.owed, proof = excluded.proof, "
+                "created_at = excluded.created_at",
+                (channel_id, new.index, new.owed, new.proof, new.created_at),
+            )
+            if node_rows:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO vendor_nodes (channel_id, node, value) "
+                    "VALUES (?, ?, ?)",
+                    node_rows,
+                )
+            return CasResult(outcome=CasOutcome.stored)
+
+        return await self._write.run(op)
+
+    async def begin_close(self, channel_id: str) -> PaymentState | None:
+        def op(conn: sqlite3.Connection) -> PaymentState | None:
+            state = _row_state(conn.execute(_STATE_SQL, (channel_id,)).fetchone())
+            if state is not None:
+                conn.execute(
+                    "UPDATE vendor_channels SET closing = 1 WHERE channel_id = ?", (channel_id,)
+                )
+            return state
+
+        return await self._write.run(op)
+
+    async def nodes(self, channel_id: str, node_keys: Sequence[int]) -> list[bytes | None]:
+        return await self._read.run(lambda conn: _read_nodes(conn, channel_id, node_keys))
+
+    async def record_settlement(self, channel_id: str, closure: Closure) -> None:
+        blob = settlement_to_blob(closure)
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO vendor_channels (channel_id, closing, settlement) VALUES (?, 1, ?) "
+                "ON CONFLICT (channel_id) DO UPDATE SET closing = 1, "
+                "settlement = excluded.settlement",
+                (channel_id, blob),
+            )
+
+        await self._write.run(op)
+
+    async def settlement(self, channel_id: str) -> Closure | None:
+        def op(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute(
+                "SELECT settlement FROM vendor_channels WHERE channel_id = ?", (channel_id,)
+            ).fetchone()
+            return None if row is None else row[0]
+
+        blob = await self._read.run(op)
+        return None if blob is None else settlement_from_blob(blob)
+
+
+def default_path() -> str:
+    return os.path.join("nanomoni-data", "nanomoni.sqlite3")

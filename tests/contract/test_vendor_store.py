@@ -1,0 +1,116 @@
+"""VendorStore contract: load, compare-and-set, closing, nodes, settlement records."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+from contract.factories import closure, new_channel_id, state
+
+from nanomoni.errors import Code, NanoMoniError
+from nanomoni.protocol.model import CasOutcome, CasResult, PaymentState, VendorView
+from nanomoni.store import VendorStore
+
+NODE_A = (3 << 32) | 5  # level 3, position 5
+NODE_B = 0
+NODE_C = (20 << 32) | 1_048_575
+
+
+async def test_unknown_channel_loads_empty(vendor: VendorStore) -> None:
+    view = await vendor.load(new_channel_id(), [NODE_A, NODE_B])
+    assert view == VendorView(state=None, nodes=[None, None], closing=False)
+    assert (await vendor.load(new_channel_id())).nodes == []
+
+
+async def test_compare_and_set_stores_state_and_nodes(vendor: VendorStore) -> None:
+    cid = new_channel_id()
+    nodes = {NODE_A: b"a" * 32, NODE_B: b"b" * 32}
+    assert await vendor.compare_and_set(cid, state(3), nodes) == CasResult(
+        outcome=CasOutcome.stored
+    )
+    view = await vendor.load(cid, [NODE_B, NODE_C, NODE_A])
+    assert view == VendorView(state=state(3), nodes=[b"b" * 32, None, b"a" * 32], closing=False)
+    assert await vendor.nodes(cid, [NODE_A, NODE_C]) == [b"a" * 32, None]
+    assert await vendor.nodes(cid, []) == []
+    # A later state adds nodes; earlier ones stay.
+    assert (await vendor.compare_and_set(cid, state(4), {NODE_C: b"c" * 32})).outcome is (
+        CasOutcome.stored
+    )
+    assert await vendor.nodes(cid, [NODE_A, NODE_B, NODE_C]) == [
+        b"a" * 32,
+        b"b" * 32,
+        b"c" * 32,
+    ]
+
+
+async def test_compare_and_set_loses_to_equal_or_higher(vendor: VendorStore) -> None:
+    cid = new_channel_id()
+    await vendor.compare_and_set(cid, state(10), {})
+    for index in (10, 9, 1):
+        losing = state(index, proof=b"other")
+        result = await vendor.compare_and_set(cid, losing, {NODE_A: b"x" * 32})
+        assert result == CasResult(outcome=CasOutcome.lost, current=state(10))
+    # The losing write stored none of its nodes.
+    assert await vendor.nodes(cid, [NODE_A]) == [None]
+
+
+async def test_indices_compare_as_integers_not_text(vendor: VendorStore) -> None:
+    cid = new_channel_id()
+    await vendor.compare_and_set(cid, state(9), {})
+    assert (await vendor.compare_and_set(cid, state(10), {})).outcome is CasOutcome.stored
+    assert (await vendor.compare_and_set(cid, state(2**62), {})).outcome is CasOutcome.stored
+    big = state(2**63 - 1, owed=2**63 - 1)
+    assert (await vendor.compare_and_set(cid, big, {})).outcome is CasOutcome.stored
+    assert (await vendor.compare_and_set(cid, state(2**62 + 1), {})).outcome is CasOutcome.lost
+    assert (await vendor.load(cid)).state == big
+
+
+async def test_begin_close_blocks_later_payments(vendor: VendorStore) -> None:
+    cid = new_channel_id()
+    await vendor.compare_and_set(cid, state(5), {})
+    assert await vendor.begin_close(cid) == state(5)
+    assert (await vendor.load(cid)).closing
+    assert await vendor.compare_and_set(cid, state(6), {NODE_A: b"a" * 32}) == CasResult(
+        outcome=CasOutcome.closing, current=state(5)
+    )
+    assert await vendor.begin_close(cid) == state(5)  # repeatable
+    assert (await vendor.load(cid, [NODE_A])).nodes == [None]
+
+
+async def test_begin_close_without_payments_returns_none(vendor: VendorStore) -> None:
+    cid = new_channel_id()
+    assert await vendor.begin_close(cid) is None
+    # Nothing was accepted, so nothing was closed: a first payment is still accepted.
+    assert not (await vendor.load(cid)).closing
+    assert (await vendor.compare_and_set(cid, state(1), {})).outcome is CasOutcome.stored
+
+
+async def test_settlement_record_roundtrip_and_idempotent(vendor: VendorStore) -> None:
+    cid = new_channel_id()
+    assert await vendor.settlement(cid) is None
+    await vendor.compare_and_set(cid, state(7), {})
+    await vendor.begin_close(cid)
+    record = msgspec.structs.replace(closure(7), client_balance=93, vendor_balance=7)
+    await vendor.record_settlement(cid, record)
+    await vendor.record_settlement(cid, record)
+    assert await vendor.settlement(cid) == record
+    view = await vendor.load(cid)
+    assert view.closing and view.state == state(7)
+
+
+async def test_channels_are_independent(vendor: VendorStore) -> None:
+    first, second = new_channel_id(), new_channel_id()
+    await vendor.compare_and_set(first, state(50), {NODE_A: b"1" * 32})
+    assert (await vendor.compare_and_set(second, state(2), {})).outcome is CasOutcome.stored
+    await vendor.begin_close(first)
+    assert not (await vendor.load(second)).closing
+    assert await vendor.nodes(second, [NODE_A]) == [None]
+
+
+async def test_out_of_range_index_is_refused(vendor: VendorStore) -> None:
+    cid = new_channel_id()
+    for index, owed in ((-1, 1), (2**63, 1), (5, -3)):
+        bad = PaymentState(index=index, owed=owed, proof=b"p", created_at="t")
+        with pytest.raises(NanoMoniError) as refused:
+            await vendor.compare_and_set(cid, bad, {})
+        assert refused.value.code is Code.invalid_amount
+    assert (await vendor.load(cid)).state is None
