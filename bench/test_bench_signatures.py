@@ -3,7 +3,9 @@
 Baselines (PERFORMANCE.md): cryptography/OpenSSL for P-256, coincurve/libsecp256k1
 for secp256k1, PyNaCl/libsodium for Ed25519. Every figure is µs per signature; the
 summary table at the end of the module also gives the ratios the targets are
-stated in (ours / baseline single-thread, 2-thread / 1-thread batch).
+stated in (ours / baseline single-thread, 2-thread / 1-thread batch). The 2-thread
+wall-time ratio needs two idle cores to mean anything; the CPU time per signature
+at 1 and 2 threads shows whether the threads slow each other down regardless.
 """
 
 from __future__ import annotations
@@ -165,7 +167,7 @@ def test_verify_batch(
 ) -> None:
     benchmark.group = f"verify batch {kind}"
     s = schemes[kind]
-    results = run(benchmark, crypto.verify_signatures, (s.items, threads), 10, 1)
+    results = run(benchmark, crypto.verify_signatures, (s.items, threads), 25, 1)
     assert results == [True] * BATCH
     record(benchmark, kind, f"batch_{threads}", BATCH)
     # CPU time spent per signature, summed over the threads: equal at 1 and 2
@@ -184,7 +186,7 @@ def test_sign_many(
 ) -> None:
     benchmark.group = f"sign batch {kind}"
     s = schemes[kind]
-    signatures = run(benchmark, s.core.sign_many, (s.messages, threads), 10, 1)
+    signatures = run(benchmark, s.core.sign_many, (s.messages, threads), 25, 1)
     assert len(signatures) == BATCH
     record(benchmark, kind, f"sign_{threads}", BATCH)
 
@@ -197,5 +199,5 @@ def test_sign_baseline(benchmark: BenchmarkFixture, schemes: dict[str, Scheme], 
     def sign_all() -> list[bytes]:
         return [s.baseline_sign(m) for m in s.messages]
 
-    assert len(run(benchmark, sign_all, (), 10, 1)) == BATCH
+    assert len(run(benchmark, sign_all, (), 25, 1)) == BATCH
     record(benchmark, kind, "base_sign", BATCH)

@@ -322,7 +322,7 @@ def test_batch_equals_single_results(keys: dict[str, PrivateKey], n: int) -> Non
     items = mixed_batch(keys, n)
     singles = [verify(*item) for item in items]
     assert singles == [reference_verify(*item) for item in items]
-    for threads in (0, 1, 2, 3):
+    for threads in (0, 1, 2, 3, 64, 1000):
         assert crypto.verify_signatures(items, threads=threads) == singles
     assert any(singles) and (n < 3 or not all(singles))
 

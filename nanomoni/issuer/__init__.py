@@ -1,0 +1,1 @@
+"""The issuer service (SPEC §4)."""

@@ -1,0 +1,100 @@
+"""Prometheus metrics of both services (SPEC §9).
+
+With several workers, `PROMETHEUS_MULTIPROC_DIR` must be set (by the command,
+before this module is imported) so every worker writes its samples to shared
+files and /metrics aggregates them; one worker keeps the cheaper in-process
+registry.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as _multiprocess
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+_FAST = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
+
+payments_total = Counter("nanomoni_payments_total", "Payments by outcome", ["mode", "outcome"])
+payment_rejections_total = Counter(
+    "nanomoni_payment_rejections_total", "Refused payments by error code", ["mode", "code"]
+)
+payment_duration_seconds = Histogram(
+    "nanomoni_payment_duration_seconds", "Payment handler time", ["mode"], buckets=_FAST
+)
+settlements_total = Counter(
+    "nanomoni_settlements_total", "Settlements by outcome", ["mode", "outcome"]
+)
+channels_opened_total = Counter("nanomoni_channels_opened_total", "Channels opened", ["mode"])
+store_duration_seconds = Histogram(
+    "nanomoni_store_duration_seconds", "Time of one store operation", ["op"], buckets=_FAST
+)
+
+# Bound label children, looked up once: `.labels()` costs more than the increment.
+_payment_counts: dict[tuple[str, str], Counter] = {}
+_payment_times: dict[str, Histogram] = {}
+_store_times: dict[str, Histogram] = {}
+
+
+def payment(mode: str, outcome: str, seconds: float, code: str | None = None) -> None:
+    counter = _payment_counts.get((mode, outcome))
+    if counter is None:
+        counter = _payment_counts[(mode, outcome)] = payments_total.labels(mode, outcome)
+    counter.inc()
+    timer = _payment_times.get(mode)
+    if timer is None:
+        timer = _payment_times[mode] = payment_duration_seconds.labels(mode)
+    timer.observe(seconds)
+    if code is not None:
+        payment_rejections_total.labels(mode, code).inc()
+
+
+def settlement(mode: str, outcome: str) -> None:
+    settlements_total.labels(mode, outcome).inc()
+
+
+def channel_opened(mode: str) -> None:
+    channels_opened_total.labels(mode).inc()
+
+
+def store_time(op: str, seconds: float) -> None:
+    timer = _store_times.get(op)
+    if timer is None:
+        timer = _store_times[op] = store_duration_seconds.labels(op)
+    timer.observe(seconds)
+
+
+@asynccontextmanager
+async def timed_store(op: str) -> AsyncIterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        store_time(op, time.perf_counter() - started)
+
+
+def render() -> bytes:
+    """The text exposition, aggregated over all workers in multiprocess mode."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        _multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest()
+
+
+def worker_exited(pid: int) -> None:
+    """Forget a dead worker's live gauges (counters and histograms stay summed)."""
+    if os.environ.get(MULTIPROC_ENV):
+        _multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

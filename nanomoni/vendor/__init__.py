@@ -1,0 +1,1 @@
+"""The vendor service (SPEC §5)."""

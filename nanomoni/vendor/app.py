@@ -1,0 +1,343 @@
+"""The vendor service (SPEC §5): payments for all five modes and channel closure.
+
+Handlers only translate: decode → protocol decision (native verification) →
+one atomic store compare-and-set → response. Channel terms never change after
+open, so every worker caches them in memory after learning them from the issuer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from litestar import MediaType, Request, Response, get, post
+
+from nanomoni import encoding, metrics, wire
+from nanomoni.errors import Code, NanoMoniError
+from nanomoni.http import (
+    DEFAULT_MAX_BODY,
+    HotPath,
+    build_app,
+    decode,
+    empty_response,
+    json_response,
+    parse_mode,
+)
+from nanomoni.protocol.model import (
+    CasOutcome,
+    ChannelTerms,
+    Closure,
+    Mode,
+    PaymentState,
+    VendorView,
+)
+from nanomoni.protocol.payments import (
+    decide_payment,
+    learned_channel_terms,
+    payment_node_keys,
+    payment_response,
+)
+from nanomoni.protocol.settlement import build_settlement, settlement_node_keys
+from nanomoni.serve import load_or_create_key, maybe_await
+from nanomoni.store import open_vendor_store
+from nanomoni.store.base import VendorStore
+from nanomoni.vendor.issuer_client import IssuerClient
+
+log = logging.getLogger("nanomoni.vendor")
+_encode = msgspec.json.Encoder().encode
+
+PREFIX = "/api/v1/vendor"
+DEFAULT_MAX_HASHES = 2**20
+DEFAULT_TERMS_CACHE = 200_000
+
+PAYMENT_TYPES: dict[Mode, type[wire.Payment]] = {
+    Mode.signature: wire.SignaturePayment,
+    Mode.payword: wire.PaywordPayment,
+    Mode.paytree: wire.PaytreePayment,
+    Mode.paytree_first_opt: wire.PaytreePayment,
+    Mode.paytree_second_opt: wire.PaytreePayment,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class VendorConfig:
+    data_dir: Path
+    issuer_url: str
+    store: str | None = None  # default: sqlite file in data_dir
+    key_file: Path | None = None  # default: vendor-key.pem in data_dir
+    max_body: int = DEFAULT_MAX_BODY
+    max_hashes: int = DEFAULT_MAX_HASHES
+    issuer_timeout: float = 10.0
+    terms_cache: int = DEFAULT_TERMS_CACHE  # channels whose terms a worker keeps in memory
+
+    @property
+    def store_url(self) -> str:
+        return self.store or f"sqlite:{self.data_dir / 'vendor.sqlite3'}"
+
+    @property
+    def key_path(self) -> Path:
+        return self.key_file or self.data_dir / "vendor-key.pem"
+
+
+class Vendor:
+    """One worker's state: store connection, key, issuer client, cached channel terms."""
+
+    def __init__(self, config: VendorConfig) -> None:
+        self.config = config
+        self.key = load_or_create_key(config.key_path)
+        self.public_key_b64 = encoding.b64encode(self.key.public_key_der)
+        self.issuer = IssuerClient(config.issuer_url, timeout=config.issuer_timeout)
+        self._store: VendorStore | None = None
+        self._terms: dict[str, ChannelTerms] = {}
+        self._learning: dict[str, asyncio.Future[ChannelTerms]] = {}
+        self._registration: asyncio.Task[None] | None = None
+
+    @property
+    def store(self) -> VendorStore:
+        if self._store is None:
+            raise RuntimeError("vendor store used before start-up")
+        return self._store
+
+    async def start(self) -> None:
+        self._store = await maybe_await(open_vendor_store(self.config.store_url))
+        self._registration = asyncio.create_task(self._register_until_done())
+
+    async def stop(self) -> None:
+        if self._registration is not None:
+            self._registration.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._registration
+        await self.issuer.close()
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+
+    async def _register_until_done(self) -> None:
+        """Register our key at the issuer, retrying with back-off; we serve meanwhile."""
+        delay = 0.1
+        while True:
+            try:
+                await self.issuer.register(self.public_key_b64)
+                return
+            except NanoMoniError as exc:
+                log.warning(
+                    "registration at the issuer failed, retrying in %.1fs: %s", delay, exc.detail
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    # --- channel terms ---------------------------------------------------------
+
+    async def terms(self, mode: Mode, channel_id: str) -> ChannelTerms:
+        """Cached terms, or learned from the issuer once even under concurrent first payments."""
+        terms = self._terms.get(channel_id)
+        if terms is not None:
+            return terms
+        pending = self._learning.get(channel_id)
+        if pending is None:
+            pending = asyncio.get_running_loop().create_future()
+            self._learning[channel_id] = pending
+            try:
+                channel = await self.issuer.channel(mode, channel_id)
+                terms = learned_channel_terms(mode, channel, self.public_key_b64)
+                if len(self._terms) >= self.config.terms_cache:
+                    # Bounded memory: forget the longest-known channel (re-learned on demand).
+                    del self._terms[next(iter(self._terms))]
+                self._terms[channel_id] = terms
+                pending.set_result(terms)
+            except asyncio.CancelledError:
+                pending.cancel()
+                raise
+            except Exception as exc:
+                pending.set_exception(exc)
+                pending.exception()  # mark retrieved: waiters may not exist
+                raise
+            finally:
+                del self._learning[channel_id]
+            return terms
+        try:
+            return await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            if pending.cancelled():  # the learning request went away, not us: learn it ourselves
+                return await self.terms(mode, channel_id)
+            raise
+
+    async def settlement_terms(self, mode: Mode, channel_id: str) -> ChannelTerms:
+        """Terms for building a settlement, also for a channel the issuer already closed
+        (a retry after a crash between the issuer's settlement and our record of it)."""
+        terms = self._terms.get(channel_id)
+        if terms is not None:
+            return terms
+        channel = await self.issuer.channel(mode, channel_id)
+        return learned_channel_terms(
+            mode, msgspec.structs.replace(channel, is_closed=False), self.public_key_b64
+        )
+
+    # --- payments ----------------------------------------------------------------
+
+    async def pay(self, mode_segment: str, channel_id: str, raw: bytes) -> tuple[int, bytes]:
+        """Status and JSON body of one payment (served by the hot path, see create_app)."""
+        mode = parse_mode(mode_segment)
+        started = time.perf_counter()
+        try:
+            status, state, terms = await self._pay(mode, channel_id, raw)
+        except NanoMoniError as exc:
+            metrics.payment(mode.value, "rejected", time.perf_counter() - started, exc.code.value)
+            raise
+        metrics.payment(
+            mode.value, "accepted" if status == 201 else "replay", time.perf_counter() - started
+        )
+        return status, _encode(payment_response(terms, state))
+
+    async def _pay(
+        self, mode: Mode, channel_id: str, raw: bytes
+    ) -> tuple[int, PaymentState, ChannelTerms]:
+        payment = decode(raw, PAYMENT_TYPES[mode])
+        if payment.channel_id is not None and payment.channel_id != channel_id:
+            raise NanoMoniError(Code.id_mismatch, "body channel_id differs from the path")
+        terms = await self.terms(mode, channel_id)
+        if terms.mode is not mode:
+            raise NanoMoniError(
+                Code.mode_mismatch,
+                f"channel was opened in {terms.mode.value} mode, not {mode.value}",
+            )
+        store = self.store
+        started = time.perf_counter()
+        view = await store.load(channel_id, payment_node_keys(terms, payment))
+        metrics.store_time("load", time.perf_counter() - started)
+        decide = functools.partial(
+            decide_payment,
+            mode,
+            terms,
+            view,
+            payment,
+            now=encoding.utc_now(),
+            max_hashes=self.config.max_hashes,
+        )
+        if _long_hash_walk(payment, view):
+            # The native core releases the GIL: a thread keeps this worker's loop serving.
+            decision = await asyncio.to_thread(decide)
+        else:
+            decision = decide()
+        if decision.replay:
+            return 200, decision.state, terms
+        started = time.perf_counter()
+        result = await store.compare_and_set(channel_id, decision.state, decision.nodes)
+        metrics.store_time("compare_and_set", time.perf_counter() - started)
+        if result.outcome is CasOutcome.stored:
+            return 201, decision.state, terms
+        if result.outcome is CasOutcome.closing:
+            raise NanoMoniError(Code.channel_closed, "the channel is closed: no more payments")
+        current = result.current
+        if current is not None and (current.index, current.proof) == (
+            decision.state.index,
+            decision.state.proof,
+        ):
+            return 200, current, terms  # an identical payment won the race: this is its replay
+        raise NanoMoniError(Code.non_monotonic, "payment index must be strictly increasing")
+
+    # --- closure -------------------------------------------------------------------
+
+    async def close_channel(
+        self, mode_segment: str, channel_id: str, raw: bytes
+    ) -> Response[bytes]:
+        mode = parse_mode(mode_segment)
+        try:
+            await self._close(mode, channel_id, raw)
+        except NanoMoniError as exc:
+            metrics.settlement(mode.value, "rejected" if exc.status < 500 else "failed")
+            raise
+        return empty_response(204)
+
+    async def _close(self, mode: Mode, channel_id: str, raw: bytes) -> None:
+        body = decode(raw, wire.ClosureRequest)
+        if body.channel_id != channel_id:
+            raise NanoMoniError(Code.id_mismatch, "body channel_id differs from the path")
+        store = self.store
+        async with metrics.timed_store("settlement"):
+            if await store.settlement(channel_id) is not None:
+                return  # already settled: 204 again, nothing moves twice
+        # An empty channel stays open for payments: only a channel with a state is frozen.
+        async with metrics.timed_store("load"):
+            view = await store.load(channel_id)
+        if view.state is None:
+            raise NanoMoniError(Code.no_payments, "no payment was ever accepted on this channel")
+        terms = await self.settlement_terms(mode, channel_id)
+        if terms.mode is not mode:
+            raise NanoMoniError(
+                Code.mode_mismatch,
+                f"channel was opened in {terms.mode.value} mode, not {mode.value}",
+            )
+        async with metrics.timed_store("begin_close"):
+            state = await store.begin_close(channel_id)
+        if state is None:
+            raise NanoMoniError(Code.no_payments, "no payment was ever accepted on this channel")
+        node_keys = settlement_node_keys(terms, state)
+        nodes: list[bytes | None] = []
+        if node_keys:
+            async with metrics.timed_store("nodes"):
+                nodes = await store.nodes(channel_id, node_keys)
+        settlement = build_settlement(terms, state, nodes, self.key)
+        result = await self.issuer.settle(mode, channel_id, settlement)
+        closure = Closure(
+            owed=state.owed,
+            proof_digest=hashlib.sha256(state.proof).digest(),
+            client_balance=result.client_balance,
+            vendor_balance=result.vendor_balance,
+            closed_at=encoding.utc_now(),
+        )
+        async with metrics.timed_store("record_settlement"):
+            await store.record_settlement(channel_id, closure)
+        metrics.settlement(mode.value, "settled")
+
+
+# Above this many PayWord hashes (~1 ms) verification leaves the event loop.
+INLINE_HASHES = 16_384
+
+
+def _long_hash_walk(payment: wire.Payment, view: VendorView) -> bool:
+    if not isinstance(payment, wire.PaywordPayment):
+        return False
+    accepted = view.state.index if view.state is not None else 0
+    return payment.k - accepted > INLINE_HASHES
+
+
+def create_app(config: VendorConfig) -> HotPath:
+    vendor = Vendor(config)
+
+    @get(f"{PREFIX}/keys/public", sync_to_thread=False)
+    def public_key() -> Response[bytes]:
+        return json_response(wire.VendorKeyResponse(vendor.public_key_b64))
+
+    @post(f"{PREFIX}/channels/{{mode:str}}/{{channel_id:str}}/payments")
+    async def pay(mode: str, channel_id: str, request: Request[Any, Any, Any]) -> Response[bytes]:
+        """Documents the route; requests are answered by the HotPath in front (same handler)."""
+        status, payload = await vendor.pay(mode, channel_id, await request.body())
+        return Response(content=payload, status_code=status, media_type=MediaType.JSON)
+
+    @post(f"{PREFIX}/channels/{{mode:str}}/{{channel_id:str}}/closure-requests")
+    async def close(mode: str, channel_id: str, request: Request[Any, Any, Any]) -> Response[bytes]:
+        return await vendor.close_channel(mode, channel_id, await request.body())
+
+    app = build_app(
+        service="vendor",
+        routes=[public_key, pay, close],
+        on_startup=[vendor.start],
+        on_shutdown=[vendor.stop],
+        max_body=config.max_body,
+    )
+    return HotPath(
+        app,
+        prefix=f"{PREFIX}/channels/",
+        suffix="/payments",
+        handler=vendor.pay,
+        max_body=config.max_body,
+    )
