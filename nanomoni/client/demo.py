@@ -12,6 +12,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+import uvloop
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -187,7 +188,7 @@ def main(argv: list[str]) -> int:
     console = make_console()
     with local_services("embedded") as services:
         console.print(f"issuer {services.issuer_url}  vendor {services.vendor_url}")
-        outcomes = asyncio.run(
+        outcomes = uvloop.run(
             run_all(
                 services.issuer_url,
                 services.vendor_url,
