@@ -339,7 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=parse_runs(",".join(m.value for m in Mode)),
         help="comma-separated modes, each optionally ':blake3'",
     )
-    load.add_argument("--payments", type=int, default=2000, help="payments per mode")
+    # Enough that CPU read in 10 ms /proc ticks is precise to a few per cent.
+    load.add_argument("--payments", type=int, default=5000, help="payments per mode")
     load.add_argument("--channels", type=int, default=16, help="channels per mode")
     load.add_argument("--concurrency", type=int, default=16, help="payments in flight")
     load.add_argument("--rate", type=float, default=0.0, help="payments/s per mode (0: max)")
