@@ -71,6 +71,7 @@ def _start(
         full_env.update(env)
     argv = [
         sys.executable,
+        "-P",  # never let the working directory shadow the nanomoni chosen above
         "-m",
         "nanomoni",
         service,

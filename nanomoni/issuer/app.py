@@ -19,6 +19,7 @@ from nanomoni import crypto, encoding, metrics, wire
 from nanomoni.errors import Code, NanoMoniError
 from nanomoni.http import DEFAULT_MAX_BODY, build_app, decode, json_response, parse_mode
 from nanomoni.protocol.model import ChannelTerms, Closure, Mode
+from nanomoni.protocol.modes import MEMBERS
 from nanomoni.protocol.opening import channel_response, open_channel_terms
 from nanomoni.protocol.settlement import check_settlement
 from nanomoni.serve import load_or_create_key, maybe_await
@@ -71,17 +72,9 @@ _READ_ONLY = ("id", "is_closed", "created_at", "closed_at")
 _SIGNATURE_CLOSE = ("close_payload_b64", "client_close_signature_b64", "vendor_close_signature_b64")
 
 
-def _mode_members(mode: Mode) -> tuple[str, ...]:
-    if mode is Mode.signature:
-        return ()
-    if mode is Mode.payword:
-        return ("payword_root_b64", "payword_unit_value", "payword_max_k")
-    return (f"{mode.value}_root_b64", f"{mode.value}_unit_value", f"{mode.value}_max_i")
-
-
 def channel_view(mode: Mode, response: wire.ChannelResponse, *, opened: bool) -> dict[str, Any]:
     """The JSON members SPEC §4.3 (open) or §4.4 (read) lists for this mode, in order."""
-    members = _BASE + _mode_members(mode)
+    members = _BASE + MEMBERS.get(mode, ())
     if not opened:
         members += _READ_ONLY
         if mode is Mode.signature:
