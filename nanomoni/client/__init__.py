@@ -1,4 +1,18 @@
-"""The NanoMoni wallet: keys, channel opening, payments in every mode, closing."""
+"""The NanoMoni wallet: keys, channel opening, payments in every mode, closing.
+
+    wallet = Wallet.load_or_create(Path("client.pem"), kind="ed25519")
+    async with Client("http://127.0.0.1:8001", "http://127.0.0.1:8000", wallet) as client:
+        await client.register()
+        channel = await client.open_channel("paytree_second_opt", 1000, unit_value=1,
+                                            hash_alg="blake3")
+        for _ in range(10):
+            await channel.pay()          # retried on a lost response: a replay, never a 2nd charge
+        await channel.close()            # the vendor settles at the issuer
+        settled = (await channel.refresh()).balance
+
+Refusals raise ApiError (a NanoMoniError) with the SPEC `code` and HTTP `status`.
+`SyncClient` offers the same calls for synchronous code.
+"""
 
 from nanomoni.client.http import ApiError
 from nanomoni.client.proofs import (

@@ -26,7 +26,8 @@ def cli_command(*args: str) -> tuple[list[str], dict[str, str]]:
     """argv and environment that run this same nanomoni's command line (installed
     or from a source tree) in a subprocess, whatever its working directory."""
     root = str(Path(nanomoni.__file__).resolve().parent.parent)
-    return [sys.executable, "-m", "nanomoni", *args], {**os.environ, "PYTHONPATH": root}
+    # -P: a source tree in the working directory must not shadow that package.
+    return [sys.executable, "-P", "-m", "nanomoni", *args], {**os.environ, "PYTHONPATH": root}
 
 
 @dataclass(frozen=True)

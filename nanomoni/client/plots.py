@@ -58,13 +58,30 @@ def write_plots(result: dict[str, Any], out: Path) -> list[Path]:
     paths.append(out / "latency.png")
     _save(figure, paths[-1], plotted)
 
-    cpu: dict[str, float] = {}
-    for run in runs:
-        for part in ("vendor", "redis"):
-            value = run.get(f"{part}_cpu_us_per_payment")
-            if value is not None:
-                cpu[f"{run['label']} {part}"] = value
+    # CPU per payment: one group of bars per mode, one bar per measured process.
+    cpu: dict[str, dict[str, float]] = {}
+    for part in ("vendor", "redis"):
+        values = {
+            run["label"]: run[f"{part}_cpu_us_per_payment"]
+            for run in runs
+            if run.get(f"{part}_cpu_us_per_payment") is not None
+        }
+        if values:
+            cpu[part] = values
     if cpu:
+        figure, axes = plt.subplots(figsize=(8, 4.5))
+        labels = [run["label"] for run in runs]
+        width = 0.8 / len(cpu)
+        for offset, (part, values) in enumerate(cpu.items()):
+            xs = [j + offset * width for j, label in enumerate(labels) if label in values]
+            bars = axes.bar(xs, [values[label] for label in labels if label in values], width,
+                            label=part)  # fmt: skip
+            axes.bar_label(bars, fmt="%.1f", fontsize="small")
+        axes.set_xticks([j + width * (len(cpu) - 1) / 2 for j in range(len(labels))], labels)
+        axes.tick_params(axis="x", labelrotation=20)
+        axes.set_ylabel("µs CPU / accepted payment")
+        axes.set_title("CPU per accepted payment")
+        axes.legend()
         paths.append(out / "cpu.png")
-        _bars(paths[-1], "CPU per accepted payment", "µs CPU / payment", cpu)
+        _save(figure, paths[-1], cpu)
     return paths

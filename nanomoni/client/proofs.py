@@ -17,21 +17,16 @@ from nanomoni import crypto, wire
 from nanomoni.client.wallet import Wallet
 from nanomoni.encoding import b64encode, canonical_json
 from nanomoni.protocol.model import Mode
+from nanomoni.protocol.payments import signature_message
 
 PAYTREE_MODES = (Mode.paytree, Mode.paytree_first_opt, Mode.paytree_second_opt)
 SECRET_BYTES = 32
+MAX_CHECKPOINTS = 1 << 16
 
 
 def index_field(mode: Mode) -> str:
     """The open-request member naming the channel's maximum index."""
     return f"{mode.value}_max_k" if mode is Mode.payword else f"{mode.value}_max_i"
-
-
-def signature_message(channel_id: str, cumulative_owed_amount: int) -> bytes:
-    """What the client signs in signature mode (also the close payload)."""
-    return canonical_json(
-        {"channel_id": channel_id, "cumulative_owed_amount": cumulative_owed_amount}
-    )
 
 
 class Payer(Protocol):
@@ -88,7 +83,10 @@ class PaywordPayer:
 
     @classmethod
     def create(cls, max_k: int, alg: str = "sha256") -> PaywordPayer:
-        return cls(crypto.PaywordChain(os.urandom(SECRET_BYTES), max_k, alg))
+        # Up to 2^16 kept words (2 MiB): a token then costs at most 256 hashes
+        # even for a 2^24 chain, instead of 16k with the core's default.
+        checkpoints = min(MAX_CHECKPOINTS, max_k + 1)
+        return cls(crypto.PaywordChain(os.urandom(SECRET_BYTES), max_k, alg, checkpoints))
 
     @property
     def root(self) -> bytes:
@@ -172,11 +170,14 @@ class SecondOptPayer(PaytreePayer):
 
     def accepted(self, index: int) -> None:
         super().accepted(index)
-        depth = self.depth
-        for level in range(depth):
-            pos = index >> level
-            self.known.add(crypto.node_key(level, pos, depth))
-            self.known.add(crypto.node_key(level, pos ^ 1, depth))
+        # Walk up from the leaf adding each path node and its sibling (heap
+        # indices: parent = key >> 1, sibling = key ^ 1). A known path node means
+        # everything above it is known already (it came with an earlier path).
+        key = crypto.node_key(0, index, self.depth)
+        while key > 1 and key not in self.known:
+            self.known.add(key)
+            self.known.add(key ^ 1)
+            key >>= 1
 
 
 def create_commitment_payer(mode: Mode, max_index: int, alg: str) -> PaywordPayer | PaytreePayer:

@@ -26,6 +26,7 @@ from nanomoni.errors import Code, NanoMoniError
 from nanomoni.protocol.model import Mode
 
 T = TypeVar("T")
+DEFAULT_MAX_INDEX = 2**16
 
 
 @dataclass(frozen=True)
@@ -195,14 +196,15 @@ class Client:
         hash_alg: str = "sha256",
     ) -> Channel:
         """Lock `amount` toward the vendor. For PayWord/PayTree modes the channel can
-        take `max_index` payments of `unit_value` (default: as many as `amount` covers)."""
+        take `max_index` payments of `unit_value` (default: as many as `amount`
+        covers, at most DEFAULT_MAX_INDEX, since the client holds every secret)."""
         mode = Mode(mode)
         vendor_key = await self.vendor_public_key()
         if mode is Mode.signature:
             request = build_open_request(self.wallet, vendor_key, mode, amount, hash_alg=hash_alg)
             info = await self.issuer.open_channel(mode, request)
             return Channel(self, mode, info, SignaturePayer(self.wallet, info.channel_id), 1)
-        count = max_index if max_index is not None else amount // unit_value
+        count = max_index if max_index is not None else min(amount // unit_value, DEFAULT_MAX_INDEX)
         # Building the commitment hashes up to 2^24 values: keep it off the event loop.
         payer = await asyncio.to_thread(create_commitment_payer, mode, count, hash_alg)
         request = build_open_request(

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from nanomoni.client.local import cli_command
+from nanomoni.client.local import cli_command, local_services
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -80,7 +80,7 @@ def test_short_bench_writes_json_and_matching_plots(tmp_path: Path) -> None:
         plotted[name] = json.loads(texts["nanomoni"])
     assert plotted["throughput"] == {run["label"]: run["throughput_per_s"] for run in runs}
     assert plotted["cpu"] == {
-        f"{run['label']} vendor": run["vendor_cpu_us_per_payment"] for run in runs
+        "vendor": {run["label"]: run["vendor_cpu_us_per_payment"] for run in runs}
     }
     assert plotted["latency"] == {run["label"]: run["latency_histogram"] for run in runs}
 
@@ -92,3 +92,73 @@ def test_bench_refuses_remote_services(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "loopback" in done.stderr
     assert not (tmp_path / "result.json").exists()
+
+
+def test_paced_bench_stops_at_its_duration_and_settles_what_was_accepted(tmp_path: Path) -> None:
+    done = run_bench(
+        tmp_path,
+        "--modes", "paytree_first_opt",
+        "--payments", "5000",
+        "--channels", "2",
+        "--concurrency", "2",
+        "--rate", "100",
+        "--duration", "1",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    (run,) = json.loads((tmp_path / "result.json").read_text())["runs"]
+    # 100/s for 1 s: about 100 payments, far fewer than planned; none refused.
+    assert run["planned"] == 5000
+    assert 50 <= run["accepted"] <= 130, run["accepted"]
+    assert run["elapsed_s"] >= 0.95
+    assert run["errors"] == {}
+    assert run["owed_total"] == run["settled_total"] == run["accepted"] and run["settled_exact"]
+
+
+def test_bench_against_running_services(tmp_path: Path) -> None:
+    with local_services("embedded") as services:
+        done = run_bench(
+            tmp_path,
+            "--issuer-url", services.issuer_url,
+            "--vendor-url", services.vendor_url,
+            "--vendor-pid", str(services.vendor_pid),
+            "--modes", "paytree",
+            "--payments", "200",
+            "--channels", "2",
+        )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["store"] == "external" and result["vendor_pid"] == services.vendor_pid
+    (run,) = result["runs"]
+    assert run["accepted"] == run["settled_total"] == 200 and run["settled_exact"]
+    assert run["vendor_cpu_us_per_payment"] > 0
+    assert run["redis_cpu_us_per_payment"] is None
+
+
+@pytest.mark.redis
+def test_bench_on_a_redis_store_it_starts_and_stops(tmp_path: Path) -> None:
+    done = run_bench(
+        tmp_path, "--store", "redis", "--modes", "payword,paytree_second_opt", "--payments", "400"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["store"] == "redis"
+    for run in result["runs"]:
+        assert run["accepted"] == run["settled_total"] == 400 and run["settled_exact"]
+        assert run["redis_cpu_us_per_payment"] is not None  # /proc ticks: may round to 0
+        assert run["vendor_cpu_us_per_payment"] > 0
+    # Everything the bench started is gone, redis-server included.
+    (_, texts) = png_chunks(tmp_path / "cpu.png")
+    assert json.loads(texts["nanomoni"]) == {
+        part: {run["label"]: run[f"{part}_cpu_us_per_payment"] for run in result["runs"]}
+        for part in ("vendor", "redis")
+    }
+    for pid in (result["redis_pid"], result["vendor_pid"]):
+        assert not is_running(pid), pid
+
+
+def is_running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has stopped running

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 
 import msgspec
@@ -115,3 +116,26 @@ def test_sync_client_runs_the_lifecycle(services: LocalServices) -> None:
         channel.close()
         assert channel.refresh().balance == 40
         assert client.balance() == start - 40
+
+
+@pytest.mark.parametrize("mode", [Mode.paytree_first_opt, Mode.paytree_second_opt])
+async def test_pruned_proofs_follow_the_vendor_over_random_gaps(
+    services: LocalServices, mode: Mode
+) -> None:
+    rng = random.Random(f"gaps-{mode.value}")
+    client = await ready_client(services)
+    try:
+        channel = await client.open_channel(mode, 1000, unit_value=1, max_index=1000)
+        index = sent = payments = 0
+        while index + 100 <= 1000:
+            index += rng.choice([1, 1, 2, 3, 7, 16, 33, 100])
+            sent += sibling_count(channel.encode_payment(index))
+            result = await channel.pay_to(index)
+            assert not result.replay and result.owed == index
+            payments += 1
+        await channel.close()
+        assert (await channel.refresh()).balance == index
+        # Pruning pays off: fewer siblings than full depth-10 paths would carry.
+        assert sent < 10 * payments
+    finally:
+        await client.close()

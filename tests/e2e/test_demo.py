@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 from pathlib import Path
 
-from nanomoni.client.demo import DEFAULT_RUNS, parse_runs
+from rich.console import Console
+
+from nanomoni import launch
+from nanomoni.client.demo import DEFAULT_RUNS, parse_runs, render, run_all
 from nanomoni.client.local import cli_command
 
 
@@ -35,3 +39,21 @@ def test_demo_rejects_unknown_modes(tmp_path: Path) -> None:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
     assert done.returncode == 2
     assert "unknown mode 'cheque'" in done.stderr
+
+
+async def test_demo_reports_what_does_not_reconcile(tmp_path: Path) -> None:
+    # An issuer that grants almost nothing: every channel open is refused.
+    with (
+        launch.start_issuer(data_dir=tmp_path / "issuer", initial_balance=10) as issuer,
+        launch.start_vendor(data_dir=tmp_path / "vendor", issuer_url=issuer.url) as vendor,
+    ):
+        console = Console(file=io.StringIO(), width=200)
+        outcomes = await run_all(
+            issuer.url, vendor.url, parse_runs("payword,paytree:blake3"), 20, "p256", console
+        )
+    assert [outcome.reconciled for outcome in outcomes] == [False, False]
+    for outcome in outcomes:
+        assert any("insufficient_balance" in problem for problem in outcome.problems)
+    console.print(render(outcomes))
+    output = console.file.getvalue()  # type: ignore[attr-defined]
+    assert output.count("✗") == 2 and "✓" not in output

@@ -16,11 +16,11 @@ from nanomoni.client.proofs import (
     SignaturePayer,
     build_open_request,
     create_commitment_payer,
-    signature_message,
 )
 from nanomoni.client.wallet import Wallet
 from nanomoni.encoding import b64decode, canonical_json
 from nanomoni.protocol.model import Mode
+from nanomoni.protocol.payments import signature_message
 
 SUITES = ("sha256", "blake3")
 
@@ -135,6 +135,7 @@ def test_second_opt_sibling_counts_and_verification(alg: str) -> None:
 def test_pruned_body_is_stable_until_accepted() -> None:
     for mode in (Mode.paytree_first_opt, Mode.paytree_second_opt):
         payer = create_commitment_payer(mode, 64, "sha256")
+        assert isinstance(payer, PaytreePayer)
         payer.accepted(5)
         first = msgspec.json.encode(payer.body(9))
         assert msgspec.json.encode(payer.body(9)) == first  # a retry is byte-identical
