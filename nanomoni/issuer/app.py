@@ -198,7 +198,9 @@ class Issuer:
         except NanoMoniError as exc:
             metrics.settlement(mode.value, "rejected" if exc.status < 500 else "error")
             raise
-        metrics.settlement(mode.value, "settled")
+        # The store answers a repeated identical settlement with the original closure.
+        repeated = settled.closed_at != closure.closed_at
+        metrics.settlement(mode.value, "replay" if repeated else "settled")
         response = wire.SettlementResponse(
             channel_id, settled.client_balance, settled.vendor_balance
         )

@@ -139,6 +139,13 @@ def test_settlement_the_vendor_never_recorded_is_repaired(
         first = stack.issuer.post(path, json=settlement)
         assert first.status_code == 200, first.text
         assert stack.issuer.post(path, json=settlement).json() == first.json()  # safe retry
+        # ...counted as a replay, so "open channels = opened - settled" stays right.
+        replays = [
+            line
+            for line in httpx.get(issuer.url + "/metrics").text.splitlines()
+            if line.startswith('nanomoni_settlements_total{mode="payword",outcome="replay"}')
+        ]
+        assert replays and float(replays[0].rsplit(" ", 1)[1]) >= 1
         # A restarted vendor no longer caches the (now closed) channel: it re-learns it.
         assert vendor.stop() == 0
         vendor = _vendor(deployment, issuer.url, tmp_path / "vendor")
