@@ -4,10 +4,12 @@ store URLs."""
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -132,3 +134,26 @@ async def test_a_closed_store_refuses_work(tmp_path: Path) -> None:
     await store.close()
     with pytest.raises(RuntimeError, match="closed"):
         await store.get_account("anyone")
+
+
+def _open_at_barrier(url: str, barrier: Any) -> None:
+    async def open_and_close() -> None:
+        store = await open_vendor_store(url)
+        await store.close()
+
+    barrier.wait()
+    asyncio.run(open_and_close())
+
+
+def test_processes_opening_one_new_file_at_once(tmp_path: Path) -> None:
+    """Switching a new file to WAL races between processes; every opener must succeed."""
+    context = multiprocessing.get_context("fork")
+    for trial in range(15):
+        url = f"sqlite:{tmp_path / f'new-{trial}.sqlite3'}"
+        barrier = context.Barrier(6)
+        openers = [context.Process(target=_open_at_barrier, args=(url, barrier)) for _ in range(6)]
+        for opener in openers:
+            opener.start()
+        for opener in openers:
+            opener.join(timeout=30)
+        assert [opener.exitcode for opener in openers] == [0] * 6
