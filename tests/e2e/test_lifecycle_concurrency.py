@@ -127,14 +127,7 @@ def test_settlement_the_vendor_never_recorded_is_repaired(
         assert stack.pay(channel, 4).status_code == 201
         # What the vendor would have sent, signed with its own key from its data directory.
         key = crypto.SigningKey.from_pem((tmp_path / "vendor" / "vendor-key.pem").read_bytes())
-        token = b64encode(channel.chain.token(4))
-        message = canonical_json({"channel_id": channel.channel_id, "k": 4, "token_b64": token})
-        settlement = {
-            "vendor_public_key_der_b64": stack.vendor_pk,
-            "k": 4,
-            "token_b64": token,
-            "vendor_signature_b64": b64encode(key.sign(message)),
-        }
+        settlement = _payword_settlement(channel, key, stack.vendor_pk, 4)
         path = f"/channels/payword/{channel.channel_id}/settlements"
         first = stack.issuer.post(path, json=settlement)
         assert first.status_code == 200, first.text
@@ -155,14 +148,7 @@ def test_settlement_the_vendor_never_recorded_is_repaired(
         assert stack.balance(stack.vendor_pk) == vendor_before + 40
         assert stack.balance(client.pk) == 1_000_000 - 40
         # A different proof on the closed channel is refused.
-        other = dict(settlement, k=3, token_b64=b64encode(channel.chain.token(3)))
-        other["vendor_signature_b64"] = b64encode(
-            key.sign(
-                canonical_json(
-                    {"channel_id": channel.channel_id, "k": 3, "token_b64": other["token_b64"]}
-                )
-            )
-        )
+        other = _payword_settlement(channel, key, stack.vendor_pk, 3)
         stack.expect_error(stack.issuer.post(path, json=other), 400, "already_closed")
     finally:
         stack.close()
@@ -214,14 +200,7 @@ def test_issuer_refusal_is_a_settlement_failure(
         channel = stack.open("payword", client, amount=640, max_index=64)
         assert stack.pay(channel, 4).status_code == 201
         key = crypto.SigningKey.from_pem((tmp_path / "vendor" / "vendor-key.pem").read_bytes())
-        token = b64encode(channel.chain.token(3))
-        message = canonical_json({"channel_id": channel.channel_id, "k": 3, "token_b64": token})
-        earlier = {
-            "vendor_public_key_der_b64": stack.vendor_pk,
-            "k": 3,
-            "token_b64": token,
-            "vendor_signature_b64": b64encode(key.sign(message)),
-        }
+        earlier = _payword_settlement(channel, key, stack.vendor_pk, 3)
         path = f"/channels/payword/{channel.channel_id}/settlements"
         assert stack.issuer.post(path, json=earlier).status_code == 200
         vendor_balance = stack.balance(stack.vendor_pk)
@@ -233,3 +212,17 @@ def test_issuer_refusal_is_a_settlement_failure(
     finally:
         stack.close()
         assert vendor.stop() == 0
+
+
+def _payword_settlement(
+    channel: Any, key: crypto.SigningKey, vendor_pk: str, k: int
+) -> dict[str, Any]:
+    """The settlement body a vendor would send for payword index k (SPEC §4.5)."""
+    token = b64encode(channel.chain.token(k))
+    message = canonical_json({"channel_id": channel.channel_id, "k": k, "token_b64": token})
+    return {
+        "vendor_public_key_der_b64": vendor_pk,
+        "k": k,
+        "token_b64": token,
+        "vendor_signature_b64": b64encode(key.sign(message)),
+    }
