@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 
 from nanomoni.protocol.model import ChannelTerms, Closure, Mode, PaymentState
+from nanomoni.store.base import IssuerStore
 
 
 def new_key() -> str:
@@ -58,3 +59,20 @@ def state(index: int, owed: int | None = None, proof: bytes = b"proof") -> Payme
         proof=proof + index.to_bytes(8, "big"),
         created_at="2026-11-30T00:30:00.000000+00:00",
     )
+
+
+async def opened_channel(
+    issuer: IssuerStore,
+    amount: int,
+    *,
+    client_balance: int = 100,
+    vendor_balance: int = 0,
+    mode: Mode = Mode.payword,
+) -> tuple[str, str, ChannelTerms]:
+    """A client and a vendor registered with these balances, and one open channel."""
+    client, vendor = new_key(), new_key()
+    await issuer.register(client, client_balance)
+    await issuer.register(vendor, vendor_balance)
+    channel = terms(client, vendor, amount, mode=mode)
+    await issuer.open_channel(channel)
+    return client, vendor, channel

@@ -7,7 +7,7 @@ import random
 from collections.abc import AsyncIterator
 
 import pytest
-from contract.factories import closure, new_channel_id, new_key, state, terms
+from contract.factories import closure, new_channel_id, new_key, opened_channel, state, terms
 
 from nanomoni.errors import Code, NanoMoniError
 from nanomoni.protocol.model import CasOutcome, CasResult, Closure
@@ -54,11 +54,7 @@ async def test_50_concurrent_opens_with_room_for_10(issuers: list[IssuerStore]) 
 
 
 async def test_10_concurrent_settlements_move_money_once(issuers: list[IssuerStore]) -> None:
-    client, vendor = new_key(), new_key()
-    await issuers[0].register(client, 100)
-    await issuers[0].register(vendor, 0)
-    channel = terms(client, vendor, 80)
-    await issuers[0].open_channel(channel)
+    client, vendor, channel = await opened_channel(issuers[0], 80)
     answers = await asyncio.gather(
         *(issuers[n % 2].settle(channel.channel_id, closure(30)) for n in range(10))
     )
@@ -71,11 +67,7 @@ async def test_10_concurrent_settlements_move_money_once(issuers: list[IssuerSto
 
 
 async def test_competing_settlements_have_one_winner(issuers: list[IssuerStore]) -> None:
-    client, vendor = new_key(), new_key()
-    await issuers[0].register(client, 100)
-    await issuers[0].register(vendor, 0)
-    channel = terms(client, vendor, 80)
-    await issuers[0].open_channel(channel)
+    client, vendor, channel = await opened_channel(issuers[0], 80)
     outcomes = await asyncio.gather(
         *(
             issuers[n % 2].settle(channel.channel_id, closure(n + 1, f"proof-{n}".encode()))

@@ -6,7 +6,7 @@ import asyncio
 
 import msgspec
 import pytest
-from contract.factories import closure, new_channel_id, new_key, terms
+from contract.factories import closure, new_channel_id, new_key, opened_channel, terms
 
 from nanomoni.errors import Code, NanoMoniError
 from nanomoni.protocol.model import Account, Mode
@@ -144,11 +144,7 @@ async def test_open_refuses_amount_below_one(issuer: IssuerStore) -> None:
 
 
 async def test_settle_moves_money_once_and_retry_returns_same(issuer: IssuerStore) -> None:
-    client, vendor = new_key(), new_key()
-    await issuer.register(client, 100)
-    await issuer.register(vendor, 5)
-    channel = terms(client, vendor, 60)
-    await issuer.open_channel(channel)
+    client, vendor, channel = await opened_channel(issuer, 60, vendor_balance=5)
     first = await issuer.settle(channel.channel_id, closure(25))
     assert (first.client_balance, first.vendor_balance, first.owed) == (75, 30, 25)
     assert await issuer.settle(channel.channel_id, closure(25)) == first
@@ -162,11 +158,7 @@ async def test_settle_moves_money_once_and_retry_returns_same(issuer: IssuerStor
 
 
 async def test_settle_with_another_proof_is_already_closed(issuer: IssuerStore) -> None:
-    client, vendor = new_key(), new_key()
-    await issuer.register(client, 100)
-    await issuer.register(vendor, 0)
-    channel = terms(client, vendor, 60)
-    await issuer.open_channel(channel)
+    _client, vendor, channel = await opened_channel(issuer, 60)
     await issuer.settle(channel.channel_id, closure(25, b"proof-a"))
     with pytest.raises(NanoMoniError) as refused:
         await issuer.settle(channel.channel_id, closure(30, b"proof-b"))
@@ -182,11 +174,7 @@ async def test_settle_unknown_channel(issuer: IssuerStore) -> None:
 
 
 async def test_settle_owed_above_amount_is_refused(issuer: IssuerStore) -> None:
-    client, vendor = new_key(), new_key()
-    await issuer.register(client, 100)
-    await issuer.register(vendor, 0)
-    channel = terms(client, vendor, 60)
-    await issuer.open_channel(channel)
+    _client, _vendor, channel = await opened_channel(issuer, 60)
     with pytest.raises(NanoMoniError) as refused:
         await issuer.settle(channel.channel_id, closure(61))
     assert refused.value.code is Code.exceeds_amount
@@ -197,11 +185,7 @@ async def test_settle_owed_above_amount_is_refused(issuer: IssuerStore) -> None:
 
 
 async def test_settle_signature_mode_keeps_close_signatures(issuer: IssuerStore) -> None:
-    client, vendor = new_key(), new_key()
-    await issuer.register(client, 100)
-    await issuer.register(vendor, 0)
-    channel = terms(client, vendor, 50, mode=Mode.signature)
-    await issuer.open_channel(channel)
+    _client, _vendor, channel = await opened_channel(issuer, 50, mode=Mode.signature)
     signed = msgspec.structs.replace(
         closure(20),
         close_payload_b64="eyJjaGFubmVsX2lkIjoiYyJ9",
