@@ -33,11 +33,24 @@ class Code(StrEnum):
     settlement_failed = "settlement_failed"
     issuer_unavailable = "issuer_unavailable"
     internal_error = "internal_error"
+    # v1.1
+    not_found = "not_found"
+    wrong_issuer = "wrong_issuer"
+    invalid_ttl = "invalid_ttl"
+    payment_required = "payment_required"
+    insufficient_credit = "insufficient_credit"
+    rate_limited = "rate_limited"
+    store_unavailable = "store_unavailable"
 
 
 _STATUS: dict[Code, int] = {
     Code.channel_not_found: 404,
     Code.account_not_found: 404,
+    Code.not_found: 404,
+    Code.payment_required: 402,
+    Code.insufficient_credit: 402,
+    Code.rate_limited: 429,
+    Code.store_unavailable: 503,
     Code.unauthorized: 401,
     Code.forbidden: 403,
     Code.validation_error: 422,
