@@ -29,7 +29,7 @@ venv: system-deps $(VENV)/bin/python
 
 install: venv
 	rm -f nanomoni/_core*.so  # a stale in-place build must not ride into the wheel
-	$(PIP) install -q ".[test,bench,dev]"
+	$(PIP) install -q ".[tools,test,bench,dev]"
 
 # Developer build: compiles the core into the source tree (use with PYTHONPATH=.).
 inplace: venv

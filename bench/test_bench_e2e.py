@@ -32,13 +32,13 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-
-from nanomoni.client.cpu import cpu_seconds
 from nanomoni.client.proofs import SignaturePayer, build_open_request, create_commitment_payer
-from nanomoni.client.rawhttp import RawConnection, build_post
+
 from nanomoni.client.wallet import Wallet
 from nanomoni.launch import ServiceProcess, free_port, start_issuer, start_vendor
 from nanomoni.protocol.model import Mode
+from nanomoni.tools.cpu import cpu_seconds
+from nanomoni.tools.rawhttp import RawConnection, build_post
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from redis_servers import redis_server

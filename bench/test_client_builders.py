@@ -10,12 +10,12 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
-import msgspec
 import pytest
 
-from nanomoni.client.proofs import Payer, SignaturePayer, create_commitment_payer
+from nanomoni import wire
 from nanomoni.client.wallet import Wallet
 from nanomoni.protocol.model import Mode
+from nanomoni.protocol.modes import RULES, Payer
 
 PAYMENTS = 4096  # per round, sequential indices on a 2^16-leaf tree
 MAX_INDEX = 2**16
@@ -33,7 +33,7 @@ def build_sequence(payer: Payer, start: int) -> Callable[[], None]:
     def run() -> None:
         first = state["next"]
         for index in range(first, first + PAYMENTS):
-            msgspec.json.encode(payer.body(index))
+            wire.encode_payment(payer.payment(index))
             payer.accepted(index)
         state["next"] = first + PAYMENTS
 
@@ -57,21 +57,23 @@ def test_baseline_hashlib_sha256(benchmark: Any) -> None:
 )
 def test_build_payment(benchmark: Any, mode: Mode) -> None:
     # 5 rounds of PAYMENTS each must fit in the commitment.
-    payer = create_commitment_payer(mode, MAX_INDEX, "sha256")
+    payer = RULES[mode].create_payer(Wallet.generate().key, max_index=MAX_INDEX, hash_alg="sha256")
     per_payment(benchmark, build_sequence(payer, 1), PAYMENTS)
 
 
 @pytest.mark.benchmark(group="client-builders")
 @pytest.mark.parametrize("batched", [False, True], ids=["one-by-one", "sign_many"])
 def test_build_signature_payment(benchmark: Any, batched: bool) -> None:
-    payer = SignaturePayer(Wallet.generate("p256"), "c" * 43)
+    wallet = Wallet.generate("p256")
+    payer = RULES[Mode.signature].create_payer(wallet.key, max_index=2**20, hash_alg="sha256")
+    payer.channel_id = "c" * 43
     count = 256
 
     def run() -> None:
         if batched:
-            payer.bodies(range(1, count + 1))
+            payer.payments(range(1, count + 1))
         else:
             for index in range(1, count + 1):
-                payer.body(index)
+                payer.payment(index)
 
     per_payment(benchmark, run, count)

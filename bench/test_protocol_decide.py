@@ -1,9 +1,10 @@
 """µs per vendor payment decision, per mode, next to the bare crypto it wraps.
 
-Each group holds two benchmarks measured in the same run: `decide` (the whole
-pure protocol step: checks, base64 decoding, verification, new state) and
-`crypto` (only the native verification on already-decoded bytes). Their
-difference is the protocol layer's own cost.
+Each group holds two benchmarks measured in the same run: `decide` (the edge's
+decoding of the JSON body into the domain payment, then the whole pure protocol
+step: checks, verification, new state) and `crypto` (only the native
+verification on already-decoded bytes). Their difference is the protocol
+layer's own cost.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import pytest
 from nanomoni import crypto, wire
 from nanomoni.encoding import b64encode, canonical_json
 from nanomoni.protocol.model import ChannelTerms, Mode, PaymentState, VendorView
-from nanomoni.protocol.modes import MEMBERS, TREE_MODES
+from nanomoni.protocol.modes import RULES
 from nanomoni.protocol.opening import open_channel_terms
-from nanomoni.protocol.payments import decide_payment, payment_node_keys
+from nanomoni.protocol.payments import decide_payment
 
 MAX_INDEX = 2**16 - 1  # depth 16
 WARM = 1000  # payments accepted before the measured one
@@ -33,20 +34,29 @@ def open_terms(
         "vendor_public_key_der_b64": b64encode(vendor.public_key_der),
         "amount": MAX_INDEX,
     }
-    if mode in MEMBERS:
-        root_name, unit_name, max_name = MEMBERS[mode]
-        fields.update({root_name: b64encode(root), unit_name: 1, max_name: MAX_INDEX})
-    request = wire.OpenChannelRequest(
-        open_signature_b64=b64encode(client.sign(canonical_json(fields))), **fields
-    )
+    members = RULES[mode].members
+    if members is not None:
+        fields.update({members.root: b64encode(root), members.unit: 1, members.max: MAX_INDEX})
+    fields["open_signature_b64"] = b64encode(client.sign(canonical_json(fields)))
+    request = wire.decode_open(wire.encode(fields))
     return open_channel_terms(
-        mode, request, salt=os.urandom(32), channel_uuid="bench", created_at="t"
+        RULES[mode], request, salt=os.urandom(32), channel_uuid="bench", created_at="t"
     )
+
+
+def decider(mode: Mode, terms: ChannelTerms, view: VendorView, raw: bytes) -> Callable[[], object]:
+    """Decode at the edge, then decide: what the vendor does per payment besides I/O."""
+    rules = RULES[mode]
+
+    def decide() -> object:
+        return decide_payment(rules, terms, view, wire.decode_payment(rules, raw), now="t")
+
+    return decide
 
 
 def tree_payment(
     mode: Mode, tree: crypto.MerkleTree, i: int, last: int | None, known: set[tuple[int, int]]
-) -> tuple[wire.PaytreePayment, list[bytes]]:
+) -> tuple[bytes, list[bytes]]:
     proof = tree.proof(i)
     if mode == Mode.paytree:
         siblings = proof
@@ -55,10 +65,10 @@ def tree_payment(
     else:
         missing, _ = crypto.second_opt_levels(i, tree.depth, lambda lv, p: (lv, p) in known)
         siblings = [proof[level] for level in missing]
-    payment = wire.PaytreePayment(
+    payment = wire.TreePaymentBody(
         i=i, leaf_b64=b64encode(tree.leaf(i)), siblings_b64=[b64encode(s) for s in siblings]
     )
-    return payment, siblings
+    return wire.encode(payment), siblings
 
 
 def prepare(mode: Mode) -> tuple[Callable[[], object], Callable[[], object]]:
@@ -73,14 +83,16 @@ def prepare(mode: Mode) -> tuple[Callable[[], object], Callable[[], object]]:
         signature = client.sign(message)
         state = PaymentState(index=WARM, owed=WARM, proof=client.sign(b"x"), created_at="t")
         view = VendorView(state=state, nodes=[], closing=False)
-        payment: wire.Payment = wire.SignaturePayment(
-            channel_id=terms.channel_id,
-            cumulative_owed_amount=WARM + 1,
-            signature_b64=b64encode(signature),
+        raw = wire.encode(
+            wire.SignaturePaymentBody(
+                channel_id=terms.channel_id,
+                cumulative_owed_amount=WARM + 1,
+                signature_b64=b64encode(signature),
+            )
         )
         der = client.public_key_der
         return (
-            lambda: decide_payment(mode, terms, view, payment, now="t"),
+            decider(mode, terms, view, raw),
             lambda: crypto.verify_signature(der, message, signature),
         )
     if mode == Mode.payword:
@@ -89,9 +101,9 @@ def prepare(mode: Mode) -> tuple[Callable[[], object], Callable[[], object]]:
         previous, token = chain.token(WARM), chain.token(WARM + 1)
         state = PaymentState(index=WARM, owed=WARM, proof=previous, created_at="t")
         view = VendorView(state=state, nodes=[], closing=False)
-        payment = wire.PaywordPayment(k=WARM + 1, token_b64=b64encode(token))
+        raw = wire.encode(wire.PaywordPaymentBody(k=WARM + 1, token_b64=b64encode(token)))
         return (
-            lambda: decide_payment(mode, terms, view, payment, now="t"),
+            decider(mode, terms, view, raw),
             lambda: crypto.verify_payword(token, 1, previous),
         )
     return prepare_tree(mode, client, vendor)
@@ -100,7 +112,7 @@ def prepare(mode: Mode) -> tuple[Callable[[], object], Callable[[], object]]:
 def prepare_tree(
     mode: Mode, client: crypto.SigningKey, vendor: crypto.SigningKey
 ) -> tuple[Callable[[], object], Callable[[], object]]:
-    assert mode in TREE_MODES
+    rules = RULES[mode]
     tree = crypto.MerkleTree.from_secrets([os.urandom(32) for _ in range(MAX_INDEX + 1)])
     terms = open_terms(mode, client, vendor, tree.root)
     # Accept payments 1..WARM as the vendor would; WARM + 1 is the measured one.
@@ -108,22 +120,21 @@ def prepare_tree(
     nodes: dict[int, bytes] = {}
     known: set[tuple[int, int]] = set()
     for i in range(1, WARM + 1):
-        payment, _ = tree_payment(mode, tree, i, accepted.index if accepted else None, known)
-        keys = payment_node_keys(terms, payment)
+        raw, _ = tree_payment(mode, tree, i, accepted.index if accepted else None, known)
+        payment = wire.decode_payment(rules, raw)
+        keys = rules.payment_node_keys(terms, payment)
         view = VendorView(state=accepted, nodes=[nodes.get(k) for k in keys], closing=False)
-        decision = decide_payment(mode, terms, view, payment, now="t")
+        decision = decide_payment(rules, terms, view, payment, now="t")
         accepted = decision.state
         nodes.update(decision.nodes)
         for level in range(tree.depth):
             known.update({(level, i >> level), (level, (i >> level) ^ 1)})
     i = WARM + 1
-    payment, sent = tree_payment(mode, tree, i, WARM, known)
-    keys = payment_node_keys(terms, payment)
+    raw, sent = tree_payment(mode, tree, i, WARM, known)
+    keys = rules.payment_node_keys(terms, wire.decode_payment(rules, raw))
     view = VendorView(state=accepted, nodes=[nodes.get(k) for k in keys], closing=False)
     leaf, root, depth = tree.leaf(i), tree.root, tree.depth
-
-    def decide() -> object:
-        return decide_payment(mode, terms, view, payment, now="t")
+    decide = decider(mode, terms, view, raw)
 
     def bare() -> object:
         if mode == Mode.paytree:

@@ -1,8 +1,9 @@
-"""The `nanomoni` command (SPEC §8): issuer, vendor, demo, bench.
+"""The `nanomoni` command (SPEC §8): issuer, vendor, demo, bench — one parser.
 
 Every service flag can also come from NANOMONI_<SERVICE>_<FLAG>
 (e.g. NANOMONI_VENDOR_STORE, NANOMONI_ISSUER_ADMIN_TOKEN); a flag on the
-command line wins over the environment.
+command line wins over the environment. Defaults come from `nanomoni.config`
+and every `--help` shows them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-DEFAULT_DATA_DIR = "./nanomoni-data"
+from nanomoni import __version__, config
 
 
 class _Flags:
@@ -45,8 +46,13 @@ class _Flags:
                 default, required = type(from_env), False
             except (ValueError, argparse.ArgumentTypeError) as exc:
                 self.parser.error(f"{env_name}={from_env!r}: {exc}")
+        shown = "" if default is None or default == "" else " (default: %(default)s)"
         self.parser.add_argument(
-            flag, type=type, default=default, required=required, help=f"{help} [env {env_name}]"
+            flag,
+            type=type,
+            default=default,
+            required=required,
+            help=f"{help}{shown} [env {env_name}]",
         )
 
 
@@ -64,8 +70,15 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
 def _common(flags: _Flags, port: int) -> None:
-    flags.add("--host", default="127.0.0.1", help="address to listen on")
+    flags.add("--host", default=config.HOST, help="address to listen on")
     flags.add(
         "--port", type=_non_negative, default=port, help="port to listen on (0: any free port)"
     )
@@ -79,55 +92,178 @@ def _common(flags: _Flags, port: int) -> None:
         type=Path,
         help="PKCS#8 PEM private key (default: created in the data directory)",
     )
+    flags.add("--data-dir", type=Path, default=config.DATA_DIR, help="where default files live")
     flags.add(
-        "--data-dir", type=Path, default=Path(DEFAULT_DATA_DIR), help="where default files live"
+        "--workers",
+        type=_positive,
+        default=config.WORKERS,
+        help="worker processes sharing the socket",
     )
-    flags.add("--workers", type=_positive, default=1, help="worker processes sharing the socket")
-    flags.add("--max-body", type=_positive, default=64 * 1024, help="request body limit in bytes")
-    flags.add("--log-level", default="warning", help="logging level")
+    flags.add(
+        "--max-body", type=_positive, default=config.MAX_BODY, help="request body limit in bytes"
+    )
+    flags.add("--log-level", default=config.LOG_LEVEL, help="logging level")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nanomoni", description="NanoMoni micropayments")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    issuer = _Flags(commands.add_parser("issuer", help="run the issuer service"), "issuer")
-    _common(issuer, 8001)
-    issuer.add(
+def _issuer(parser: argparse.ArgumentParser) -> None:
+    flags = _Flags(parser, "issuer")
+    _common(flags, config.ISSUER_PORT)
+    flags.add(
         "--initial-balance",
         type=_non_negative,
-        default=10_000_000,
+        default=config.INITIAL_BALANCE,
         help="balance granted to a newly registered account",
     )
-    issuer.add(
+    flags.add(
         "--admin-token", help="bearer token that authorises deposits (none: deposits refused)"
     )
-    issuer.add(
+    flags.add(
         "--max-index",
         type=_positive,
-        default=2**24,
+        default=config.MAX_INDEX,
         help="largest max_k / max_i a channel may have",
     )
 
-    vendor = _Flags(commands.add_parser("vendor", help="run the vendor service"), "vendor")
-    _common(vendor, 8000)
-    vendor.add(
+
+def _vendor(parser: argparse.ArgumentParser) -> None:
+    flags = _Flags(parser, "vendor")
+    _common(flags, config.VENDOR_PORT)
+    flags.add(
         "--issuer-url", required=True, help="the issuer's root URL, e.g. http://127.0.0.1:8001"
     )
-    vendor.add(
-        "--max-hashes", type=_positive, default=2**20, help="hashes one payword payment may cost"
+    flags.add(
+        "--max-hashes",
+        type=_positive,
+        default=config.MAX_HASHES,
+        help="hashes one payword payment may cost",
     )
-    vendor.add("--issuer-timeout", type=float, default=10.0, help="seconds to wait for the issuer")
-    vendor.add(
+    flags.add(
+        "--issuer-timeout",
+        type=_positive_float,
+        default=config.ISSUER_TIMEOUT,
+        help="seconds to wait for the issuer",
+    )
+    flags.add(
         "--terms-cache",
         type=_positive,
-        default=200_000,
+        default=config.TERMS_CACHE,
         help="channel terms kept in memory per worker",
     )
 
-    commands.add_parser("demo", help="run the whole lifecycle for every mode", add_help=False)
-    commands.add_parser("bench", help="load benchmark", add_help=False)
-    return parser
+
+def _demo(parser: argparse.ArgumentParser) -> None:
+    from nanomoni.crypto import KEY_KINDS
+    from nanomoni.tools.runs import DEMO_RUNS, parse_runs
+
+    parser.add_argument(
+        "--payments",
+        type=_positive,
+        default=config.DEMO_PAYMENTS,
+        help="payments per mode (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--modes",
+        type=parse_runs,
+        default=parse_runs(DEMO_RUNS),
+        help=f"comma-separated modes, each optionally ':blake3' (default: {DEMO_RUNS})",
+    )
+    parser.add_argument(
+        "--key-kind", choices=KEY_KINDS, default="p256", help="the client's key (default: p256)"
+    )
+
+
+def _bench(parser: argparse.ArgumentParser) -> None:
+    from nanomoni.crypto import KEY_KINDS
+    from nanomoni.tools.runs import EVERY_MODE, parse_runs
+
+    target = parser.add_argument_group("services (default: start them here)")
+    target.add_argument("--issuer-url", help="a running issuer (loopback only)")
+    target.add_argument("--vendor-url", help="a running vendor (loopback only)")
+    target.add_argument("--vendor-pid", type=int, help="vendor PID, for CPU per payment")
+    target.add_argument("--redis-pid", type=int, help="redis-server PID, for CPU per payment")
+    target.add_argument("--admin-token", help="deposit the funds the run needs (issuers at 0)")
+    target.add_argument(
+        "--store",
+        choices=("embedded", "redis"),
+        default="embedded",
+        help="store of the services it starts (default: %(default)s)",
+    )
+    target.add_argument(
+        "--workers",
+        type=_positive,
+        default=config.WORKERS,
+        help="workers of the services it starts (default: %(default)s)",
+    )
+    load = parser.add_argument_group("load")
+    load.add_argument(
+        "--modes",
+        type=parse_runs,
+        default=parse_runs(EVERY_MODE),
+        help="comma-separated modes, each optionally ':blake3' (default: every mode)",
+    )
+
+    def payments(text: str) -> int:
+        value = _positive(text)
+        if value > config.BENCH_MAX_PAYMENTS:
+            raise argparse.ArgumentTypeError(f"at most {config.BENCH_MAX_PAYMENTS}")
+        return value
+
+    load.add_argument(
+        "--payments",
+        type=payments,
+        default=config.BENCH_PAYMENTS,
+        help="payments per mode (default: %(default)s)",
+    )
+    load.add_argument(
+        "--channels",
+        type=_positive,
+        default=config.BENCH_CHANNELS,
+        help="channels per mode (default: %(default)s)",
+    )
+    load.add_argument(
+        "--concurrency",
+        type=_positive,
+        default=config.BENCH_CONCURRENCY,
+        help="payments in flight (default: %(default)s)",
+    )
+    load.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="payments/s per mode, 0 for as fast as possible (default: %(default)s)",
+    )
+    load.add_argument(
+        "--duration", type=_positive_float, help="cut each mode's timed phase after S seconds"
+    )
+    load.add_argument(
+        "--key-kind", choices=KEY_KINDS, default="p256", help="the client's key (default: p256)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=config.BENCH_OUT, help="output folder (default: %(default)s)"
+    )
+
+
+_COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], str]] = {
+    "issuer": (_issuer, "run the issuer service"),
+    "vendor": (_vendor, "run the vendor service"),
+    "demo": (_demo, "run the whole lifecycle for every mode on local services"),
+    "bench": (_bench, "load benchmark (needs the tools extra: pip install 'nanomoni[tools]')"),
+}
+
+
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    parser = argparse.ArgumentParser(prog="nanomoni", description="NanoMoni micropayments")
+    parser.add_argument("--version", action="version", version=f"nanomoni {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    subparsers = {}
+    for name, (add_options, summary) in _COMMANDS.items():
+        subparsers[name] = commands.add_parser(name, help=summary, description=summary)
+        add_options(subparsers[name])
+    return parser, subparsers
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return _parser()[0]
 
 
 def _run_service(args: argparse.Namespace) -> int:
@@ -204,14 +340,28 @@ def _prepare(data_dir: Path, key_path: Path, open_store: Callable[[], Awaitable[
         raise SystemExit(f"nanomoni: cannot open the store: {exc}") from None
 
 
+def _run_tool(args: argparse.Namespace, subparser: argparse.ArgumentParser) -> int:
+    try:
+        # Imported only when asked for: the services never load the tools.
+        tool = importlib.import_module(f"nanomoni.tools.{args.command}")
+    except ImportError as exc:
+        raise SystemExit(
+            f"nanomoni {args.command}: {exc.name or exc} is not installed: "
+            "pip install 'nanomoni[tools]'"
+        ) from None
+    check = getattr(tool, "invalid", None)
+    problem = check(args) if check is not None else None
+    if problem:
+        subparser.error(problem)
+    return int(tool.main(args))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("demo", "bench"):
-        # Imported lazily: the services never load the client library.
-        command = importlib.import_module(f"nanomoni.client.{argv[0]}")
-        return int(command.main(argv[1:]))
-    args = _parser().parse_args(argv)
-    return _run_service(args)
+    parser, subparsers = _parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    if args.command in ("issuer", "vendor"):
+        return _run_service(args)
+    return _run_tool(args, subparsers[args.command])
 
 
 if __name__ == "__main__":

@@ -8,9 +8,8 @@ names the bad member and a route's mode decides the body type.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 from litestar import Litestar, MediaType, Request, Response, get
@@ -27,53 +26,16 @@ from litestar.types import (
     Send,
 )
 
-from nanomoni import __version__, metrics, wire
+from nanomoni import __version__, config, metrics, wire
 from nanomoni.errors import Code, NanoMoniError, http_status
-from nanomoni.protocol.model import Mode
+from nanomoni.wire import ValidationFailed
 
 log = logging.getLogger("nanomoni")
 
-DEFAULT_MAX_BODY = 64 * 1024
+DEFAULT_MAX_BODY = config.MAX_BODY
 JSON = MediaType.JSON
 
-T = TypeVar("T")
-
 _encoder = msgspec.json.Encoder()
-
-
-class ValidationFailed(NanoMoniError):
-    """A schema error (422) with the bad members listed."""
-
-    def __init__(self, detail: str, errors: list[dict[str, str]]) -> None:
-        super().__init__(Code.validation_error, detail)
-        self.errors = errors
-
-
-# msgspec messages end in "- at `$.member`" (or "$" for the whole object).
-_AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
-_FIELD = re.compile(r"field `(?P<name>[^`]+)`")
-
-
-def _validation_failure(exc: msgspec.MsgspecError) -> ValidationFailed:
-    message = str(exc)
-    where = _AT.search(message)
-    path = where.group("path").lstrip(".") if where else ""
-    named = _FIELD.search(message)  # unknown / missing members name themselves
-    if named:
-        path = f"{path}.{named.group('name')}" if path else named.group("name")
-    reason = message[: where.start()] if where else message
-    field = path or "body"
-    return ValidationFailed(
-        f"invalid request body: {reason} ({field})", [{"field": field, "message": reason}]
-    )
-
-
-def decode(raw: bytes, body_type: type[T]) -> T:
-    """Decode a JSON body into `body_type`; any schema or syntax error is a 422."""
-    try:
-        return msgspec.json.decode(raw, type=body_type)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise _validation_failure(exc) from None
 
 
 def json_response(body: Any, status: int = 200) -> Response[bytes]:
@@ -89,14 +51,6 @@ def error_response(
 ) -> Response[bytes]:
     body = wire.ErrorResponse(detail=detail, code=code.value, errors=errors)
     return json_response(body, http_status(code))
-
-
-def parse_mode(segment: str) -> Mode:
-    """An unknown mode in the path is a resource that does not exist (404)."""
-    try:
-        return Mode(segment)
-    except ValueError:
-        raise NanoMoniError(Code.channel_not_found, f"unknown payment mode {segment!r}") from None
 
 
 # --- exception mapping ------------------------------------------------------------

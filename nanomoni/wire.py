@@ -1,23 +1,97 @@
-"""Request and response bodies of the HTTP API (SPEC §4–§6), as msgspec structs.
+"""The HTTP edge (SPEC §1, §4–§6): JSON bodies ⇄ the protocol's domain types.
 
-Shared by the services (decoding) and the client (encoding). Integers are
+Bodies are decoded by msgspec straight from the raw bytes into structs whose
+schema errors name the bad member (422), then into `nanomoni.protocol.messages`
+with our strict base64 (msgspec's own `bytes` accepts non-canonical text) and
+exact lengths (400 `invalid_encoding`). Shared by the services (decoding
+requests, encoding answers) and the client (the other way round). Integers are
 non-negative and below 2**63; floats, strings and booleans are schema errors.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import re
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 
+from nanomoni.encoding import b64decode, b64decode_list, b64encode, canonical_json
+from nanomoni.errors import Code, NanoMoniError
+from nanomoni.protocol.messages import (
+    OpenRequest,
+    Payment,
+    PaywordPayment,
+    PaywordSettlement,
+    Settlement,
+    SignaturePayment,
+    SignatureSettlement,
+    TreePayment,
+    TreeSettlement,
+)
+from nanomoni.protocol.model import ChannelInfo, ChannelTerms, Closure, PaymentState
+from nanomoni.protocol.modes import ALL, COMMITMENT_MEMBERS, HASH_LEN, AnyRules
+
+T = TypeVar("T")
 U63 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # msgspec bounds must fit an int64
+
+_encoder = msgspec.json.Encoder()
+encode = _encoder.encode
 
 
 class Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """Bodies whose unknown members are schema errors."""
 
 
-# --- issuer: accounts ---------------------------------------------------------
+# --- decoding -------------------------------------------------------------------------
+
+
+class ValidationFailed(NanoMoniError):
+    """A schema error (422) with the bad members listed."""
+
+    def __init__(self, detail: str, errors: list[dict[str, str]]) -> None:
+        super().__init__(Code.validation_error, detail)
+        self.errors = errors
+
+
+# msgspec messages end in "- at `$.member`" (or "$" for the whole object).
+_AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_FIELD = re.compile(r"field `(?P<name>[^`]+)`")
+
+
+def _validation_failure(exc: msgspec.MsgspecError) -> ValidationFailed:
+    message = str(exc)
+    where = _AT.search(message)
+    path = where.group("path").lstrip(".") if where else ""
+    named = _FIELD.search(message)  # unknown / missing members name themselves
+    if named:
+        path = f"{path}.{named.group('name')}" if path else named.group("name")
+    reason = message[: where.start()] if where else message
+    field = path or "body"
+    return ValidationFailed(
+        f"invalid request body: {reason} ({field})", [{"field": field, "message": reason}]
+    )
+
+
+_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+
+
+def decode(raw: bytes, body_type: type[T]) -> T:
+    """Decode a JSON body into `body_type`; any schema or syntax error is a 422."""
+    decoder = _decoders.get(body_type)
+    if decoder is None:
+        decoder = _decoders[body_type] = msgspec.json.Decoder(body_type)
+    try:
+        return decoder.decode(raw)  # type: ignore[no-any-return]
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise _validation_failure(exc) from None
+
+
+def _hash(text: str, field: str) -> bytes:
+    return b64decode(text, HASH_LEN, field=field)
+
+
+# --- issuer: accounts ---------------------------------------------------------------------
 
 
 class RegisterRequest(Strict):
@@ -42,88 +116,285 @@ class VendorKeyResponse(msgspec.Struct):
     public_key_der_b64: str
 
 
-# --- issuer: channels ---------------------------------------------------------
+# --- issuer: opening (§4.3) ------------------------------------------------------------------
+
+_OPEN_COMMON: list[tuple[str, Any] | tuple[str, Any, Any]] = [
+    ("client_public_key_der_b64", str),
+    ("vendor_public_key_der_b64", str),
+    ("amount", U63),
+    ("open_signature_b64", str),
+    ("hash_alg", str | None, None),
+]
 
 
-class OpenChannelRequest(Strict):
-    client_public_key_der_b64: str
-    vendor_public_key_der_b64: str
-    amount: U63
-    open_signature_b64: str
-    hash_alg: str | None = None
-    payword_root_b64: str | None = None
-    payword_unit_value: U63 | None = None
-    payword_max_k: U63 | None = None
-    paytree_root_b64: str | None = None
-    paytree_unit_value: U63 | None = None
-    paytree_max_i: U63 | None = None
-    paytree_first_opt_root_b64: str | None = None
-    paytree_first_opt_unit_value: U63 | None = None
-    paytree_first_opt_max_i: U63 | None = None
-    paytree_second_opt_root_b64: str | None = None
-    paytree_second_opt_unit_value: U63 | None = None
-    paytree_second_opt_max_i: U63 | None = None
+def _commitment_fields(optional: bool) -> list[tuple[str, Any, Any]]:
+    """root, unit and max members of every committed mode in the registry."""
+    fields: list[tuple[str, Any, Any]] = []
+    for rules in ALL:
+        if rules.members is not None:
+            root, unit, top = rules.members.names
+            integer = U63 if optional else int
+            fields += [(root, str | None, None), (unit, integer | None, None)]
+            fields += [(top, integer | None, None)]
+    return fields
 
 
-class ChannelResponse(msgspec.Struct, omit_defaults=False):
-    """Open (201) and read (200) responses; mode members are filled for their mode.
-
-    The open response omits the read-only members (id, is_closed, timestamps,
-    close signatures) by leaving them unset; see `open_view`/`read_view` of the
-    issuer service.
-    """
-
-    channel_id: str
-    client_public_key_der_b64: str
-    vendor_public_key_der_b64: str
-    salt_b64: str
-    amount: int
-    balance: int
-    hash_alg: str
-    id: str | None = None
-    is_closed: bool | None = None
-    created_at: str | None = None
-    closed_at: str | None = None
-    payword_root_b64: str | None = None
-    payword_unit_value: int | None = None
-    payword_max_k: int | None = None
-    paytree_root_b64: str | None = None
-    paytree_unit_value: int | None = None
-    paytree_max_i: int | None = None
-    paytree_first_opt_root_b64: str | None = None
-    paytree_first_opt_unit_value: int | None = None
-    paytree_first_opt_max_i: int | None = None
-    paytree_second_opt_root_b64: str | None = None
-    paytree_second_opt_unit_value: int | None = None
-    paytree_second_opt_max_i: int | None = None
-    close_payload_b64: str | None = None
-    client_close_signature_b64: str | None = None
-    vendor_close_signature_b64: str | None = None
+# One flat body for every mode (SPEC §4.3), its mode members taken from the registry.
+OpenChannelRequest: type[msgspec.Struct] = msgspec.defstruct(
+    "OpenChannelRequest", [*_OPEN_COMMON, *_commitment_fields(True)], bases=(Strict,), kw_only=True
+)
 
 
-# --- issuer: settlement (called by the vendor) ----------------------------------
+def decode_open(raw: bytes) -> OpenRequest:
+    """An open body with every binary member decoded; the mode's rules judge the rest."""
+    body = msgspec.structs.asdict(decode(raw, OpenChannelRequest))
+    members = {name: value for name, value in body.items() if value is not None}
+    mode_members: dict[str, int | bytes] = {}
+    for name in COMMITMENT_MEMBERS & members.keys():
+        value = members[name]
+        mode_members[name] = b64decode(value, field=name) if name.endswith("_b64") else value
+    client_key: str = members["client_public_key_der_b64"]
+    vendor_key: str = members["vendor_public_key_der_b64"]
+    return OpenRequest(
+        client_key=client_key,
+        client_der=b64decode(client_key, field="client_public_key_der_b64"),
+        vendor_key=vendor_key,
+        vendor_der=b64decode(vendor_key, field="vendor_public_key_der_b64"),
+        amount=members["amount"],
+        signature=b64decode(members["open_signature_b64"], field="open_signature_b64"),
+        signed=canonical_json(members),
+        hash_alg=members.get("hash_alg"),
+        mode_members=mode_members,
+    )
 
 
-class SignatureSettlement(Strict):
+def open_body(
+    rules: AnyRules,
+    common: dict[str, Any],
+    commitment: tuple[bytes, int, int] | None,
+    sign: Callable[[bytes], bytes],
+) -> bytes:
+    """The client's signed open body: `common` members (keys, amount, optional
+    hash_alg, ...) plus the mode's (root, unit value, max index)."""
+    members = {name: value for name, value in common.items() if value is not None}
+    if rules.members is not None:
+        if commitment is None:
+            raise ValueError(f"a {rules.mode.value} channel needs its commitment")
+        root, unit_value, max_index = commitment
+        members[rules.members.root] = b64encode(root)
+        members[rules.members.unit] = unit_value
+        members[rules.members.max] = max_index
+    members["open_signature_b64"] = b64encode(sign(canonical_json(members)))
+    return encode(members)
+
+
+# --- issuer: channel views (§4.3, §4.4) --------------------------------------------------------
+
+_SIGNATURE_CLOSE = ("close_payload_b64", "client_close_signature_b64", "vendor_close_signature_b64")
+
+
+def _commitment_view(rules: AnyRules, terms: ChannelTerms) -> dict[str, Any]:
+    if rules.members is None:
+        return {}
+    assert terms.root is not None
+    return {
+        rules.members.root: b64encode(terms.root),
+        rules.members.unit: terms.unit_value,
+        rules.members.max: terms.max_index,
+    }
+
+
+def channel_view(
+    rules: AnyRules, terms: ChannelTerms, closure: Closure | None, *, opened: bool
+) -> dict[str, Any]:
+    """The members SPEC §4.3 (open, 201) or §4.4 (read, 200) lists for this mode, in order."""
+    view: dict[str, Any] = {
+        "channel_id": terms.channel_id,
+        "client_public_key_der_b64": terms.client_public_key_der_b64,
+        "vendor_public_key_der_b64": terms.vendor_public_key_der_b64,
+        "salt_b64": terms.salt_b64,
+        "amount": terms.amount,
+        "balance": closure.owed if closure is not None else 0,
+        "hash_alg": terms.hash_alg,
+        **_commitment_view(rules, terms),
+    }
+    if opened:
+        return view
+    view |= {
+        "id": terms.id,
+        "is_closed": closure is not None,
+        "created_at": terms.created_at,
+        "closed_at": closure.closed_at if closure is not None else None,
+    }
+    if rules.members is None:  # signature channels show how they were closed
+        for name in _SIGNATURE_CLOSE:
+            view[name] = getattr(closure, name) if closure is not None else None
+    return view
+
+
+# Every reader of a channel view ignores members it does not know (SPEC §4.4).
+ChannelResponse: type[msgspec.Struct] = msgspec.defstruct(
+    "ChannelResponse",
+    [
+        ("channel_id", str),
+        ("client_public_key_der_b64", str),
+        ("vendor_public_key_der_b64", str),
+        ("salt_b64", str),
+        ("amount", int),
+        ("balance", int),
+        ("hash_alg", str, "sha256"),  # older issuers omit it (SPEC §4.4)
+        ("id", str, ""),
+        ("is_closed", bool, False),
+        ("created_at", str, ""),
+        ("closed_at", str | None, None),
+        *_commitment_fields(False),
+    ],
+    kw_only=True,
+)
+
+
+def decode_channel(rules: AnyRules, raw: bytes) -> ChannelInfo:
+    """A channel view read from the issuer, for a channel of `rules`' mode."""
+    view = msgspec.structs.asdict(decode(raw, ChannelResponse))
+    root: bytes | None = None
+    unit_value: int | None = None
+    max_index: int | None = None
+    if rules.members is not None:
+        names = rules.members
+        if view[names.root] is None or view[names.unit] is None or view[names.max] is None:
+            raise ValidationFailed(
+                f"a {rules.mode.value} channel view lacks {names.root}",
+                [{"field": names.root, "message": "missing"}],
+            )
+        root = _hash(view[names.root], names.root)
+        unit_value, max_index = view[names.unit], view[names.max]
+    terms = ChannelTerms(
+        id=view["id"],
+        channel_id=view["channel_id"],
+        mode=rules.mode,
+        client_public_key_der_b64=view["client_public_key_der_b64"],
+        vendor_public_key_der_b64=view["vendor_public_key_der_b64"],
+        salt_b64=view["salt_b64"],
+        amount=view["amount"],
+        hash_alg=view["hash_alg"],
+        created_at=view["created_at"],
+        root=root,
+        unit_value=unit_value,
+        max_index=max_index,
+    )
+    return ChannelInfo(
+        terms=terms,
+        balance=view["balance"],
+        is_closed=view["is_closed"],
+        closed_at=view["closed_at"],
+    )
+
+
+# --- issuer: settlement (§4.5, called by the vendor) ------------------------------------------
+
+
+class SignatureSettlementBody(Strict):
     channel_id: str
     cumulative_owed_amount: U63
     client_close_signature_b64: str
     vendor_close_signature_b64: str
 
+    def domain(self) -> SignatureSettlement:
+        return SignatureSettlement(
+            channel_id=self.channel_id,
+            amount=self.cumulative_owed_amount,
+            client_signature=b64decode(
+                self.client_close_signature_b64, field="client_close_signature_b64"
+            ),
+            vendor_signature=b64decode(
+                self.vendor_close_signature_b64, field="vendor_close_signature_b64"
+            ),
+        )
 
-class PaywordSettlement(Strict):
+    @classmethod
+    def of(cls, settlement: SignatureSettlement) -> SignatureSettlementBody:
+        return cls(
+            channel_id=settlement.channel_id,
+            cumulative_owed_amount=settlement.amount,
+            client_close_signature_b64=b64encode(settlement.client_signature),
+            vendor_close_signature_b64=b64encode(settlement.vendor_signature),
+        )
+
+
+class PaywordSettlementBody(Strict):
     vendor_public_key_der_b64: str
     k: U63
     token_b64: str
     vendor_signature_b64: str
 
+    def domain(self) -> PaywordSettlement:
+        return PaywordSettlement(
+            vendor_key=self.vendor_public_key_der_b64,
+            k=self.k,
+            token=_hash(self.token_b64, "token_b64"),
+            vendor_signature=b64decode(self.vendor_signature_b64, field="vendor_signature_b64"),
+        )
 
-class PaytreeSettlement(Strict):
+    @classmethod
+    def of(cls, settlement: PaywordSettlement) -> PaywordSettlementBody:
+        return cls(
+            vendor_public_key_der_b64=settlement.vendor_key,
+            k=settlement.k,
+            token_b64=b64encode(settlement.token),
+            vendor_signature_b64=b64encode(settlement.vendor_signature),
+        )
+
+
+class TreeSettlementBody(Strict):
     vendor_public_key_der_b64: str
     i: U63
     leaf_b64: str
     siblings_b64: list[str]
     vendor_signature_b64: str
+
+    def domain(self) -> TreeSettlement:
+        return TreeSettlement(
+            vendor_key=self.vendor_public_key_der_b64,
+            i=self.i,
+            leaf=_hash(self.leaf_b64, "leaf_b64"),
+            siblings=b64decode_list(self.siblings_b64, HASH_LEN, "siblings_b64"),
+            vendor_signature=b64decode(self.vendor_signature_b64, field="vendor_signature_b64"),
+        )
+
+    @classmethod
+    def of(cls, settlement: TreeSettlement) -> TreeSettlementBody:
+        return cls(
+            vendor_public_key_der_b64=settlement.vendor_key,
+            i=settlement.i,
+            leaf_b64=b64encode(settlement.leaf),
+            siblings_b64=[b64encode(sibling) for sibling in settlement.siblings],
+            vendor_signature_b64=b64encode(settlement.vendor_signature),
+        )
+
+
+SettlementBody = SignatureSettlementBody | PaywordSettlementBody | TreeSettlementBody
+
+_SETTLEMENT_BODIES: dict[type[Any], type[SettlementBody]] = {
+    SignatureSettlement: SignatureSettlementBody,
+    PaywordSettlement: PaywordSettlementBody,
+    TreeSettlement: TreeSettlementBody,
+}
+
+
+def settlement_body_type(rules: AnyRules) -> type[SettlementBody]:
+    return _SETTLEMENT_BODIES[rules.settlement_type]
+
+
+def decode_settlement(rules: AnyRules, raw: bytes) -> Settlement:
+    return decode(raw, settlement_body_type(rules)).domain()
+
+
+def settlement_body(settlement: Settlement) -> SettlementBody:
+    return _SETTLEMENT_BODIES[type(settlement)].of(settlement)  # type: ignore[arg-type]
+
+
+def encode_settlement(settlement: Settlement) -> bytes:
+    return encode(settlement_body(settlement))
 
 
 class SettlementResponse(msgspec.Struct):
@@ -132,22 +403,46 @@ class SettlementResponse(msgspec.Struct):
     vendor_balance: int
 
 
-# --- vendor: payments -----------------------------------------------------------
+# --- vendor: payments (§5) --------------------------------------------------------------------
 
 
-class SignaturePayment(Strict):
+class SignaturePaymentBody(Strict):
     channel_id: str
     cumulative_owed_amount: U63
     signature_b64: str
 
+    def domain(self) -> SignaturePayment:
+        return SignaturePayment(
+            channel_id=self.channel_id,
+            amount=self.cumulative_owed_amount,
+            signature=b64decode(self.signature_b64, field="signature_b64"),
+        )
 
-class PaywordPayment(Strict):
+    @classmethod
+    def of(cls, payment: SignaturePayment) -> SignaturePaymentBody:
+        return cls(
+            channel_id=payment.channel_id,
+            cumulative_owed_amount=payment.amount,
+            signature_b64=b64encode(payment.signature),
+        )
+
+
+class PaywordPaymentBody(Strict):
     k: U63
     token_b64: str
     channel_id: str | None = None
 
+    def domain(self) -> PaywordPayment:
+        return PaywordPayment(
+            k=self.k, token=_hash(self.token_b64, "token_b64"), channel_id=self.channel_id
+        )
 
-class PaytreePayment(Strict):
+    @classmethod
+    def of(cls, payment: PaywordPayment) -> PaywordPaymentBody:
+        return cls(k=payment.k, token_b64=b64encode(payment.token), channel_id=payment.channel_id)
+
+
+class TreePaymentBody(Strict):
     """All three PayTree modes (the pruned ones send fewer siblings)."""
 
     i: U63
@@ -155,8 +450,53 @@ class PaytreePayment(Strict):
     siblings_b64: list[str]
     channel_id: str | None = None
 
+    def domain(self) -> TreePayment:
+        return TreePayment(
+            i=self.i,
+            leaf=_hash(self.leaf_b64, "leaf_b64"),
+            siblings=b64decode_list(self.siblings_b64, HASH_LEN, "siblings_b64"),
+            channel_id=self.channel_id,
+        )
 
-Payment = SignaturePayment | PaywordPayment | PaytreePayment
+    @classmethod
+    def of(cls, payment: TreePayment) -> TreePaymentBody:
+        return cls(
+            i=payment.i,
+            leaf_b64=b64encode(payment.leaf),
+            siblings_b64=[b64encode(sibling) for sibling in payment.siblings],
+            channel_id=payment.channel_id,
+        )
+
+
+PaymentBody = SignaturePaymentBody | PaywordPaymentBody | TreePaymentBody
+
+_PAYMENT_BODIES: dict[type[Any], type[PaymentBody]] = {
+    SignaturePayment: SignaturePaymentBody,
+    PaywordPayment: PaywordPaymentBody,
+    TreePayment: TreePaymentBody,
+}
+
+
+def payment_body_type(rules: AnyRules) -> type[PaymentBody]:
+    return _PAYMENT_BODIES[rules.payment_type]
+
+
+_PAYMENT_DECODERS = {
+    kind: msgspec.json.Decoder(body) for kind, body in _PAYMENT_BODIES.items()
+}
+
+
+def decode_payment(rules: AnyRules, raw: bytes) -> Payment:
+    """The hot path's decoding: one msgspec call, then strict base64."""
+    try:
+        body: PaymentBody = _PAYMENT_DECODERS[rules.payment_type].decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise _validation_failure(exc) from None
+    return body.domain()
+
+
+def encode_payment(payment: Payment) -> bytes:
+    return encode(_PAYMENT_BODIES[type(payment)].of(payment))  # type: ignore[arg-type]
 
 
 class PaymentResponse(msgspec.Struct, omit_defaults=True):
@@ -167,11 +507,19 @@ class PaymentResponse(msgspec.Struct, omit_defaults=True):
     i: int | None = None
 
 
+def payment_response(rules: AnyRules, terms: ChannelTerms, state: PaymentState) -> bytes:
+    """The vendor's 201/200 body for the accepted state (SPEC §5.0)."""
+    response = PaymentResponse(terms.channel_id, state.owed, state.created_at)
+    if rules.response_index is not None:
+        setattr(response, rules.response_index, state.index)
+    return encode(response)
+
+
 class ClosureRequest(Strict):
     channel_id: str
 
 
-# --- service endpoints and errors --------------------------------------------------
+# --- service endpoints and errors --------------------------------------------------------------
 
 
 class HealthResponse(msgspec.Struct):

@@ -8,20 +8,13 @@
         for _ in range(10):
             await channel.pay()          # retried on a lost response: a replay, never a 2nd charge
         await channel.close()            # the vendor settles at the issuer
-        settled = (await channel.refresh()).balance
+        settled = (await channel.refresh()).balance   # the settled owed amount
 
 Refusals raise ApiError (a NanoMoniError) with the SPEC `code` and HTTP `status`.
 `SyncClient` offers the same calls for synchronous code.
 """
 
 from nanomoni.client.http import ApiError
-from nanomoni.client.proofs import (
-    FirstOptPayer,
-    PaytreePayer,
-    PaywordPayer,
-    SecondOptPayer,
-    SignaturePayer,
-)
 from nanomoni.client.session import Channel, Client, PaymentResult, SyncChannel, SyncClient
 from nanomoni.client.wallet import Wallet
 
@@ -29,12 +22,7 @@ __all__ = [
     "ApiError",
     "Channel",
     "Client",
-    "FirstOptPayer",
     "PaymentResult",
-    "PaytreePayer",
-    "PaywordPayer",
-    "SecondOptPayer",
-    "SignaturePayer",
     "SyncChannel",
     "SyncClient",
     "Wallet",

@@ -6,7 +6,7 @@ Every 4xx/5xx answer becomes an ApiError carrying the SPEC code and status.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -14,7 +14,8 @@ import msgspec
 
 from nanomoni import wire
 from nanomoni.errors import Code, NanoMoniError
-from nanomoni.protocol.model import Mode
+from nanomoni.protocol.model import ChannelInfo
+from nanomoni.protocol.modes import AnyRules
 
 T = TypeVar("T")
 JSON = {"Content-Type": "application/json"}
@@ -122,10 +123,6 @@ class IssuerApi:
         self.url = url.rstrip("/")
         self.api = f"{self.url}/api/v1/issuer"
 
-    async def health(self) -> wire.HealthResponse:
-        _, data = await self.http.send("GET", f"{self.url}/health")
-        return _decode(data, wire.HealthResponse)
-
     async def register(self, public_key_b64: str) -> wire.AccountResponse:
         body = msgspec.json.encode(wire.RegisterRequest(client_public_key_der_b64=public_key_b64))
         _, data = await self.http.send("POST", f"{self.api}/accounts", body)
@@ -153,16 +150,15 @@ class IssuerApi:
         _, data = await self.http.send("GET", f"{self.api}/keys/public")
         return _decode(data, wire.IssuerKeyResponse).der_b64
 
-    async def open_channel(
-        self, mode: Mode, request: wire.OpenChannelRequest
-    ) -> wire.ChannelResponse:
-        body = msgspec.json.encode(request)
-        _, data = await self.http.send("POST", f"{self.api}/channels/{mode.value}", body)
-        return _decode(data, wire.ChannelResponse)
+    async def open_channel(self, rules: AnyRules, body: bytes) -> ChannelInfo:
+        """Send a signed open body (`wire.open_body`)."""
+        _, data = await self.http.send("POST", f"{self.api}/channels/{rules.mode.value}", body)
+        return wire.decode_channel(rules, data)
 
-    async def channel(self, mode: Mode, channel_id: str) -> wire.ChannelResponse:
-        _, data = await self.http.send("GET", f"{self.api}/channels/{mode.value}/{channel_id}")
-        return _decode(data, wire.ChannelResponse)
+    async def channel(self, rules: AnyRules, channel_id: str) -> ChannelInfo:
+        path = f"{self.api}/channels/{rules.mode.value}/{channel_id}"
+        _, data = await self.http.send("GET", path)
+        return wire.decode_channel(rules, data)
 
 
 class VendorApi:
@@ -171,30 +167,21 @@ class VendorApi:
         self.url = url.rstrip("/")
         self.api = f"{self.url}/api/v1/vendor"
 
-    async def health(self) -> wire.HealthResponse:
-        _, data = await self.http.send("GET", f"{self.url}/health")
-        return _decode(data, wire.HealthResponse)
-
     async def public_key(self) -> str:
         _, data = await self.http.send("GET", f"{self.api}/keys/public")
         return _decode(data, wire.VendorKeyResponse).public_key_der_b64
 
-    def payment_url(self, mode: Mode, channel_id: str) -> str:
-        return f"{self.api}/channels/{mode.value}/{channel_id}/payments"
+    def payment_url(self, rules: AnyRules, channel_id: str) -> str:
+        return f"{self.api}/channels/{rules.mode.value}/{channel_id}/payments"
 
     async def pay(
-        self, mode: Mode, channel_id: str, body: bytes
+        self, rules: AnyRules, channel_id: str, body: bytes
     ) -> tuple[int, wire.PaymentResponse]:
         """Send an encoded payment body: (201 new | 200 replay, response)."""
-        status, data = await self.http.send("POST", self.payment_url(mode, channel_id), body)
+        status, data = await self.http.send("POST", self.payment_url(rules, channel_id), body)
         return status, _decode(data, wire.PaymentResponse)
 
-    async def close(self, mode: Mode, channel_id: str) -> None:
-        body = msgspec.json.encode(wire.ClosureRequest(channel_id=channel_id))
-        await self.http.send(
-            "POST", f"{self.api}/channels/{mode.value}/{channel_id}/closure-requests", body
-        )
-
-
-def encode(value: Any) -> bytes:
-    return msgspec.json.encode(value)
+    async def close(self, rules: AnyRules, channel_id: str) -> None:
+        body = wire.encode(wire.ClosureRequest(channel_id=channel_id))
+        path = f"{self.api}/channels/{rules.mode.value}/{channel_id}/closure-requests"
+        await self.http.send("POST", path, body)

@@ -11,22 +11,14 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
-import msgspec
-
-from nanomoni import wire
+from nanomoni import config, wire
 from nanomoni.client.http import TRANSIENT, ApiError, Http, IssuerApi, VendorApi
-from nanomoni.client.proofs import (
-    Payer,
-    SignaturePayer,
-    build_open_request,
-    create_commitment_payer,
-)
 from nanomoni.client.wallet import Wallet
 from nanomoni.errors import Code, NanoMoniError
-from nanomoni.protocol.model import Mode
+from nanomoni.protocol.model import ChannelInfo, Mode
+from nanomoni.protocol.modes import RULES, AnyRules, Payer
 
 T = TypeVar("T")
-DEFAULT_MAX_INDEX = 2**16
 
 
 @dataclass(frozen=True)
@@ -42,15 +34,16 @@ class Channel:
     """An open channel and its payer; payments on one channel are sequential."""
 
     def __init__(
-        self, client: Client, mode: Mode, info: wire.ChannelResponse, payer: Payer, unit_value: int
+        self, client: Client, rules: AnyRules, info: ChannelInfo, payer: Payer, unit_value: int
     ) -> None:
         self.client = client
-        self.mode = mode
+        self.rules = rules
+        self.mode = rules.mode
         self.info = info
-        self.channel_id = info.channel_id
+        self.channel_id = info.terms.channel_id
         self.payer = payer
         self.unit_value = unit_value
-        self.max_index = _max_index(mode, info)
+        self.max_index = payer.max_index
         self._lock = asyncio.Lock()
         # A body sent but not answered: it must be resolved before anything newer,
         # because the vendor may have accepted it.
@@ -66,7 +59,7 @@ class Channel:
 
     def encode_payment(self, index: int) -> bytes:
         """The exact body for `index` against the accepted state (no I/O)."""
-        return msgspec.json.encode(self.payer.body(index))
+        return wire.encode_payment(self.payer.payment(index))
 
     async def pay(self, units: int = 1) -> PaymentResult:
         """Pay `units` more (unit_value each; 1 unit = 1 in signature mode)."""
@@ -99,7 +92,7 @@ class Channel:
         while True:
             attempts += 1
             try:
-                status, response = await self.client.vendor.pay(self.mode, self.channel_id, body)
+                status, response = await self.client.vendor.pay(self.rules, self.channel_id, body)
                 break
             except TRANSIENT:
                 if attempts > self.client.retries:
@@ -123,18 +116,11 @@ class Channel:
     async def close(self) -> None:
         """Ask the vendor to settle at the issuer (idempotent)."""
         async with self._lock:
-            await self.client.vendor.close(self.mode, self.channel_id)
+            await self.client.vendor.close(self.rules, self.channel_id)
 
-    async def refresh(self) -> wire.ChannelResponse:
+    async def refresh(self) -> ChannelInfo:
         """The issuer's current view (balance = settled owed amount after close)."""
-        return await self.client.issuer.channel(self.mode, self.channel_id)
-
-
-def _max_index(mode: Mode, info: wire.ChannelResponse) -> int:
-    if mode is Mode.signature:
-        return info.amount
-    value = getattr(info, f"{mode.value}_max_k" if mode is Mode.payword else f"{mode.value}_max_i")
-    return int(value)
+        return await self.client.issuer.channel(self.rules, self.channel_id)
 
 
 class Client:
@@ -146,10 +132,10 @@ class Client:
         vendor_url: str,
         wallet: Wallet,
         *,
-        connections: int = 100,
-        timeout: float = 30.0,
-        retries: int = 5,
-        retry_delay: float = 0.05,
+        connections: int = config.CLIENT_CONNECTIONS,
+        timeout: float = config.CLIENT_TIMEOUT,
+        retries: int = config.CLIENT_RETRIES,
+        retry_delay: float = config.CLIENT_RETRY_DELAY,
     ) -> None:
         self.wallet = wallet
         self.http = Http(connections=connections, timeout=timeout)
@@ -198,31 +184,33 @@ class Client:
         """Lock `amount` toward the vendor. For PayWord/PayTree modes the channel can
         take `max_index` payments of `unit_value` (default: as many as `amount`
         covers, at most DEFAULT_MAX_INDEX, since the client holds every secret)."""
-        mode = Mode(mode)
+        rules = RULES[Mode(mode)]
         vendor_key = await self.vendor_public_key()
-        if mode is Mode.signature:
-            request = build_open_request(self.wallet, vendor_key, mode, amount, hash_alg=hash_alg)
-            info = await self.issuer.open_channel(mode, request)
-            return Channel(self, mode, info, SignaturePayer(self.wallet, info.channel_id), 1)
-        count = max_index if max_index is not None else min(amount // unit_value, DEFAULT_MAX_INDEX)
-        # Building the commitment hashes up to 2^24 values: keep it off the event loop.
-        payer = await asyncio.to_thread(create_commitment_payer, mode, count, hash_alg)
-        request = build_open_request(
-            self.wallet,
-            vendor_key,
-            mode,
-            amount,
-            hash_alg=hash_alg,
-            unit_value=unit_value,
-            max_index=count,
-            root=payer.root,
+        if rules.members is None:  # the amount itself is the index: no commitment
+            count, unit_value = amount, 1
+        elif max_index is not None:
+            count = max_index
+        else:
+            count = min(amount // unit_value, config.CLIENT_MAX_INDEX)
+        # Building a commitment hashes up to 2^24 values: keep it off the event loop.
+        payer = await asyncio.to_thread(
+            rules.create_payer, self.wallet.key, max_index=count, hash_alg=hash_alg
         )
-        info = await self.issuer.open_channel(mode, request)
-        payer.channel_id = info.channel_id
-        return Channel(self, mode, info, payer, unit_value)
+        common = {
+            "client_public_key_der_b64": self.wallet.public_key_b64,
+            "vendor_public_key_der_b64": vendor_key,
+            "amount": amount,
+            # sha256 is the default; leaving it out keeps bodies identical to older clients'.
+            "hash_alg": None if hash_alg == "sha256" else hash_alg,
+        }
+        commitment = None if payer.root is None else (payer.root, unit_value, count)
+        body = wire.open_body(rules, common, commitment, self.wallet.key.sign)
+        info = await self.issuer.open_channel(rules, body)
+        payer.channel_id = info.terms.channel_id
+        return Channel(self, rules, info, payer, unit_value)
 
-    async def get_channel(self, mode: Mode | str, channel_id: str) -> wire.ChannelResponse:
-        return await self.issuer.channel(Mode(mode), channel_id)
+    async def get_channel(self, mode: Mode | str, channel_id: str) -> ChannelInfo:
+        return await self.issuer.channel(RULES[Mode(mode)], channel_id)
 
 
 class SyncChannel:
@@ -247,7 +235,7 @@ class SyncChannel:
     def close(self) -> None:
         self._owner.run(self.channel.close())
 
-    def refresh(self) -> wire.ChannelResponse:
+    def refresh(self) -> ChannelInfo:
         return self._owner.run(self.channel.refresh())
 
 
@@ -288,5 +276,5 @@ class SyncClient:
     def open_channel(self, mode: Mode | str, amount: int, **options: Any) -> SyncChannel:
         return SyncChannel(self, self.run(self.client.open_channel(mode, amount, **options)))
 
-    def get_channel(self, mode: Mode | str, channel_id: str) -> wire.ChannelResponse:
+    def get_channel(self, mode: Mode | str, channel_id: str) -> ChannelInfo:
         return self.run(self.client.get_channel(mode, channel_id))

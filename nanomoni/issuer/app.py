@@ -15,20 +15,20 @@ from typing import Any
 
 from litestar import Litestar, Request, Response, get, post
 
-from nanomoni import crypto, encoding, metrics, wire
+from nanomoni import config, crypto, encoding, metrics, wire
 from nanomoni.errors import Code, NanoMoniError
-from nanomoni.http import DEFAULT_MAX_BODY, build_app, decode, json_response, parse_mode
-from nanomoni.protocol.model import ChannelTerms, Closure, Mode
-from nanomoni.protocol.modes import MEMBERS
-from nanomoni.protocol.opening import channel_response, open_channel_terms
+from nanomoni.http import build_app, json_response
+from nanomoni.protocol.model import ChannelTerms, Closure
+from nanomoni.protocol.modes import rules_for
+from nanomoni.protocol.opening import open_channel_terms
+from nanomoni.protocol.payments import require_mode
 from nanomoni.protocol.settlement import check_settlement
-from nanomoni.serve import load_or_create_key, maybe_await
+from nanomoni.serve import load_or_create_key
 from nanomoni.store import open_issuer_store
 from nanomoni.store.base import IssuerStore
+from nanomoni.wire import decode
 
 PREFIX = "/api/v1/issuer"
-DEFAULT_INITIAL_BALANCE = 10_000_000
-DEFAULT_MAX_INDEX = 2**24
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,10 +36,10 @@ class IssuerConfig:
     data_dir: Path
     store: str | None = None  # default: sqlite file in data_dir
     key_file: Path | None = None  # default: issuer-key.pem in data_dir
-    initial_balance: int = DEFAULT_INITIAL_BALANCE
+    initial_balance: int = config.INITIAL_BALANCE
     admin_token: str | None = None
-    max_body: int = DEFAULT_MAX_BODY
-    max_index: int = DEFAULT_MAX_INDEX
+    max_body: int = config.MAX_BODY
+    max_index: int = config.MAX_INDEX
 
     @property
     def store_url(self) -> str:
@@ -48,38 +48,6 @@ class IssuerConfig:
     @property
     def key_path(self) -> Path:
         return self.key_file or self.data_dir / "issuer-key.pem"
-
-
-SETTLEMENT_TYPES: dict[Mode, type[Any]] = {
-    Mode.signature: wire.SignatureSettlement,
-    Mode.payword: wire.PaywordSettlement,
-    Mode.paytree: wire.PaytreeSettlement,
-    Mode.paytree_first_opt: wire.PaytreeSettlement,
-    Mode.paytree_second_opt: wire.PaytreeSettlement,
-}
-
-# Members of a channel response: always, per mode, and only when read (not at open).
-_BASE = (
-    "channel_id",
-    "client_public_key_der_b64",
-    "vendor_public_key_der_b64",
-    "salt_b64",
-    "amount",
-    "balance",
-    "hash_alg",
-)
-_READ_ONLY = ("id", "is_closed", "created_at", "closed_at")
-_SIGNATURE_CLOSE = ("close_payload_b64", "client_close_signature_b64", "vendor_close_signature_b64")
-
-
-def channel_view(mode: Mode, response: wire.ChannelResponse, *, opened: bool) -> dict[str, Any]:
-    """The JSON members SPEC §4.3 (open) or §4.4 (read) lists for this mode, in order."""
-    members = _BASE + MEMBERS.get(mode, ())
-    if not opened:
-        members += _READ_ONLY
-        if mode is Mode.signature:
-            members += _SIGNATURE_CLOSE
-    return {name: getattr(response, name) for name in members}
 
 
 class Issuer:
@@ -98,7 +66,7 @@ class Issuer:
         return self._store
 
     async def start(self) -> None:
-        self._store = await maybe_await(open_issuer_store(self.config.store_url))
+        self._store = await open_issuer_store(self.config.store_url)
 
     async def stop(self) -> None:
         if self._store is not None:
@@ -148,11 +116,11 @@ class Issuer:
     # --- channels -------------------------------------------------------------
 
     async def open_channel(self, mode_segment: str, raw: bytes) -> Response[bytes]:
-        mode = parse_mode(mode_segment)
-        body = decode(raw, wire.OpenChannelRequest)
+        rules = rules_for(mode_segment)
+        request = wire.decode_open(raw)
         terms = open_channel_terms(
-            mode,
-            body,
+            rules,
+            request,
             salt=os.urandom(32),
             channel_uuid=str(uuid.uuid4()),
             created_at=encoding.utc_now(),
@@ -160,9 +128,8 @@ class Issuer:
         )
         async with metrics.timed_store("open_channel"):
             await self.store.open_channel(terms)
-        metrics.channel_opened(mode.value)
-        view = channel_view(mode, channel_response(terms, None, opened=True), opened=True)
-        return json_response(view, 201)
+        metrics.channel_opened(rules.mode.value)
+        return json_response(wire.channel_view(rules, terms, None, opened=True), 201)
 
     async def _channel(self, channel_id: str) -> tuple[ChannelTerms, Closure | None]:
         async with metrics.timed_store("get_channel"):
@@ -172,35 +139,33 @@ class Issuer:
         return channel.terms, channel.closure
 
     async def read_channel(self, mode_segment: str, channel_id: str) -> Response[bytes]:
-        mode = parse_mode(mode_segment)
+        rules = rules_for(mode_segment)
         terms, closure = await self._channel(channel_id)
-        if terms.mode is not mode:  # another mode's channel does not exist under this path
-            raise NanoMoniError(Code.channel_not_found, f"no {mode.value} channel with this id")
-        view = channel_view(mode, channel_response(terms, closure, opened=False), opened=False)
-        return json_response(view)
+        if terms.mode is not rules.mode:  # another mode's channel does not exist under this path
+            raise NanoMoniError(
+                Code.channel_not_found, f"no {rules.mode.value} channel with this id"
+            )
+        return json_response(wire.channel_view(rules, terms, closure, opened=False))
 
     async def settle(self, mode_segment: str, channel_id: str, raw: bytes) -> Response[bytes]:
-        mode = parse_mode(mode_segment)
+        rules = rules_for(mode_segment)
+        mode = rules.mode.value
         try:
-            body = decode(raw, SETTLEMENT_TYPES[mode])
+            body = wire.decode_settlement(rules, raw)
             terms, _ = await self._channel(channel_id)
-            if terms.mode is not mode:
-                raise NanoMoniError(
-                    Code.mode_mismatch,
-                    f"channel was opened in {terms.mode.value} mode, not {mode.value}",
-                )
+            require_mode(rules, terms, "settlement")
             # A PayWord settlement may hash up to max_k times: off the event loop (GIL released).
             closure = await asyncio.to_thread(
-                check_settlement, mode, terms, channel_id, body, now=encoding.utc_now()
+                check_settlement, rules, terms, channel_id, body, now=encoding.utc_now()
             )
             async with metrics.timed_store("settle"):
                 settled = await self.store.settle(channel_id, closure)
         except NanoMoniError as exc:
-            metrics.settlement(mode.value, "rejected" if exc.status < 500 else "error")
+            metrics.settlement(mode, "rejected" if exc.status < 500 else "error")
             raise
         # The store answers a repeated identical settlement with the original closure.
         repeated = settled.closed_at != closure.closed_at
-        metrics.settlement(mode.value, "replay" if repeated else "settled")
+        metrics.settlement(mode, "replay" if repeated else "settled")
         response = wire.SettlementResponse(
             channel_id, settled.client_balance, settled.vendor_balance
         )

@@ -32,6 +32,15 @@ class ChannelTerms(msgspec.Struct, frozen=True, kw_only=True):
     max_index: int | None = None  # max_k or max_i
 
 
+class ChannelInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A channel as the issuer shows it (SPEC §4.3, §4.4): its terms and where it stands."""
+
+    terms: ChannelTerms
+    balance: int = 0  # the settled owed amount once closed
+    is_closed: bool = False
+    closed_at: str | None = None
+
+
 class Closure(msgspec.Struct, frozen=True, kw_only=True):
     """How an issuer channel was settled (what a repeated settlement must match)."""
 

@@ -20,51 +20,20 @@ from typing import Any
 import msgspec
 from litestar import MediaType, Request, Response, get, post
 
-from nanomoni import encoding, metrics, wire
+from nanomoni import config, encoding, metrics, wire
 from nanomoni.errors import Code, NanoMoniError
-from nanomoni.http import (
-    DEFAULT_MAX_BODY,
-    HotPath,
-    build_app,
-    decode,
-    empty_response,
-    json_response,
-    parse_mode,
-)
-from nanomoni.protocol.model import (
-    CasOutcome,
-    ChannelTerms,
-    Closure,
-    Mode,
-    PaymentState,
-    VendorView,
-)
-from nanomoni.protocol.payments import (
-    decide_payment,
-    learned_channel_terms,
-    payment_node_keys,
-    payment_response,
-)
-from nanomoni.protocol.settlement import build_settlement, settlement_node_keys
-from nanomoni.serve import load_or_create_key, maybe_await
+from nanomoni.http import HotPath, build_app, empty_response, json_response
+from nanomoni.protocol.model import CasOutcome, ChannelTerms, Closure, PaymentState
+from nanomoni.protocol.modes import AnyRules, rules_for
+from nanomoni.protocol.payments import decide_payment, learned_terms, require_mode
+from nanomoni.serve import load_or_create_key
 from nanomoni.store import open_vendor_store
 from nanomoni.store.base import VendorStore
 from nanomoni.vendor.issuer_client import IssuerClient
 
 log = logging.getLogger("nanomoni.vendor")
-_encode = msgspec.json.Encoder().encode
 
 PREFIX = "/api/v1/vendor"
-DEFAULT_MAX_HASHES = 2**20
-DEFAULT_TERMS_CACHE = 200_000
-
-PAYMENT_TYPES: dict[Mode, type[wire.Payment]] = {
-    Mode.signature: wire.SignaturePayment,
-    Mode.payword: wire.PaywordPayment,
-    Mode.paytree: wire.PaytreePayment,
-    Mode.paytree_first_opt: wire.PaytreePayment,
-    Mode.paytree_second_opt: wire.PaytreePayment,
-}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,10 +42,10 @@ class VendorConfig:
     issuer_url: str
     store: str | None = None  # default: sqlite file in data_dir
     key_file: Path | None = None  # default: vendor-key.pem in data_dir
-    max_body: int = DEFAULT_MAX_BODY
-    max_hashes: int = DEFAULT_MAX_HASHES
-    issuer_timeout: float = 10.0
-    terms_cache: int = DEFAULT_TERMS_CACHE  # channels whose terms a worker keeps in memory
+    max_body: int = config.MAX_BODY
+    max_hashes: int = config.MAX_HASHES
+    issuer_timeout: float = config.ISSUER_TIMEOUT
+    terms_cache: int = config.TERMS_CACHE  # channels whose terms a worker keeps in memory
 
     @property
     def store_url(self) -> str:
@@ -107,7 +76,7 @@ class Vendor:
         return self._store
 
     async def start(self) -> None:
-        self._store = await maybe_await(open_vendor_store(self.config.store_url))
+        self._store = await open_vendor_store(self.config.store_url)
         self._registration = asyncio.create_task(self._register_until_done())
 
     async def stop(self) -> None:
@@ -136,7 +105,7 @@ class Vendor:
 
     # --- channel terms ---------------------------------------------------------
 
-    async def terms(self, mode: Mode, channel_id: str) -> ChannelTerms:
+    async def terms(self, rules: AnyRules, channel_id: str) -> ChannelTerms:
         """Cached terms, or learned from the issuer once even under concurrent first payments."""
         terms = self._terms.get(channel_id)
         if terms is not None:
@@ -146,8 +115,8 @@ class Vendor:
             pending = asyncio.get_running_loop().create_future()
             self._learning[channel_id] = pending
             try:
-                channel = await self.issuer.channel(mode, channel_id)
-                terms = learned_channel_terms(mode, channel, self.public_key_b64)
+                channel = await self.issuer.channel(rules, channel_id)
+                terms = learned_terms(channel, self.public_key_b64)
                 if len(self._terms) >= self.config.terms_cache:
                     # Bounded memory: forget the longest-known channel (re-learned on demand).
                     del self._terms[next(iter(self._terms))]
@@ -167,62 +136,60 @@ class Vendor:
             return await asyncio.shield(pending)
         except asyncio.CancelledError:
             if pending.cancelled():  # the learning request went away, not us: learn it ourselves
-                return await self.terms(mode, channel_id)
+                return await self.terms(rules, channel_id)
             raise
 
-    async def settlement_terms(self, mode: Mode, channel_id: str) -> ChannelTerms:
+    async def settlement_terms(self, rules: AnyRules, channel_id: str) -> ChannelTerms:
         """Terms for building a settlement, also for a channel the issuer already closed
         (a retry after a crash between the issuer's settlement and our record of it)."""
         terms = self._terms.get(channel_id)
         if terms is not None:
             return terms
-        channel = await self.issuer.channel(mode, channel_id)
-        return learned_channel_terms(
-            mode, msgspec.structs.replace(channel, is_closed=False), self.public_key_b64
+        channel = await self.issuer.channel(rules, channel_id)
+        return learned_terms(
+            msgspec.structs.replace(channel, is_closed=False), self.public_key_b64
         )
 
     # --- payments ----------------------------------------------------------------
 
     async def pay(self, mode_segment: str, channel_id: str, raw: bytes) -> tuple[int, bytes]:
         """Status and JSON body of one payment (served by the hot path, see create_app)."""
-        mode = parse_mode(mode_segment)
+        rules = rules_for(mode_segment)
+        mode = rules.mode.value
         started = time.perf_counter()
         try:
-            status, state, terms = await self._pay(mode, channel_id, raw)
+            status, state, terms = await self._pay(rules, channel_id, raw)
         except NanoMoniError as exc:
-            metrics.payment(mode.value, "rejected", time.perf_counter() - started, exc.code.value)
+            metrics.payment(mode, "rejected", time.perf_counter() - started, exc.code.value)
             raise
         metrics.payment(
-            mode.value, "accepted" if status == 201 else "replay", time.perf_counter() - started
+            mode, "accepted" if status == 201 else "replay", time.perf_counter() - started
         )
-        return status, _encode(payment_response(terms, state))
+        return status, wire.payment_response(rules, terms, state)
 
     async def _pay(
-        self, mode: Mode, channel_id: str, raw: bytes
+        self, rules: AnyRules, channel_id: str, raw: bytes
     ) -> tuple[int, PaymentState, ChannelTerms]:
-        payment = decode(raw, PAYMENT_TYPES[mode])
+        payment = wire.decode_payment(rules, raw)
         if payment.channel_id is not None and payment.channel_id != channel_id:
             raise NanoMoniError(Code.id_mismatch, "body channel_id differs from the path")
-        terms = await self.terms(mode, channel_id)
-        if terms.mode is not mode:
-            raise NanoMoniError(
-                Code.mode_mismatch,
-                f"channel was opened in {terms.mode.value} mode, not {mode.value}",
-            )
+        terms = await self.terms(rules, channel_id)
+        require_mode(rules, terms, "payment")
         store = self.store
         started = time.perf_counter()
-        view = await store.load(channel_id, payment_node_keys(terms, payment))
+        view = await store.load(channel_id, rules.payment_node_keys(terms, payment))
         metrics.store_time("load", time.perf_counter() - started)
         decide = functools.partial(
             decide_payment,
-            mode,
+            rules,
             terms,
             view,
             payment,
             now=encoding.utc_now(),
             max_hashes=self.config.max_hashes,
         )
-        if _long_hash_walk(payment, view):
+        accepted = view.state.index if view.state is not None else 0
+        if rules.hash_walk(terms, accepted, payment) > config.INLINE_HASHES:
             # The native core releases the GIL: a thread keeps this worker's loop serving.
             decision = await asyncio.to_thread(decide)
         else:
@@ -249,16 +216,16 @@ class Vendor:
     async def close_channel(
         self, mode_segment: str, channel_id: str, raw: bytes
     ) -> Response[bytes]:
-        mode = parse_mode(mode_segment)
+        rules = rules_for(mode_segment)
         try:
-            await self._close(mode, channel_id, raw)
+            await self._close(rules, channel_id, raw)
         except NanoMoniError as exc:
-            metrics.settlement(mode.value, "rejected" if exc.status < 500 else "failed")
+            metrics.settlement(rules.mode.value, "rejected" if exc.status < 500 else "failed")
             raise
         return empty_response(204)
 
-    async def _close(self, mode: Mode, channel_id: str, raw: bytes) -> None:
-        body = decode(raw, wire.ClosureRequest)
+    async def _close(self, rules: AnyRules, channel_id: str, raw: bytes) -> None:
+        body = wire.decode(raw, wire.ClosureRequest)
         if body.channel_id != channel_id:
             raise NanoMoniError(Code.id_mismatch, "body channel_id differs from the path")
         store = self.store
@@ -270,23 +237,19 @@ class Vendor:
             view = await store.load(channel_id)
         if view.state is None:
             raise NanoMoniError(Code.no_payments, "no payment was ever accepted on this channel")
-        terms = await self.settlement_terms(mode, channel_id)
-        if terms.mode is not mode:
-            raise NanoMoniError(
-                Code.mode_mismatch,
-                f"channel was opened in {terms.mode.value} mode, not {mode.value}",
-            )
+        terms = await self.settlement_terms(rules, channel_id)
+        require_mode(rules, terms, "closure")
         async with metrics.timed_store("begin_close"):
             state = await store.begin_close(channel_id)
         if state is None:
             raise NanoMoniError(Code.no_payments, "no payment was ever accepted on this channel")
-        node_keys = settlement_node_keys(terms, state)
+        node_keys = rules.settlement_node_keys(terms, state)
         nodes: list[bytes | None] = []
         if node_keys:
             async with metrics.timed_store("nodes"):
                 nodes = await store.nodes(channel_id, node_keys)
-        settlement = build_settlement(terms, state, nodes, self.key)
-        result = await self.issuer.settle(mode, channel_id, settlement)
+        settlement = rules.build_settlement(terms, state, nodes, self.key)
+        result = await self.issuer.settle(rules, channel_id, settlement)
         closure = Closure(
             owed=state.owed,
             proof_digest=hashlib.sha256(state.proof).digest(),
@@ -296,18 +259,7 @@ class Vendor:
         )
         async with metrics.timed_store("record_settlement"):
             await store.record_settlement(channel_id, closure)
-        metrics.settlement(mode.value, "settled")
-
-
-# Above this many PayWord hashes (~1 ms) verification leaves the event loop.
-INLINE_HASHES = 16_384
-
-
-def _long_hash_walk(payment: wire.Payment, view: VendorView) -> bool:
-    if not isinstance(payment, wire.PaywordPayment):
-        return False
-    accepted = view.state.index if view.state is not None else 0
-    return payment.k - accepted > INLINE_HASHES
+        metrics.settlement(rules.mode.value, "settled")
 
 
 def create_app(config: VendorConfig) -> HotPath:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import aiohttp
 import msgspec
 
 from nanomoni import wire
 from nanomoni.errors import Code, NanoMoniError
-from nanomoni.protocol.model import Mode
+from nanomoni.protocol.messages import Settlement
+from nanomoni.protocol.model import ChannelInfo
+from nanomoni.protocol.modes import AnyRules
 
 log = logging.getLogger("nanomoni.vendor")
 
@@ -23,7 +24,6 @@ class IssuerClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 3.0))
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
-        self._encoder = msgspec.json.Encoder()
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -36,8 +36,9 @@ class IssuerClient:
             await self._session.close()
             self._session = None
 
-    async def _request(self, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
-        data = None if body is None else self._encoder.encode(body)
+    async def _request(
+        self, method: str, path: str, data: bytes | None = None
+    ) -> tuple[int, bytes]:
         headers = None if data is None else {"content-type": "application/json"}
         try:
             async with self._open().request(
@@ -48,34 +49,38 @@ class IssuerClient:
             raise NanoMoniError(Code.issuer_unavailable, f"{_ISSUER_DOWN}: {exc!r}") from None
 
     async def register(self, public_key_der_b64: str) -> None:
-        status, payload = await self._request(
-            "POST", "/accounts", wire.RegisterRequest(client_public_key_der_b64=public_key_der_b64)
-        )
+        body = wire.encode(wire.RegisterRequest(client_public_key_der_b64=public_key_der_b64))
+        status, payload = await self._request("POST", "/accounts", body)
         if status not in (200, 201):
             raise NanoMoniError(
                 Code.issuer_unavailable, f"registration refused ({status}): {_detail(payload)}"
             )
 
-    async def channel(self, mode: Mode, channel_id: str) -> wire.ChannelResponse:
-        status, payload = await self._request("GET", f"/channels/{mode.value}/{channel_id}")
+    async def channel(self, rules: AnyRules, channel_id: str) -> ChannelInfo:
+        mode = rules.mode.value
+        status, payload = await self._request("GET", f"/channels/{mode}/{channel_id}")
         if status == 404:
             raise NanoMoniError(
-                Code.channel_not_found, f"the issuer knows no {mode.value} channel {channel_id}"
+                Code.channel_not_found, f"the issuer knows no {mode} channel {channel_id}"
             )
         if status != 200:
             raise NanoMoniError(
                 Code.issuer_unavailable, f"issuer answered {status}: {_detail(payload)}"
             )
         try:
-            return msgspec.json.decode(payload, type=wire.ChannelResponse)
-        except msgspec.MsgspecError as exc:
+            return wire.decode_channel(rules, payload)
+        except NanoMoniError as exc:
             raise NanoMoniError(
-                Code.issuer_unavailable, f"unreadable channel from the issuer: {exc}"
+                Code.issuer_unavailable, f"unreadable channel from the issuer: {exc.detail}"
             ) from None
 
-    async def settle(self, mode: Mode, channel_id: str, body: Any) -> wire.SettlementResponse:
+    async def settle(
+        self, rules: AnyRules, channel_id: str, settlement: Settlement
+    ) -> wire.SettlementResponse:
         status, payload = await self._request(
-            "POST", f"/channels/{mode.value}/{channel_id}/settlements", body
+            "POST",
+            f"/channels/{rules.mode.value}/{channel_id}/settlements",
+            wire.encode_settlement(settlement),
         )
         if status == 200:
             return msgspec.json.decode(payload, type=wire.SettlementResponse)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from nanomoni.client.local import cli_command, local_services
+from nanomoni.tools.local import cli_command, local_services
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -10,9 +10,9 @@ import pytest
 
 from nanomoni import wire
 from nanomoni.client import ApiError, Client, SyncClient, Wallet
-from nanomoni.client.local import LocalServices, local_services
 from nanomoni.errors import Code, NanoMoniError
 from nanomoni.protocol.model import Mode
+from nanomoni.tools.local import LocalServices, local_services
 
 SUITES = ("sha256", "blake3")
 UNIT = 3
@@ -25,7 +25,7 @@ def services() -> Iterator[LocalServices]:
 
 
 async def ready_client(services: LocalServices, kind: str = "p256") -> Client:
-    from nanomoni.client.demo import wait_for_account
+    from nanomoni.tools.demo import wait_for_account
 
     client = Client(services.issuer_url, services.vendor_url, Wallet.generate(kind))
     await client.register()
@@ -34,7 +34,7 @@ async def ready_client(services: LocalServices, kind: str = "p256") -> Client:
 
 
 def sibling_count(body: bytes) -> int:
-    return len(msgspec.json.decode(body, type=wire.PaytreePayment).siblings_b64)
+    return len(msgspec.json.decode(body, type=wire.TreePaymentBody).siblings_b64)
 
 
 @pytest.mark.parametrize("alg", SUITES)
@@ -55,7 +55,7 @@ async def test_every_mode_pays_and_settles_exactly(
                 mode, amount, unit_value=UNIT, max_index=127, hash_alg=alg
             )
             indices = [10, 25, 70]
-        assert channel.info.hash_alg == alg
+        assert channel.info.terms.hash_alg == alg
         assert await client.balance() == before - amount
         counts = []
         for index in indices:

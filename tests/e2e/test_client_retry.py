@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 
 from nanomoni.client import Client, Wallet
-from nanomoni.client.demo import wait_for_account
-from nanomoni.client.local import LocalServices, local_services
 from nanomoni.protocol.model import Mode
+from nanomoni.tools.demo import wait_for_account
+from nanomoni.tools.local import LocalServices, local_services
 
 
 class DroppingProxy:

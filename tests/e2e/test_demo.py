@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import subprocess
 from pathlib import Path
 
-from rich.console import Console
+import pytest
 
 from nanomoni import launch
-from nanomoni.client.demo import DEFAULT_RUNS, parse_runs, render, run_all
-from nanomoni.client.local import cli_command
+from nanomoni.tools.demo import render, run_all
+from nanomoni.tools.display import Display
+from nanomoni.tools.local import cli_command
+from nanomoni.tools.runs import DEMO_RUNS, parse_runs
 
 
 def test_demo_reconciles_every_mode(tmp_path: Path) -> None:
@@ -20,7 +21,7 @@ def test_demo_reconciles_every_mode(tmp_path: Path) -> None:
     rows = [
         line for line in done.stdout.splitlines() if line.startswith("│") and "mode" not in line
     ]
-    labels = [run.label for run in parse_runs(",".join(DEFAULT_RUNS))]
+    labels = [run.label for run in parse_runs(DEMO_RUNS)]
     assert len(rows) == len(labels), done.stdout
     for label, row in zip(labels, rows, strict=True):
         cells = [cell.strip() for cell in row.strip("│").split("│")]
@@ -31,6 +32,7 @@ def test_demo_reconciles_every_mode(tmp_path: Path) -> None:
         assert cells[5] == "100"  # settled: 50 payments of 2
         assert cells[6] == "✓"
     assert "all balances reconcile ✓" in done.stdout
+    assert "settled: what the issuer paid the vendor" in done.stdout
     assert list(tmp_path.iterdir()) == []  # its data lived in a temp dir, now removed
 
 
@@ -41,19 +43,19 @@ def test_demo_rejects_unknown_modes(tmp_path: Path) -> None:
     assert "unknown mode 'cheque'" in done.stderr
 
 
-async def test_demo_reports_what_does_not_reconcile(tmp_path: Path) -> None:
+async def test_demo_reports_what_does_not_reconcile(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # An issuer that grants almost nothing: every channel open is refused.
     with (
         launch.start_issuer(data_dir=tmp_path / "issuer", initial_balance=10) as issuer,
         launch.start_vendor(data_dir=tmp_path / "vendor", issuer_url=issuer.url) as vendor,
     ):
-        console = Console(file=io.StringIO(), width=200)
         outcomes = await run_all(
-            issuer.url, vendor.url, parse_runs("payword,paytree:blake3"), 20, "p256", console
+            issuer.url, vendor.url, parse_runs("payword,paytree:blake3"), 20, "p256", Display()
         )
     assert [outcome.reconciled for outcome in outcomes] == [False, False]
     for outcome in outcomes:
         assert any("insufficient_balance" in problem for problem in outcome.problems)
-    console.print(render(outcomes))
-    output = console.file.getvalue()  # type: ignore[attr-defined]
-    assert output.count("✗") == 2 and "✓" not in output
+    rows = render(outcomes)
+    assert [row[-1] for row in rows] == ["✗", "✗"]

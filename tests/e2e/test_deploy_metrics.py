@@ -102,10 +102,10 @@ def drive_traffic(issuer_url: str, vendor_url: str) -> None:
             # The last payment goes out twice as the same bytes: accepted, then a replay.
             inner = channel.channel
             last = inner.encode_payment(PAID)
-            assert client.run(vendor.pay(mode, inner.channel_id, last))[0] == 201
-            assert client.run(vendor.pay(mode, inner.channel_id, last))[0] == 200
+            assert client.run(vendor.pay(inner.rules, inner.channel_id, last))[0] == 201
+            assert client.run(vendor.pay(inner.rules, inner.channel_id, last))[0] == 200
             with pytest.raises(ApiError) as refused:
-                client.run(vendor.pay(mode, inner.channel_id, inner.encode_payment(1)))
+                client.run(vendor.pay(inner.rules, inner.channel_id, inner.encode_payment(1)))
             assert refused.value.raw_code == "non_monotonic"
             channel.close()
             assert channel.refresh().balance == PAID * inner.unit_value

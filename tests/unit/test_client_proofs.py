@@ -8,25 +8,29 @@ import msgspec
 import pytest
 
 from nanomoni import crypto, wire
-from nanomoni.client.proofs import (
+from nanomoni.client.wallet import Wallet
+from nanomoni.encoding import b64decode, b64encode, canonical_json
+from nanomoni.protocol.messages import PaywordPayment, SignaturePayment, TreePayment
+from nanomoni.protocol.model import Mode
+from nanomoni.protocol.modes import RULES, Payer, amount_message
+from nanomoni.protocol.modes.paytree import (
     FirstOptPayer,
     PaytreePayer,
-    PaywordPayer,
     SecondOptPayer,
-    SignaturePayer,
-    build_open_request,
-    create_commitment_payer,
 )
-from nanomoni.client.wallet import Wallet
-from nanomoni.encoding import b64decode, canonical_json
-from nanomoni.protocol.model import Mode
-from nanomoni.protocol.payments import signature_message
+from nanomoni.protocol.modes.payword import PaywordPayer
 
 SUITES = ("sha256", "blake3")
+KEY = crypto.SigningKey.generate("p256")
 
 
-def decode_path(body: wire.PaytreePayment) -> tuple[bytes, list[bytes]]:
-    return b64decode(body.leaf_b64), [b64decode(s) for s in body.siblings_b64]
+def create_payer(mode: Mode, max_index: int, alg: str) -> Payer:
+    return RULES[mode].create_payer(KEY, max_index=max_index, hash_alg=alg)
+
+
+def decode_path(body: object) -> tuple[bytes, list[bytes]]:
+    assert isinstance(body, TreePayment)
+    return body.leaf, body.siblings
 
 
 class VendorMirror:
@@ -47,7 +51,7 @@ class VendorMirror:
             cur = crypto.merkle_fold(cur, pos, [sibling], self.alg)
         self.known[(len(siblings), i >> len(siblings))] = cur
 
-    def accept_first_opt(self, i: int, body: wire.PaytreePayment) -> bool:
+    def accept_first_opt(self, i: int, body: object) -> bool:
         leaf, sent = decode_path(body)
         t = crypto.first_opt_levels(i, self.last, self.depth)
         if len(sent) != t:
@@ -60,7 +64,7 @@ class VendorMirror:
         self.last = i
         return True
 
-    def accept_second_opt(self, i: int, body: wire.PaytreePayment) -> bool:
+    def accept_second_opt(self, i: int, body: object) -> bool:
         leaf, sent = decode_path(body)
         missing, stop = crypto.second_opt_levels(
             i, self.depth, lambda level, pos: (level, pos) in self.known
@@ -80,11 +84,11 @@ class VendorMirror:
 
 @pytest.mark.parametrize("alg", SUITES)
 def test_paytree_full_paths_verify(alg: str) -> None:
-    payer = create_commitment_payer(Mode.paytree, 100, alg)
+    payer = create_payer(Mode.paytree, 100, alg)
     assert isinstance(payer, PaytreePayer)
     assert payer.depth == 7
     for i in (1, 2, 63, 64, 99, 100):
-        leaf, siblings = decode_path(payer.body(i))
+        leaf, siblings = decode_path(payer.payment(i))
         assert len(siblings) == 7
         assert crypto.verify_merkle(leaf, i, siblings, payer.root, 7, alg)
         payer.accepted(i)
@@ -92,14 +96,14 @@ def test_paytree_full_paths_verify(alg: str) -> None:
 
 @pytest.mark.parametrize("alg", SUITES)
 def test_first_opt_sibling_counts_and_verification(alg: str) -> None:
-    payer = create_commitment_payer(Mode.paytree_first_opt, 127, alg)
+    payer = create_payer(Mode.paytree_first_opt, 127, alg)
     assert isinstance(payer, FirstOptPayer)
     assert payer.tree.leaf_count == 128 and payer.depth == 7
     vendor = VendorMirror(payer.root, payer.depth, alg)
     counts = []
     for i in (10, 25, 70):
-        body = payer.body(i)
-        counts.append(len(body.siblings_b64))
+        body = payer.payment(i)
+        counts.append(len(decode_path(body)[1]))
         assert vendor.accept_first_opt(i, body)
         payer.accepted(i)
     # t = depth first, then bit_length(25 ^ 10) = bit_length(19) = 5,
@@ -109,13 +113,13 @@ def test_first_opt_sibling_counts_and_verification(alg: str) -> None:
 
 @pytest.mark.parametrize("alg", SUITES)
 def test_second_opt_sibling_counts_and_verification(alg: str) -> None:
-    payer = create_commitment_payer(Mode.paytree_second_opt, 127, alg)
+    payer = create_payer(Mode.paytree_second_opt, 127, alg)
     assert isinstance(payer, SecondOptPayer)
     vendor = VendorMirror(payer.root, payer.depth, alg)
     counts = []
     for i in (10, 25, 70, 71, 72, 126):
-        body = payer.body(i)
-        counts.append(len(body.siblings_b64))
+        body = payer.payment(i)
+        counts.append(len(decode_path(body)[1]))
         assert vendor.accept_second_opt(i, body)
         payer.accepted(i)
     # 10: nothing known but the root (7). 25: node(4, 1) is 10's sibling at
@@ -134,24 +138,25 @@ def test_second_opt_sibling_counts_and_verification(alg: str) -> None:
 
 def test_pruned_body_is_stable_until_accepted() -> None:
     for mode in (Mode.paytree_first_opt, Mode.paytree_second_opt):
-        payer = create_commitment_payer(mode, 64, "sha256")
+        payer = create_payer(mode, 64, "sha256")
         assert isinstance(payer, PaytreePayer)
         payer.accepted(5)
-        first = msgspec.json.encode(payer.body(9))
-        assert msgspec.json.encode(payer.body(9)) == first  # a retry is byte-identical
+        first = wire.encode_payment(payer.payment(9))
+        assert wire.encode_payment(payer.payment(9)) == first  # a retry is byte-identical
         payer.accepted(9)
         # Once accepted, the vendor knows the whole path: nothing left to send.
-        assert payer.body(9).siblings_b64 == []
+        assert decode_path(payer.payment(9))[1] == []
 
 
 @pytest.mark.parametrize("alg", SUITES)
 def test_payword_tokens_chain_to_root_and_to_each_other(alg: str) -> None:
-    payer = create_commitment_payer(Mode.payword, 3000, alg)
+    payer = create_payer(Mode.payword, 3000, alg)
     assert isinstance(payer, PaywordPayer)
     previous_token, previous_k = payer.root, 0
     for k in (1, 2, 1025, 2048, 3000):
-        body = payer.body(k)
-        token = b64decode(body.token_b64, 32)
+        body = payer.payment(k)
+        assert isinstance(body, PaywordPayment)
+        token = body.token
         assert crypto.verify_payword(token, k, payer.root, alg)
         assert crypto.verify_payword(token, k - previous_k, previous_token, alg)
         payer.accepted(k)
@@ -161,52 +166,51 @@ def test_payword_tokens_chain_to_root_and_to_each_other(alg: str) -> None:
 @pytest.mark.parametrize("kind", crypto.KEY_KINDS)
 def test_signature_payments_verify(kind: str) -> None:
     wallet = Wallet.generate(kind)
-    payer = SignaturePayer(wallet, "a" * 43)
-    single = payer.body(7)
-    batch = payer.bodies([7, 8, 9])
+    payer = RULES[Mode.signature].create_payer(wallet.key, max_index=100, hash_alg="sha256")
+    payer.channel_id = "a" * 43
+    single = payer.payment(7)
+    batch = payer.payments([7, 8, 9])
+    assert payer.last == 9  # a run stands as if accepted
     for body in [single, *batch]:
-        message = signature_message(body.channel_id, body.cumulative_owed_amount)
+        assert isinstance(body, SignaturePayment)
+        message = amount_message(body.channel_id, body.amount)
         assert message == canonical_json(
-            {"channel_id": "a" * 43, "cumulative_owed_amount": body.cumulative_owed_amount}
+            {"channel_id": "a" * 43, "cumulative_owed_amount": body.amount}
         )
-        assert crypto.verify_signature(
-            wallet.key.public_key_der, message, b64decode(body.signature_b64)
-        )
+        assert crypto.verify_signature(wallet.key.public_key_der, message, body.signature)
 
 
 @pytest.mark.parametrize("alg", SUITES)
 def test_open_request_is_signed_over_canonical_json(alg: str) -> None:
     wallet = Wallet.generate("ed25519")
     vendor = Wallet.generate("p256")
-    payer = create_commitment_payer(Mode.paytree_second_opt, 10, alg)
-    request = build_open_request(
-        wallet,
-        vendor.public_key_b64,
-        Mode.paytree_second_opt,
-        50,
-        hash_alg=alg,
-        unit_value=5,
-        max_index=10,
-        root=payer.root,
+    payer = create_payer(Mode.paytree_second_opt, 10, alg)
+    assert payer.root is not None
+    common = {
+        "client_public_key_der_b64": wallet.public_key_b64,
+        "vendor_public_key_der_b64": vendor.public_key_b64,
+        "amount": 50,
+        "hash_alg": None if alg == "sha256" else alg,
+    }
+    body = wire.open_body(
+        RULES[Mode.paytree_second_opt], common, (payer.root, 5, 10), wallet.key.sign
     )
-    members = msgspec.to_builtins(request)
+    members = msgspec.json.decode(body)
     assert members["paytree_second_opt_max_i"] == 10
     assert members["paytree_second_opt_unit_value"] == 5
+    assert members["paytree_second_opt_root_b64"] == b64encode(payer.root)
     assert ("hash_alg" in members) == (alg == "blake3")
-    assert crypto.verify_signature(
-        wallet.key.public_key_der,
-        canonical_json(members),
-        b64decode(request.open_signature_b64),
-    )
-    with pytest.raises(ValueError, match="needs"):
-        build_open_request(wallet, vendor.public_key_b64, Mode.payword, 10)
+    signature = b64decode(members.pop("open_signature_b64"))
+    assert crypto.verify_signature(wallet.key.public_key_der, canonical_json(members), signature)
+    with pytest.raises(ValueError, match="commitment"):
+        wire.open_body(RULES[Mode.payword], common, None, wallet.key.sign)
 
 
 def _build_all(mode: Mode, count: int) -> float:
-    payer = create_commitment_payer(mode, count, "sha256")
+    payer = create_payer(mode, count, "sha256")
     started = time.perf_counter()
     for i in range(1, count + 1):
-        payer.body(i)
+        payer.payment(i)
         payer.accepted(i)
     return time.perf_counter() - started
 

@@ -6,8 +6,8 @@ import asyncio
 import itertools
 import time
 
-from nanomoni.client.bench import Pacer
-from nanomoni.client.stats import histogram, log_edges_ms, percentile, summary_ms
+from nanomoni.tools.bench import Pacer
+from nanomoni.tools.stats import histogram, log_edges_ms, percentile, summary_ms
 
 
 def test_percentiles_are_nearest_rank() -> None:

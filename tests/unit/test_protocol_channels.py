@@ -20,21 +20,28 @@ from nanomoni import crypto, wire
 from nanomoni.encoding import b64encode, canonical_json
 from nanomoni.errors import Code, NanoMoniError
 from nanomoni.protocol.model import Closure, Mode, PaymentState, VendorView
-from nanomoni.protocol.modes import MEMBERS, TREE_MODES
-from nanomoni.protocol.opening import channel_response, open_channel_terms
-from nanomoni.protocol.payments import (
-    Decision,
-    decide_payment,
-    learned_channel_terms,
-    payment_node_keys,
-    payment_response,
-)
-from nanomoni.protocol.settlement import (
-    Settlement,
-    build_settlement,
-    check_settlement,
-    settlement_node_keys,
-)
+from nanomoni.protocol.modes import RULES
+from nanomoni.protocol.opening import open_channel_terms
+from nanomoni.protocol.payments import Decision, decide_payment, learned_terms
+from nanomoni.protocol.settlement import check_settlement
+
+# The three open members (root, unit value, max index) of each committed mode.
+MEMBERS = {mode: r.members.names for mode, r in RULES.items() if r.members is not None}
+TREE_MODES = {Mode.paytree, Mode.paytree_first_opt, Mode.paytree_second_opt}
+
+
+def payment_node_keys(terms: Any, body: wire.PaymentBody) -> list[int]:
+    return RULES[terms.mode].payment_node_keys(terms, body.domain())
+
+
+def settlement_node_keys(terms: Any, state: PaymentState) -> list[int]:
+    return RULES[terms.mode].settlement_node_keys(terms, state)
+
+
+def payment_response(terms: Any, state: PaymentState) -> wire.PaymentResponse:
+    raw = wire.payment_response(RULES[terms.mode], terms, state)
+    return msgspec.json.decode(raw, type=wire.PaymentResponse)
+
 
 T0 = "2026-11-30T01:00:00.000000+00:00"
 T1 = "2026-11-30T01:00:01.000000+00:00"
@@ -81,10 +88,11 @@ class Channel:
             root_name, unit_name, max_name = MEMBERS[mode]
             fields.update({root_name: b64encode(root), unit_name: unit, max_name: max_index})
         signature = self.client.sign(canonical_json(fields))
-        request = wire.OpenChannelRequest(open_signature_b64=b64encode(signature), **fields)
+        raw = wire.encode({**fields, "open_signature_b64": b64encode(signature)})
         self.terms = open_channel_terms(
-            mode, request, salt=os.urandom(32), channel_uuid="uuid-1", created_at=T0
-        )
+            RULES[mode], wire.decode_open(raw), salt=os.urandom(32), channel_uuid="uuid-1",
+            created_at=T0,
+        )  # fmt: skip
         self.state: PaymentState | None = None
         self.nodes: dict[int, bytes] = {}
         self.closing = False
@@ -100,17 +108,17 @@ class Channel:
         )
         return b64encode((key or self.client).sign(message))
 
-    def payment(self, index: int) -> wire.Payment:
+    def payment(self, index: int) -> wire.PaymentBody:
         """The honest client's payment for `index` given what it knows was accepted."""
         if self.mode == Mode.signature:
-            return wire.SignaturePayment(
+            return wire.SignaturePaymentBody(
                 channel_id=self.terms.channel_id,
                 cumulative_owed_amount=index,
                 signature_b64=self.sign_amount(index),
             )
         if self.mode == Mode.payword:
             assert self.chain is not None
-            return wire.PaywordPayment(k=index, token_b64=b64encode(self.chain.token(index)))
+            return wire.PaywordPaymentBody(k=index, token_b64=b64encode(self.chain.token(index)))
         assert self.tree is not None
         proof = self.tree.proof(index)
         if self.mode == Mode.paytree:
@@ -122,7 +130,7 @@ class Channel:
                 index, self.tree.depth, lambda level, pos: (level, pos) in self.known
             )
             siblings = [proof[level] for level in missing]
-        return wire.PaytreePayment(
+        return wire.TreePaymentBody(
             i=index,
             leaf_b64=b64encode(self.tree.leaf(index)),
             siblings_b64=[b64encode(s) for s in siblings],
@@ -137,12 +145,20 @@ class Channel:
 
     # --- vendor end -------------------------------------------------------------
 
-    def decide(self, payment: wire.Payment, *, now: str = T1, **kwargs: Any) -> Decision:
-        keys = payment_node_keys(self.terms, payment)
+    def decide(self, payment: wire.PaymentBody, *, now: str = T1, **kwargs: Any) -> Decision:
+        """The vendor decides a body: decoded at the edge, then judged by the rules."""
+        decoded = payment.domain()
+        rules = RULES[self.mode]
+        # (A body of another mode's type reaches decide_payment only in these tests.)
+        keys = (
+            rules.payment_node_keys(self.terms, decoded)
+            if isinstance(decoded, rules.payment_type)
+            else []
+        )
         view = VendorView(
             state=self.state, nodes=[self.nodes.get(key) for key in keys], closing=self.closing
         )
-        decision = decide_payment(self.mode, self.terms, view, payment, now=now, **kwargs)
+        decision = decide_payment(rules, self.terms, view, decoded, now=now, **kwargs)
         if not decision.replay:
             self.state = decision.state
             self.nodes.update(decision.nodes)
@@ -154,7 +170,7 @@ class Channel:
         self.client_accepted(index)
         return decision
 
-    def refused(self, payment: wire.Payment, code: Code, **kwargs: Any) -> str:
+    def refused(self, payment: wire.PaymentBody, code: Code, **kwargs: Any) -> str:
         before = (self.state, dict(self.nodes))
         with pytest.raises(NanoMoniError) as caught:
             self.decide(payment, **kwargs)
@@ -164,41 +180,45 @@ class Channel:
 
     # --- settlement ---------------------------------------------------------------
 
-    def settlement(self) -> Settlement:
+    def settlement(self) -> wire.SettlementBody:
         assert self.state is not None
-        keys = settlement_node_keys(self.terms, self.state)
+        rules = RULES[self.mode]
+        keys = rules.settlement_node_keys(self.terms, self.state)
         nodes = [self.nodes.get(key) for key in keys]
-        return build_settlement(self.terms, self.state, nodes, self.vendor)
+        built = rules.build_settlement(self.terms, self.state, nodes, self.vendor)
+        return wire.settlement_body(built)
 
     def check(
-        self, body: Settlement, mode: Mode | None = None, path_id: str | None = None
+        self, body: wire.SettlementBody, mode: Mode | None = None, path_id: str | None = None
     ) -> Closure:
         return check_settlement(
-            mode or self.mode,
+            RULES[mode or self.mode],
             self.terms,
             path_id or self.terms.channel_id,
-            body,
+            body.domain(),
             now=T2,
         )
 
-    def check_refused(self, body: Settlement, code: Code, **kwargs: Any) -> str:
+    def check_refused(self, body: wire.SettlementBody, code: Code, **kwargs: Any) -> str:
         with pytest.raises(NanoMoniError) as caught:
             self.check(body, **kwargs)
         assert caught.value.code == code, caught.value.detail
         return caught.value.detail
 
-    def vendor_signed(self, body: Settlement, key: crypto.SigningKey | None = None) -> Settlement:
+    def vendor_signed(
+        self, body: wire.SettlementBody, key: crypto.SigningKey | None = None
+    ) -> wire.SettlementBody:
         """Re-sign a (tampered) PayWord/PayTree settlement as SPEC §4.5 says."""
-        assert not isinstance(body, wire.SignatureSettlement)
+        assert not isinstance(body, wire.SignatureSettlementBody)
         fields = msgspec.to_builtins(body)
         del fields["vendor_public_key_der_b64"], fields["vendor_signature_b64"]
         fields["channel_id"] = self.terms.channel_id
         signature = (key or self.vendor).sign(canonical_json(fields))
         return msgspec.structs.replace(body, vendor_signature_b64=b64encode(signature))
 
-    def both_signed(self, channel_id: str, amount: int) -> wire.SignatureSettlement:
+    def both_signed(self, channel_id: str, amount: int) -> wire.SignatureSettlementBody:
         message = canonical_json({"channel_id": channel_id, "cumulative_owed_amount": amount})
-        return wire.SignatureSettlement(
+        return wire.SignatureSettlementBody(
             channel_id=channel_id,
             cumulative_owed_amount=amount,
             client_close_signature_b64=b64encode(self.client.sign(message)),
@@ -211,8 +231,8 @@ def tamper(text: str) -> str:
     return b64encode(crypto.digest(text.encode()))
 
 
-def with_siblings(payment: wire.Payment, siblings: list[str]) -> wire.PaytreePayment:
-    assert isinstance(payment, wire.PaytreePayment)
+def with_siblings(payment: wire.PaymentBody, siblings: list[str]) -> wire.TreePaymentBody:
+    assert isinstance(payment, wire.TreePaymentBody)
     return msgspec.structs.replace(payment, siblings_b64=siblings)
 
 
@@ -223,29 +243,43 @@ INDEXED_MODES = [mode for mode in Mode if mode != Mode.signature]
 # --- §5.0 common rules, every mode ---------------------------------------------------
 
 
+def read_view(channel: Channel, mode: Mode | None = None, **changes: Any) -> bytes:
+    """The issuer's read view of the channel as JSON (SPEC §4.4)."""
+    view = wire.channel_view(RULES[mode or channel.mode], channel.terms, None, opened=False)
+    return wire.encode(view | changes)
+
+
 def test_learned_terms_match_the_issuers_terms() -> None:
     for mode in ALL_MODES:
         channel = Channel(mode, max_index=20)
-        read = channel_response(channel.terms, None, opened=False)
-        learned = learned_channel_terms(mode, read, b64encode(channel.vendor.public_key_der))
+        info = wire.decode_channel(RULES[mode], read_view(channel))
+        learned = learned_terms(info, b64encode(channel.vendor.public_key_der))
         assert learned == channel.terms
 
 
-def test_learning_refuses_closed_foreign_and_other_mode_channels() -> None:
+def test_learning_refuses_closed_and_foreign_channels() -> None:
     channel = Channel(Mode.paytree, max_index=20)
     vendor_b64 = b64encode(channel.vendor.public_key_der)
-    read = channel_response(channel.terms, None, opened=False)
-    closed = msgspec.structs.replace(read, is_closed=True)
+    closed = wire.decode_channel(RULES[Mode.paytree], read_view(channel, is_closed=True))
+    read = wire.decode_channel(RULES[Mode.paytree], read_view(channel))
     cases = [
-        (Mode.paytree, closed, vendor_b64, Code.channel_closed),
-        (Mode.paytree, read, b64encode(channel.client.public_key_der), Code.wrong_vendor),
-        (Mode.payword, read, vendor_b64, Code.mode_mismatch),
-        (Mode.signature, read, vendor_b64, Code.mode_mismatch),
+        (closed, vendor_b64, Code.channel_closed),
+        (read, b64encode(channel.client.public_key_der), Code.wrong_vendor),
     ]
-    for mode, view, key, code in cases:
+    for info, key, code in cases:
         with pytest.raises(NanoMoniError) as caught:
-            learned_channel_terms(mode, view, key)
+            learned_terms(info, key)
         assert caught.value.code == code
+
+
+@pytest.mark.parametrize("mode", [Mode.payword, Mode.paytree_first_opt])
+def test_a_view_without_the_modes_members_is_unreadable(mode: Mode) -> None:
+    # An issuer answering a paytree channel for another mode's path: the view lacks
+    # that mode's commitment, so the vendor cannot read it as that mode's channel.
+    channel = Channel(Mode.paytree, max_index=20)
+    with pytest.raises(NanoMoniError) as caught:
+        wire.decode_channel(RULES[mode], read_view(channel))
+    assert caught.value.code == Code.validation_error
 
 
 @pytest.mark.parametrize("mode", ALL_MODES)
@@ -254,17 +288,17 @@ def test_payment_through_another_modes_path_is_mode_mismatch(mode: Mode) -> None
     other = Mode.payword if mode != Mode.payword else Mode.signature
     view = VendorView(state=None, nodes=[], closing=False)
     with pytest.raises(NanoMoniError) as caught:
-        decide_payment(other, channel.terms, view, channel.payment(1), now=T1)
+        decide_payment(RULES[other], channel.terms, view, channel.payment(1).domain(), now=T1)
     assert caught.value.code == Code.mode_mismatch
 
 
 @pytest.mark.parametrize("mode", ALL_MODES)
 def test_payment_body_of_another_mode_is_mode_mismatch(mode: Mode) -> None:
     channel = Channel(mode, max_index=8)
-    foreign: wire.Payment = (
-        wire.PaywordPayment(k=1, token_b64=b64encode(bytes(32)))
+    foreign: wire.PaymentBody = (
+        wire.PaywordPaymentBody(k=1, token_b64=b64encode(bytes(32)))
         if mode != Mode.payword
-        else wire.PaytreePayment(i=1, leaf_b64=b64encode(bytes(32)), siblings_b64=[])
+        else wire.TreePaymentBody(i=1, leaf_b64=b64encode(bytes(32)), siblings_b64=[])
     )
     channel.refused(foreign, Code.mode_mismatch)
 
@@ -291,17 +325,17 @@ def test_payments_on_closing_channels_are_refused_in_every_mode(mode: Mode) -> N
 def test_index_zero_is_invalid_amount(mode: Mode) -> None:
     channel = Channel(mode, max_index=8)
     if mode == Mode.signature:
-        payment: wire.Payment = wire.SignaturePayment(
+        payment: wire.PaymentBody = wire.SignaturePaymentBody(
             channel_id=channel.terms.channel_id,
             cumulative_owed_amount=0,
             signature_b64=channel.sign_amount(0),
         )
     elif mode == Mode.payword:
         assert channel.chain is not None
-        payment = wire.PaywordPayment(k=0, token_b64=b64encode(channel.chain.root))
+        payment = wire.PaywordPaymentBody(k=0, token_b64=b64encode(channel.chain.root))
     else:
         assert channel.tree is not None
-        payment = wire.PaytreePayment(
+        payment = wire.TreePaymentBody(
             i=0,
             leaf_b64=b64encode(channel.tree.leaf(0)),
             siblings_b64=[b64encode(s) for s in channel.tree.proof(0)],
@@ -321,10 +355,10 @@ def test_lower_index_is_non_monotonic(mode: Mode) -> None:
 def test_index_above_the_channel_max_is_exceeds_max(mode: Mode) -> None:
     channel = Channel(mode, max_index=8)
     payment = channel.payment(8)
-    if isinstance(payment, wire.PaywordPayment):
-        beyond: wire.Payment = msgspec.structs.replace(payment, k=9)
+    if isinstance(payment, wire.PaywordPaymentBody):
+        beyond: wire.PaymentBody = msgspec.structs.replace(payment, k=9)
     else:
-        assert isinstance(payment, wire.PaytreePayment)
+        assert isinstance(payment, wire.TreePaymentBody)
         beyond = msgspec.structs.replace(payment, i=9)
     assert "exceeds" in channel.refused(beyond, Code.exceeds_max)
     assert channel.decide(payment).state.owed == 8 * 3
@@ -374,11 +408,13 @@ def test_undecodable_proof_is_invalid_encoding() -> None:
     for mode in INDEXED_MODES:
         channel = Channel(mode, max_index=8)
         payment = channel.payment(2)
-        if isinstance(payment, wire.PaywordPayment):
-            bad: wire.Payment = msgspec.structs.replace(payment, token_b64="@@@@")
-            short: wire.Payment = msgspec.structs.replace(payment, token_b64=b64encode(bytes(31)))
+        if isinstance(payment, wire.PaywordPaymentBody):
+            bad: wire.PaymentBody = msgspec.structs.replace(payment, token_b64="@@@@")
+            short: wire.PaymentBody = msgspec.structs.replace(
+                payment, token_b64=b64encode(bytes(31))
+            )
         else:
-            assert isinstance(payment, wire.PaytreePayment)
+            assert isinstance(payment, wire.TreePaymentBody)
             bad = msgspec.structs.replace(payment, leaf_b64="not base64")
             short = with_siblings(payment, [*payment.siblings_b64[:-1], b64encode(bytes(33))])
         channel.refused(bad, Code.invalid_encoding)
@@ -406,7 +442,7 @@ def test_signature_payments_with_every_key_kind(kind: str) -> None:
 def test_signature_by_another_key_or_over_another_amount_is_invalid_signature() -> None:
     channel = Channel(Mode.signature, max_index=1000)
     stranger = crypto.SigningKey.generate("p256")
-    forged = wire.SignaturePayment(
+    forged = wire.SignaturePaymentBody(
         channel_id=channel.terms.channel_id,
         cumulative_owed_amount=10,
         signature_b64=channel.sign_amount(10, stranger),
@@ -433,7 +469,7 @@ def test_signature_replay_needs_a_valid_signature_not_the_same_bytes() -> None:
 
 def test_signature_amount_zero_is_refused_even_when_signed() -> None:
     channel = Channel(Mode.signature, max_index=1000)
-    zero = wire.SignaturePayment(
+    zero = wire.SignaturePaymentBody(
         channel_id=channel.terms.channel_id,
         cumulative_owed_amount=0,
         signature_b64=channel.sign_amount(0),
@@ -458,12 +494,12 @@ def test_payword_wrong_token_is_invalid_proof() -> None:
     channel = Channel(Mode.payword, max_index=100)
     channel.pay(5)
     assert channel.chain is not None
-    wrong = wire.PaywordPayment(k=7, token_b64=b64encode(channel.chain.token(8)))
+    wrong = wire.PaywordPaymentBody(k=7, token_b64=b64encode(channel.chain.token(8)))
     detail = channel.refused(wrong, Code.invalid_proof)
     assert "invalid" in detail and "token" in detail and "mismatch" in detail
     other_chain = Channel(Mode.payword, max_index=100)
     assert other_chain.chain is not None
-    foreign = wire.PaywordPayment(k=7, token_b64=b64encode(other_chain.chain.token(7)))
+    foreign = wire.PaywordPaymentBody(k=7, token_b64=b64encode(other_chain.chain.token(7)))
     channel.refused(foreign, Code.invalid_proof)
 
 
@@ -472,7 +508,7 @@ def test_payword_first_payment_is_checked_against_the_root() -> None:
     assert channel.chain is not None
     # The root itself hashes to something else: not a token for k = 1.
     channel.refused(
-        wire.PaywordPayment(k=1, token_b64=b64encode(channel.chain.root)), Code.invalid_proof
+        wire.PaywordPaymentBody(k=1, token_b64=b64encode(channel.chain.root)), Code.invalid_proof
     )
     assert channel.pay(100).state.proof == channel.chain.token(100)
 
@@ -481,11 +517,11 @@ def test_payword_same_k_with_another_token_is_duplicate_mismatch() -> None:
     channel = Channel(Mode.payword, max_index=100)
     channel.pay(4)
     payment = channel.payment(4)
-    assert isinstance(payment, wire.PaywordPayment)
+    assert isinstance(payment, wire.PaywordPaymentBody)
     other = msgspec.structs.replace(payment, token_b64=tamper(payment.token_b64))
     assert "duplicate" in channel.refused(other, Code.duplicate_mismatch)
     garbage = msgspec.structs.replace(payment, token_b64="***")
-    channel.refused(garbage, Code.duplicate_mismatch)
+    channel.refused(garbage, Code.invalid_encoding)  # decided at the edge, before any rule
 
 
 def test_payword_hash_work_per_payment_is_capped() -> None:
@@ -513,7 +549,7 @@ def test_paytree_full_proofs_verify(hash_alg: str, max_index: int) -> None:
 def test_paytree_wrong_sibling_count_is_invalid_proof() -> None:
     channel = Channel(Mode.paytree, max_index=127)
     payment = channel.payment(9)
-    assert isinstance(payment, wire.PaytreePayment)
+    assert isinstance(payment, wire.TreePaymentBody)
     short = with_siblings(payment, payment.siblings_b64[:-1])
     channel.refused(short, Code.invalid_proof)
     padded = with_siblings(payment, [*payment.siblings_b64, payment.siblings_b64[-1]])
@@ -525,7 +561,7 @@ def test_paytree_wrong_sibling_count_is_invalid_proof() -> None:
 def test_paytree_tampered_leaf_or_sibling_is_invalid_proof() -> None:
     channel = Channel(Mode.paytree, max_index=127)
     payment = channel.payment(9)
-    assert isinstance(payment, wire.PaytreePayment)
+    assert isinstance(payment, wire.TreePaymentBody)
     for level in range(len(payment.siblings_b64)):
         siblings = list(payment.siblings_b64)
         siblings[level] = tamper(siblings[level])
@@ -540,7 +576,7 @@ def test_paytree_same_i_with_another_proof_is_duplicate_mismatch() -> None:
     channel = Channel(Mode.paytree, max_index=127)
     channel.pay(9)
     payment = channel.payment(9)
-    assert isinstance(payment, wire.PaytreePayment)
+    assert isinstance(payment, wire.TreePaymentBody)
     siblings = [*payment.siblings_b64[:-1], tamper(payment.siblings_b64[-1])]
     assert "duplicate" in channel.refused(with_siblings(payment, siblings), Code.duplicate_mismatch)
     channel.refused(with_siblings(payment, []), Code.duplicate_mismatch)
@@ -551,15 +587,16 @@ def test_same_bytes_split_differently_are_not_a_replay(mode: Mode) -> None:
     channel = Channel(mode, max_index=127)
     payment = channel.payment(9)
     channel.pay(9)
-    assert isinstance(payment, wire.PaytreePayment) and len(payment.siblings_b64) >= 1
+    assert isinstance(payment, wire.TreePaymentBody) and len(payment.siblings_b64) >= 1
     leaf = base64.b64decode(payment.leaf_b64)
     first = base64.b64decode(payment.siblings_b64[0])
-    shifted = wire.PaytreePayment(
+    shifted = wire.TreePaymentBody(
         i=9,
         leaf_b64=b64encode(leaf + first[:1]),
         siblings_b64=[b64encode(first[1:]), *payment.siblings_b64[1:]],
     )
-    channel.refused(shifted, Code.duplicate_mismatch)
+    # Parts of the wrong size never reach the rules: the edge checks every length.
+    channel.refused(shifted, Code.invalid_encoding)
 
 
 # --- §5.4 paytree_first_opt ------------------------------------------------------------------
@@ -571,7 +608,7 @@ def test_first_opt_sibling_counts_10_25_70_on_a_128_leaf_tree() -> None:
     counts = []
     for i in (10, 25, 70):
         payment = channel.payment(i)
-        assert isinstance(payment, wire.PaytreePayment)
+        assert isinstance(payment, wire.TreePaymentBody)
         counts.append(len(payment.siblings_b64))
         state = channel.pay(i).state
         # The state keeps the full path of the accepted index, whatever was sent.
@@ -596,7 +633,7 @@ def test_first_opt_empty_sibling_list_is_only_an_exact_replay() -> None:
     channel.pay(11)  # t = bit_length(10 ^ 11) = 1: one sibling was sent
     assert channel.tree is not None
     full = [b64encode(s) for s in channel.tree.proof(11)]
-    payment = wire.PaytreePayment(
+    payment = wire.TreePaymentBody(
         i=11, leaf_b64=b64encode(channel.tree.leaf(11)), siblings_b64=full
     )
     sent_one = with_siblings(payment, payment.siblings_b64[:1])
@@ -610,7 +647,7 @@ def test_first_opt_tampered_pruned_proof_is_invalid_proof() -> None:
     channel = Channel(Mode.paytree_first_opt, max_index=127)
     channel.pay(10)
     payment = channel.payment(25)
-    assert isinstance(payment, wire.PaytreePayment)
+    assert isinstance(payment, wire.TreePaymentBody)
     for level in range(5):
         siblings = list(payment.siblings_b64)
         siblings[level] = tamper(siblings[level])
@@ -630,7 +667,7 @@ def test_second_opt_uses_nodes_learned_from_earlier_payments() -> None:
     sent = []
     for i in (1, 2, 3, 6, 100):
         payment = channel.payment(i)
-        assert isinstance(payment, wire.PaytreePayment)
+        assert isinstance(payment, wire.TreePaymentBody)
         sent.append(len(payment.siblings_b64))
         decision = channel.pay(i)
         for key, node in decision.nodes.items():
@@ -655,7 +692,7 @@ def test_second_opt_extra_or_missing_siblings_are_invalid_proof() -> None:
     channel.pay(1)
     assert channel.tree is not None
     payment = channel.payment(6)
-    assert isinstance(payment, wire.PaytreePayment) and len(payment.siblings_b64) == 2
+    assert isinstance(payment, wire.TreePaymentBody) and len(payment.siblings_b64) == 2
     full = [b64encode(s) for s in channel.tree.proof(6)]
     channel.refused(with_siblings(payment, full), Code.invalid_proof)
     channel.refused(with_siblings(payment, [*payment.siblings_b64, full[2]]), Code.invalid_proof)
@@ -668,7 +705,7 @@ def test_second_opt_tampered_proof_is_invalid_proof() -> None:
     channel = Channel(Mode.paytree_second_opt, max_index=127)
     channel.pay(1)
     payment = channel.payment(6)
-    assert isinstance(payment, wire.PaytreePayment)
+    assert isinstance(payment, wire.TreePaymentBody)
     for level in range(2):
         siblings = list(payment.siblings_b64)
         siblings[level] = tamper(siblings[level])
@@ -679,7 +716,7 @@ def test_second_opt_tampered_proof_is_invalid_proof() -> None:
     channel.pay(2)
     # Leaf 3 is known from payment 2: a wrong leaf with no siblings is caught too.
     leaf_three = channel.payment(3)
-    assert isinstance(leaf_three, wire.PaytreePayment) and leaf_three.siblings_b64 == []
+    assert isinstance(leaf_three, wire.TreePaymentBody) and leaf_three.siblings_b64 == []
     channel.refused(
         msgspec.structs.replace(leaf_three, leaf_b64=tamper(leaf_three.leaf_b64)),
         Code.invalid_proof,
@@ -692,7 +729,7 @@ def test_second_opt_replay_and_duplicate_mismatch() -> None:
     accepted = channel.decide(payment, now=T1)
     channel.client_accepted(5)
     assert channel.decide(payment, now=T2).replay
-    assert isinstance(payment, wire.PaytreePayment)
+    assert isinstance(payment, wire.TreePaymentBody)
     channel.refused(with_siblings(payment, payment.siblings_b64[:2]), Code.duplicate_mismatch)
     assert channel.state == accepted.state
 
@@ -728,12 +765,12 @@ def test_built_settlement_is_accepted_with_the_owed_amount(mode: Mode, vendor_ki
     owed = 70 if mode == Mode.signature else 210
     assert closure.owed == owed and closure.closed_at == T2
     assert (closure.client_balance, closure.vendor_balance) == (0, 0)
-    if isinstance(body, wire.PaytreeSettlement):
+    if isinstance(body, wire.TreeSettlementBody):
         assert channel.tree is not None
         assert body.siblings_b64 == [b64encode(s) for s in channel.tree.proof(70)]
         assert body.leaf_b64 == b64encode(channel.tree.leaf(70))
     if mode == Mode.signature:
-        assert isinstance(body, wire.SignatureSettlement)
+        assert isinstance(body, wire.SignatureSettlementBody)
         payload = canonical_json(
             {"channel_id": channel.terms.channel_id, "cumulative_owed_amount": 70}
         )
@@ -764,8 +801,8 @@ def test_settlement_through_another_modes_path_is_mode_mismatch(mode: Mode) -> N
     channel.pay(3)
     other = Mode.signature if mode != Mode.signature else Mode.paytree
     channel.check_refused(channel.settlement(), Code.mode_mismatch, mode=other)
-    foreign: Settlement = (
-        wire.PaywordSettlement(
+    foreign: wire.SettlementBody = (
+        wire.PaywordSettlementBody(
             vendor_public_key_der_b64=channel.terms.vendor_public_key_der_b64,
             k=3,
             token_b64=b64encode(bytes(32)),
@@ -788,7 +825,7 @@ def test_signature_settlement_refusals() -> None:
     channel = Channel(Mode.signature, max_index=100, amount=100)
     channel.pay(40)
     body = channel.settlement()
-    assert isinstance(body, wire.SignatureSettlement)
+    assert isinstance(body, wire.SignatureSettlementBody)
     cid = channel.terms.channel_id
     channel.check_refused(channel.both_signed("z" * 43, 40), Code.id_mismatch)
     raised = msgspec.structs.replace(body, cumulative_owed_amount=41)
@@ -816,7 +853,7 @@ def test_payword_settlement_refusals() -> None:
     channel = Channel(Mode.payword, max_index=100, unit=2)
     channel.pay(30)
     body = channel.settlement()
-    assert isinstance(body, wire.PaywordSettlement) and channel.chain is not None
+    assert isinstance(body, wire.PaywordSettlementBody) and channel.chain is not None
     unsigned_change = msgspec.structs.replace(body, k=31)
     channel.check_refused(unsigned_change, Code.invalid_signature)
     wrong_k = channel.vendor_signed(msgspec.structs.replace(body, k=31))
@@ -832,7 +869,7 @@ def test_payword_settlement_refusals() -> None:
         body, vendor_public_key_der_b64=b64encode(stranger.public_key_der)
     )
     channel.check_refused(channel.vendor_signed(claimed, stranger), Code.invalid_signature)
-    beyond = wire.PaywordSettlement(
+    beyond = wire.PaywordSettlementBody(
         vendor_public_key_der_b64=body.vendor_public_key_der_b64,
         k=101,
         token_b64=b64encode(crypto.digest(channel.chain.token(100))),
@@ -854,7 +891,7 @@ def test_paytree_settlement_refusals(mode: Mode) -> None:
     for i in (10, 25, 70):
         channel.pay(i)
     body = channel.settlement()
-    assert isinstance(body, wire.PaytreeSettlement) and channel.tree is not None
+    assert isinstance(body, wire.TreeSettlementBody) and channel.tree is not None
     for siblings in (body.siblings_b64[:-1], [*body.siblings_b64, body.siblings_b64[0]], []):
         resigned = channel.vendor_signed(msgspec.structs.replace(body, siblings_b64=siblings))
         channel.check_refused(resigned, Code.invalid_proof)
@@ -870,7 +907,7 @@ def test_paytree_settlement_refusals(mode: Mode) -> None:
     channel.check_refused(channel.vendor_signed(body, stranger), Code.invalid_signature)
     beyond = channel.vendor_signed(msgspec.structs.replace(body, i=128))
     channel.check_refused(beyond, Code.exceeds_max)
-    zero = wire.PaytreeSettlement(
+    zero = wire.TreeSettlementBody(
         vendor_public_key_der_b64=body.vendor_public_key_der_b64,
         i=0,
         leaf_b64=b64encode(channel.tree.leaf(0)),
@@ -890,7 +927,7 @@ def test_second_opt_settlement_needs_every_path_node() -> None:
     nodes = [channel.nodes.get(key) for key in keys]
     nodes[3] = None
     with pytest.raises(NanoMoniError) as caught:
-        build_settlement(channel.terms, channel.state, nodes, channel.vendor)
+        RULES[channel.mode].build_settlement(channel.terms, channel.state, nodes, channel.vendor)
     assert caught.value.code == Code.internal_error
     other = Channel(Mode.paytree_first_opt, max_index=127)
     other.pay(5)
@@ -924,7 +961,7 @@ def test_monotone_payment_runs_verify_and_settle_to_the_last_index(
     channel = Channel(mode, max_index=max_index, unit=unit, hash_alg=hash_alg)
     for i in indices:
         payment = channel.payment(i)
-        if isinstance(payment, wire.PaytreePayment):
+        if isinstance(payment, wire.TreePaymentBody):
             assert len(payment.siblings_b64) <= max_index.bit_length()
         channel.pay(i)
         assert channel.decide(payment).replay  # every accepted body replays exactly
@@ -942,8 +979,8 @@ _SMALL_INDEX = st.integers(min_value=0, max_value=70)
 
 
 @st.composite
-def hostile_tree_payments(draw: st.DrawFn) -> wire.PaytreePayment:
-    return wire.PaytreePayment(
+def hostile_tree_payments(draw: st.DrawFn) -> wire.TreePaymentBody:
+    return wire.TreePaymentBody(
         i=draw(st.one_of(_SMALL_INDEX, _INDEX)),
         leaf_b64=draw(_B64_TEXT),
         siblings_b64=draw(st.lists(_B64_TEXT, max_size=70)),
@@ -961,7 +998,7 @@ def warm_channels() -> dict[Mode, Channel]:
     return channels
 
 
-def only_spec_refusals(channel: Channel, payment: wire.Payment) -> None:
+def only_spec_refusals(channel: Channel, payment: wire.PaymentBody) -> None:
     """Forged input is refused with a 4xx SPEC code, never a crash, and changes nothing."""
     with pytest.raises(NanoMoniError) as caught:
         channel.decide(payment)
@@ -971,7 +1008,7 @@ def only_spec_refusals(channel: Channel, payment: wire.Payment) -> None:
 @settings(max_examples=300, deadline=None)
 @given(payment=hostile_tree_payments(), mode=st.sampled_from(sorted(TREE_MODES)))
 def test_hostile_tree_payments_get_spec_errors_only(
-    warm_channels: dict[Mode, Channel], payment: wire.PaytreePayment, mode: Mode
+    warm_channels: dict[Mode, Channel], payment: wire.TreePaymentBody, mode: Mode
 ) -> None:
     only_spec_refusals(warm_channels[mode], payment)
 
@@ -986,9 +1023,9 @@ def test_hostile_tree_payments_get_spec_errors_only(
 def test_hostile_payword_and_signature_payments_get_spec_errors_only(
     warm_channels: dict[Mode, Channel], k: int, token: str, amount: int, signature: str
 ) -> None:
-    only_spec_refusals(warm_channels[Mode.payword], wire.PaywordPayment(k=k, token_b64=token))
+    only_spec_refusals(warm_channels[Mode.payword], wire.PaywordPaymentBody(k=k, token_b64=token))
     channel = warm_channels[Mode.signature]
-    payment = wire.SignaturePayment(
+    payment = wire.SignaturePaymentBody(
         channel_id=channel.terms.channel_id, cumulative_owed_amount=amount, signature_b64=signature
     )
     only_spec_refusals(channel, payment)
@@ -997,10 +1034,10 @@ def test_hostile_payword_and_signature_payments_get_spec_errors_only(
 @settings(max_examples=200, deadline=None)
 @given(body=hostile_tree_payments(), signature=_B64_TEXT, mode=st.sampled_from(sorted(TREE_MODES)))
 def test_hostile_settlements_get_spec_errors_only(
-    warm_channels: dict[Mode, Channel], body: wire.PaytreePayment, signature: str, mode: Mode
+    warm_channels: dict[Mode, Channel], body: wire.TreePaymentBody, signature: str, mode: Mode
 ) -> None:
     channel = warm_channels[mode]
-    settlement = wire.PaytreeSettlement(
+    settlement = wire.TreeSettlementBody(
         vendor_public_key_der_b64=channel.terms.vendor_public_key_der_b64,
         i=body.i,
         leaf_b64=body.leaf_b64,

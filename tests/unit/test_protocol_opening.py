@@ -18,14 +18,16 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from nanomoni import crypto, wire
 from nanomoni.encoding import b64encode, b64url_nopad
 from nanomoni.errors import Code, NanoMoniError
-from nanomoni.protocol.model import Closure, Mode
-from nanomoni.protocol.modes import MEMBERS
-from nanomoni.protocol.opening import channel_response, open_channel_terms
+from nanomoni.protocol.model import ChannelTerms, Closure, Mode
+from nanomoni.protocol.modes import RULES
+from nanomoni.protocol.opening import open_channel_terms
 
 NOW = "2026-11-30T01:00:00.000000+00:00"
 SALT = bytes(range(32))
 UUID = "7f6c3a52-2f43-4c5e-9a55-0c3a0f4c1d11"
 ROOT = hashlib.sha256(b"root").digest()
+# The three open members (root, unit value, max index) of each committed mode.
+MEMBERS = {mode: r.members.names for mode, r in RULES.items() if r.members is not None}
 
 
 def request_fields(
@@ -54,17 +56,29 @@ def request_fields(
     return {name: value for name, value in fields.items() if value is not None}
 
 
-def signed(fields: dict[str, Any], signer: crypto.SigningKey) -> wire.OpenChannelRequest:
+def body(fields: dict[str, Any], signature_b64: str) -> bytes:
+    return json.dumps({**fields, "open_signature_b64": signature_b64}).encode()
+
+
+def signed(fields: dict[str, Any], signer: crypto.SigningKey) -> bytes:
     """Sign exactly as SPEC §1 describes it (json.dumps, sorted keys, no spaces)."""
     message = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
-    return wire.OpenChannelRequest(open_signature_b64=b64encode(signer.sign(message)), **fields)
+    return body(fields, b64encode(signer.sign(message)))
 
 
-def open_terms(mode: Mode, req: wire.OpenChannelRequest, **kwargs: Any) -> Any:
-    return open_channel_terms(mode, req, salt=SALT, channel_uuid=UUID, created_at=NOW, **kwargs)
+def signature_of(raw: bytes) -> str:
+    return str(json.loads(raw)["open_signature_b64"])
 
 
-def refused(code: Code, mode: Mode, req: wire.OpenChannelRequest, **kwargs: Any) -> str:
+def open_terms(mode: Mode, raw: bytes, **kwargs: Any) -> ChannelTerms:
+    """The open body decoded at the edge, then judged by the rules."""
+    request = wire.decode_open(raw)
+    return open_channel_terms(
+        RULES[mode], request, salt=SALT, channel_uuid=UUID, created_at=NOW, **kwargs
+    )
+
+
+def refused(code: Code, mode: Mode, req: bytes, **kwargs: Any) -> str:
     with pytest.raises(NanoMoniError) as caught:
         open_terms(mode, req, **kwargs)
     assert caught.value.code == code, caught.value.detail
@@ -94,8 +108,8 @@ def test_valid_open_gives_the_terms(mode: Mode, kind: str, vendor: crypto.Signin
     assert terms.id == UUID and terms.created_at == NOW and terms.mode == mode
     assert terms.salt_b64 == b64encode(SALT)
     assert terms.amount == 500 and terms.hash_alg == "sha256"
-    assert terms.client_public_key_der_b64 == req.client_public_key_der_b64
-    assert terms.vendor_public_key_der_b64 == req.vendor_public_key_der_b64
+    assert terms.client_public_key_der_b64 == b64encode(client.public_key_der)
+    assert terms.vendor_public_key_der_b64 == b64encode(vendor.public_key_der)
     if mode == Mode.signature:
         assert (terms.root, terms.unit_value, terms.max_index) == (None, None, None)
     else:
@@ -113,10 +127,7 @@ def test_blake3_channel_is_signed_echoed_and_its_id_still_uses_sha256(
     )
     # hash_alg is part of the signed bytes: dropping it after signing breaks the signature.
     fields = request_fields(Mode.payword, client, vendor, hash_alg="blake3")
-    stripped = wire.OpenChannelRequest(
-        open_signature_b64=req.open_signature_b64,
-        **{k: v for k, v in fields.items() if k != "hash_alg"},
-    )
+    stripped = body({k: v for k, v in fields.items() if k != "hash_alg"}, signature_of(req))
     refused(Code.invalid_signature, Mode.payword, stripped)
 
 
@@ -160,7 +171,7 @@ def test_member_changed_after_signing_is_refused(
 ) -> None:
     req = signed(request_fields(Mode.payword, client, vendor, amount=1000), client)
     fields = request_fields(Mode.payword, client, vendor, amount=1001)
-    tampered = wire.OpenChannelRequest(open_signature_b64=req.open_signature_b64, **fields)
+    tampered = body(fields, signature_of(req))
     assert "signature" in refused(Code.invalid_signature, Mode.payword, tampered)
 
 
@@ -168,7 +179,7 @@ def test_undecodable_open_signature_is_invalid_encoding(
     client: crypto.SigningKey, vendor: crypto.SigningKey
 ) -> None:
     fields = request_fields(Mode.signature, client, vendor)
-    req = wire.OpenChannelRequest(open_signature_b64="%%%", **fields)
+    req = body(fields, "%%%")
     refused(Code.invalid_encoding, Mode.signature, req)
 
 
@@ -267,7 +278,11 @@ def test_same_request_with_another_salt_is_another_channel(
     req = signed(request_fields(Mode.signature, client, vendor), client)
     first = open_terms(Mode.signature, req)
     second = open_channel_terms(
-        Mode.signature, req, salt=os.urandom(32), channel_uuid=UUID, created_at=NOW
+        RULES[Mode.signature],
+        wire.decode_open(req),
+        salt=os.urandom(32),
+        channel_uuid=UUID,
+        created_at=NOW,
     )
     assert first.channel_id != second.channel_id
 
@@ -285,8 +300,8 @@ OPEN_MEMBERS = {
 }
 
 
-def set_members(view: wire.ChannelResponse) -> set[str]:
-    return {name for name in view.__struct_fields__ if getattr(view, name) is not None}
+def set_members(view: dict[str, Any]) -> set[str]:
+    return {name for name, value in view.items() if value is not None}
 
 
 @pytest.mark.parametrize("mode", list(Mode))
@@ -294,13 +309,14 @@ def test_open_view_has_only_the_open_members(
     mode: Mode, client: crypto.SigningKey, vendor: crypto.SigningKey
 ) -> None:
     terms = open_terms(mode, signed(request_fields(mode, client, vendor), client))
-    view = channel_response(terms, None, opened=True)
-    assert set_members(view) == OPEN_MEMBERS | set(MEMBERS.get(mode, ()))
-    assert view.balance == 0 and view.amount == 1000 and view.channel_id == terms.channel_id
+    view = wire.channel_view(RULES[mode], terms, None, opened=True)
+    assert set(view) == OPEN_MEMBERS | set(MEMBERS.get(mode, ()))
+    assert view["balance"] == 0 and view["amount"] == 1000
+    assert view["channel_id"] == terms.channel_id
     if mode in MEMBERS:
         root_name, unit_name, max_name = MEMBERS[mode]
-        assert getattr(view, root_name) == b64encode(ROOT)
-        assert (getattr(view, unit_name), getattr(view, max_name)) == (2, 100)
+        assert view[root_name] == b64encode(ROOT)
+        assert (view[unit_name], view[max_name]) == (2, 100)
 
 
 @pytest.mark.parametrize("mode", list(Mode))
@@ -308,15 +324,16 @@ def test_read_view_of_an_open_channel(
     mode: Mode, client: crypto.SigningKey, vendor: crypto.SigningKey
 ) -> None:
     terms = open_terms(mode, signed(request_fields(mode, client, vendor), client))
-    view = channel_response(terms, None, opened=False)
+    view = wire.channel_view(RULES[mode], terms, None, opened=False)
     assert set_members(view) == OPEN_MEMBERS | set(MEMBERS.get(mode, ())) | {
         "id",
         "is_closed",
         "created_at",
     }
-    assert view.id == UUID and view.is_closed is False and view.created_at == NOW
-    assert view.balance == 0 and view.closed_at is None
-    assert view.close_payload_b64 is None and view.client_close_signature_b64 is None
+    assert view["id"] == UUID and view["is_closed"] is False and view["created_at"] == NOW
+    assert view["balance"] == 0 and view["closed_at"] is None
+    if mode is Mode.signature:
+        assert view["close_payload_b64"] is None and view["client_close_signature_b64"] is None
 
 
 def test_read_view_of_a_settled_signature_channel(
@@ -335,9 +352,9 @@ def test_read_view_of_a_settled_signature_channel(
         client_close_signature_b64="Y2xpZW50",
         vendor_close_signature_b64="dmVuZG9y",
     )
-    view = channel_response(terms, closure, opened=False)
-    assert view.is_closed is True and view.balance == 321
-    assert view.closed_at == "2026-11-30T02:00:00+00:00"
-    assert view.close_payload_b64 == "cGF5bG9hZA=="
-    assert view.client_close_signature_b64 == "Y2xpZW50"
-    assert view.vendor_close_signature_b64 == "dmVuZG9y"
+    view = wire.channel_view(RULES[Mode.signature], terms, closure, opened=False)
+    assert view["is_closed"] is True and view["balance"] == 321
+    assert view["closed_at"] == "2026-11-30T02:00:00+00:00"
+    assert view["close_payload_b64"] == "cGF5bG9hZA=="
+    assert view["client_close_signature_b64"] == "Y2xpZW50"
+    assert view["vendor_close_signature_b64"] == "dmVuZG9y"

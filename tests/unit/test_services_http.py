@@ -11,11 +11,13 @@ import msgspec
 import pytest
 
 from nanomoni import crypto, wire
-from nanomoni.cli import _parser
+from nanomoni.cli import build_parser
 from nanomoni.errors import Code, NanoMoniError
-from nanomoni.http import HotPath, ValidationFailed, decode, error_payload, parse_mode
+from nanomoni.http import HotPath, error_payload
 from nanomoni.protocol.model import Mode
+from nanomoni.protocol.modes import rules_for
 from nanomoni.serve import load_or_create_key
+from nanomoni.wire import ValidationFailed, decode
 
 
 @pytest.mark.parametrize(
@@ -33,14 +35,14 @@ from nanomoni.serve import load_or_create_key
 )
 def test_schema_errors_name_the_member(raw: bytes, field: str) -> None:
     with pytest.raises(ValidationFailed) as caught:
-        decode(raw, wire.PaywordPayment)
+        decode(raw, wire.PaywordPaymentBody)
     assert caught.value.code is Code.validation_error and caught.value.status == 422
     assert caught.value.errors[0]["field"] == field
     assert field in caught.value.detail
 
 
 def test_largest_integer_still_decodes() -> None:
-    body = decode(b'{"k": 9223372036854775807, "token_b64": "x"}', wire.PaywordPayment)
+    body = decode(b'{"k": 9223372036854775807, "token_b64": "x"}', wire.PaywordPaymentBody)
     assert body.k == 2**63 - 1
 
 
@@ -54,9 +56,9 @@ def test_error_payload_is_the_spec_body() -> None:
 
 
 def test_unknown_mode_is_not_found() -> None:
-    assert parse_mode("paytree") is Mode.paytree
+    assert rules_for("paytree").mode is Mode.paytree
     with pytest.raises(NanoMoniError) as caught:
-        parse_mode("paytree_third_opt")
+        rules_for("paytree_third_opt")
     assert caught.value.status == 404
 
 
@@ -128,9 +130,9 @@ def test_flags_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NANOMONI_VENDOR_ISSUER_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("NANOMONI_VENDOR_WORKERS", "3")
     monkeypatch.setenv("NANOMONI_ISSUER_ADMIN_TOKEN", "secret")
-    vendor = _parser().parse_args(["vendor"])
+    vendor = build_parser().parse_args(["vendor"])
     assert vendor.issuer_url == "http://127.0.0.1:9" and vendor.workers == 3
-    assert _parser().parse_args(["vendor", "--workers", "2"]).workers == 2  # the flag wins
-    issuer = _parser().parse_args(["issuer"])
+    assert build_parser().parse_args(["vendor", "--workers", "2"]).workers == 2  # the flag wins
+    issuer = build_parser().parse_args(["issuer"])
     assert issuer.admin_token == "secret" and issuer.port == 8001
     assert issuer.initial_balance == 10_000_000 and issuer.max_index == 2**24

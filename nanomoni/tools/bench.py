@@ -19,31 +19,25 @@ from collections import Counter
 from collections.abc import Coroutine
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import msgspec
 import uvloop
-from rich.console import Console
-from rich.table import Table
 
-from nanomoni.client.cpu import cpu_seconds
-from nanomoni.client.demo import Run, parse_runs, wait_for_account
-from nanomoni.client.display import make_console, make_progress
+from nanomoni import wire
 from nanomoni.client.http import api_error, require_loopback
-from nanomoni.client.local import STORES, local_services
-from nanomoni.client.plots import write_plots
-from nanomoni.client.proofs import SignaturePayer
-from nanomoni.client.rawhttp import RawConnection, ResponseError, build_post
 from nanomoni.client.session import Channel, Client
-from nanomoni.client.stats import histogram, log_edges_ms, summary_ms
 from nanomoni.client.wallet import Wallet
-from nanomoni.crypto import KEY_KINDS
-from nanomoni.protocol.model import Mode
+from nanomoni.tools.cpu import cpu_seconds
+from nanomoni.tools.demo import wait_for_account
+from nanomoni.tools.display import Display
+from nanomoni.tools.local import local_services
+from nanomoni.tools.plots import write_plots
+from nanomoni.tools.rawhttp import RawConnection, ResponseError, build_post
+from nanomoni.tools.runs import Run
+from nanomoni.tools.stats import histogram, log_edges_ms, summary_ms
 
 T = TypeVar("T")
-MAX_PAYMENTS = 1_000_000  # per mode: bounds the run and its pre-computed requests (~1 GB)
 UNIT = 1
 
 
@@ -92,17 +86,10 @@ async def prepare_channel(client: Client, run: Run, count: int) -> tuple[Channel
     channel = await client.open_channel(
         run.mode, count * UNIT, unit_value=UNIT, max_index=count, hash_alg=run.hash_alg
     )
-    payer = channel.payer
-    if isinstance(payer, SignaturePayer):
-        # Signed as one native batch; the bench then plays them in order.
-        bodies = [msgspec.json.encode(b) for b in payer.bodies(range(1, count + 1))]
-        payer.accepted(count)
-    else:
-        bodies = []
-        for index in range(1, count + 1):
-            bodies.append(channel.encode_payment(index))
-            payer.accepted(index)  # each body assumes its predecessors were accepted
-    url = client.vendor.payment_url(channel.mode, channel.channel_id)
+    # Each payment assumes its predecessors were accepted (signatures: one native batch).
+    payments = channel.payer.payments(range(1, count + 1))
+    bodies = [wire.encode_payment(payment) for payment in payments]
+    url = client.vendor.payment_url(channel.rules, channel.channel_id)
     path = urlsplit(url).path
     return channel, [build_post(url, path, body) for body in bodies]
 
@@ -207,7 +194,7 @@ async def settle(client: Client, plan: Plan, measured: Measured) -> tuple[int, i
     async def close(channel: Channel, accepted: int) -> tuple[int, bool]:
         await channel.close()
         info = await channel.refresh()
-        return info.balance, info.is_closed is True and info.balance == accepted * UNIT
+        return info.balance, info.is_closed and info.balance == accepted * UNIT
 
     accepted = {
         channel: measured.accepted_index[channel.channel_id]
@@ -259,7 +246,7 @@ async def bench(
     issuer_url: str,
     vendor_url: str,
     pids: tuple[int | None, int | None],
-    console: Console,
+    display: Display,
 ) -> list[dict[str, Any]]:
     results = []
     wallet = Wallet.generate(args.key_kind)
@@ -270,10 +257,10 @@ async def bench(
             await client.issuer.deposit(wallet.public_key_b64, need, args.admin_token)
         await wait_for_account(client, await client.vendor_public_key())
         for run in args.modes:
-            console.print(f"{run.label}: opening {args.channels} channels, pre-computing payments")
+            display.print(f"{run.label}: opening {args.channels} channels, pre-computing payments")
             plan = await prepare(client, run, args.channels, args.payments)
             sent = [0]
-            with make_progress(console) as progress:
+            with display.progress() as progress:
                 task = progress.add_task(run.label, total=plan.total)
                 driving = asyncio.create_task(
                     drive(
@@ -297,18 +284,16 @@ async def bench(
     return results
 
 
-def render(runs: list[dict[str, Any]]) -> Table:
-    table = Table(title="NanoMoni bench")
-    headers = ("mode", "accepted", "errors", "payments/s", "p50 ms", "p99 ms", "vendor µs/pay",
-               "redis µs/pay", "settled")  # fmt: skip
-    for name in headers:
-        table.add_column(name, justify="left" if name == "mode" else "right")
+HEADERS = ("mode", "accepted", "errors", "payments/s", "p50 ms", "p99 ms", "vendor µs/pay",
+           "redis µs/pay", "settled")  # fmt: skip
 
+
+def render(runs: list[dict[str, Any]]) -> list[tuple[str, ...]]:
     def micros(value: float | None) -> str:
         return "-" if value is None else f"{value:.1f}"
 
-    for run in runs:
-        table.add_row(
+    return [
+        (
             run["label"],
             str(run["accepted"]),
             str(sum(run["errors"].values())),
@@ -319,56 +304,30 @@ def render(runs: list[dict[str, Any]]) -> Table:
             micros(run["redis_cpu_us_per_payment"]),
             f"{run['settled_total']} {'✓' if run['settled_exact'] else '✗'}",
         )
-    return table
+        for run in runs
+    ]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nanomoni bench", description=__doc__)
-    target = parser.add_argument_group("services (default: start them here)")
-    target.add_argument("--issuer-url", help="a running issuer (loopback only)")
-    target.add_argument("--vendor-url", help="a running vendor (loopback only)")
-    target.add_argument("--vendor-pid", type=int, help="vendor PID, for CPU per payment")
-    target.add_argument("--redis-pid", type=int, help="redis-server PID, for CPU per payment")
-    target.add_argument("--admin-token", help="deposit the funds the run needs (issuers at 0)")
-    target.add_argument("--store", choices=STORES, default="embedded", help="for started services")
-    target.add_argument("--workers", type=int, default=1, help="workers of started services")
-    load = parser.add_argument_group("load")
-    load.add_argument(
-        "--modes",
-        type=parse_runs,
-        default=parse_runs(",".join(m.value for m in Mode)),
-        help="comma-separated modes, each optionally ':blake3'",
-    )
-    # Enough that CPU read in 10 ms /proc ticks is precise to a few per cent.
-    load.add_argument("--payments", type=int, default=5000, help="payments per mode")
-    load.add_argument("--channels", type=int, default=16, help="channels per mode")
-    load.add_argument("--concurrency", type=int, default=16, help="payments in flight")
-    load.add_argument("--rate", type=float, default=0.0, help="payments/s per mode (0: max)")
-    load.add_argument("--duration", type=float, help="cut each mode's timed phase after S s")
-    load.add_argument("--key-kind", choices=KEY_KINDS, default="p256")
-    parser.add_argument("--out", type=Path, default=Path("bench-results"), help="output folder")
-    return parser
-
-
-def main(argv: list[str]) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not 1 <= args.payments <= MAX_PAYMENTS:
-        parser.error(f"--payments must be between 1 and {MAX_PAYMENTS}")
-    if args.channels < 1 or args.concurrency < 1 or args.rate < 0 or args.workers < 1:
-        parser.error("--channels, --concurrency and --workers must be ≥ 1, --rate ≥ 0")
-    if args.duration is not None and args.duration <= 0:
-        parser.error("--duration must be positive")
+def invalid(args: argparse.Namespace) -> str | None:
+    """What is wrong with the options beyond each one's own type, if anything."""
     if (args.issuer_url is None) != (args.vendor_url is None):
-        parser.error("give both --issuer-url and --vendor-url, or neither")
-    console = make_console()
+        return "give both --issuer-url and --vendor-url, or neither"
+    if args.issuer_url:
+        try:
+            require_loopback(args.issuer_url)
+            require_loopback(args.vendor_url)
+        except ValueError as error:
+            return str(error)
+    return None
+
+
+def main(args: argparse.Namespace) -> int:
+    """`nanomoni bench` (its options are defined with the other commands in `nanomoni.cli`)."""
+    display = Display()
     with ExitStack() as stack:
         if args.issuer_url:
-            try:
-                issuer_url = require_loopback(args.issuer_url)
-                vendor_url = require_loopback(args.vendor_url)
-            except ValueError as error:
-                parser.error(str(error))
+            issuer_url = require_loopback(args.issuer_url)
+            vendor_url = require_loopback(args.vendor_url)
             pids = (args.vendor_pid, args.redis_pid)
             store = "external"
         else:
@@ -378,7 +337,7 @@ def main(argv: list[str]) -> int:
             store = services.store
         started_at = time.time()
         # uvloop: the load generator's own CPU per request is what limits it on a small box.
-        runs = uvloop.run(bench(args, issuer_url, vendor_url, pids, console))
+        runs = uvloop.run(bench(args, issuer_url, vendor_url, pids, display))
     result = {
         "version": 1,
         "started_at": started_at,
@@ -401,6 +360,6 @@ def main(argv: list[str]) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     plots = write_plots(result, args.out)
-    console.print(render(runs))
-    console.print(f"wrote {args.out / 'result.json'} and {', '.join(p.name for p in plots)}")
+    display.table("NanoMoni bench", HEADERS, render(runs))
+    display.print(f"wrote {args.out / 'result.json'} and {', '.join(p.name for p in plots)}")
     return 0 if all(run["settled_exact"] and not run["errors"] for run in runs) else 1

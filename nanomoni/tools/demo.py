@@ -13,36 +13,19 @@ import time
 from dataclasses import dataclass, field
 
 import uvloop
-from rich.console import Console
-from rich.progress import Progress
-from rich.table import Table
 
-from nanomoni.client.display import make_console, make_progress
 from nanomoni.client.http import TRANSIENT, ApiError
-from nanomoni.client.local import local_services
 from nanomoni.client.session import Client
-from nanomoni.client.stats import summary_ms
 from nanomoni.client.wallet import Wallet
-from nanomoni.crypto import HASH_ALGS, KEY_KINDS
-from nanomoni.protocol.model import Mode
+from nanomoni.protocol.modes import RULES
+from nanomoni.tools.display import Display, Tracker
+from nanomoni.tools.local import local_services
+from nanomoni.tools.runs import Run
+from nanomoni.tools.stats import summary_ms
 
-# Every mode on SHA-256, plus the hash-heavy modes again on BLAKE3.
-DEFAULT_RUNS = [*(m.value for m in Mode), "payword:blake3", "paytree_second_opt:blake3"]
 UNIT = 2  # owed per payment
 SLACK = 100  # locked but never paid: must come back to the client at settlement
 REGISTRATION_TIMEOUT = 20.0
-
-
-@dataclass(frozen=True)
-class Run:
-    mode: Mode
-    hash_alg: str
-
-    @property
-    def label(self) -> str:
-        return (
-            self.mode.value if self.hash_alg == "sha256" else f"{self.mode.value} ({self.hash_alg})"
-        )
 
 
 @dataclass
@@ -54,26 +37,6 @@ class Outcome:
     settled: int | None = None
     reconciled: bool = False
     problems: list[str] = field(default_factory=list)
-
-
-def parse_runs(text: str) -> list[Run]:
-    """ "mode" or "mode:hash_alg", comma separated."""
-    runs = []
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        mode_text, _, alg = item.partition(":")
-        try:
-            mode = Mode(mode_text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"unknown mode {mode_text!r}; expected one of {', '.join(m.value for m in Mode)}"
-            ) from None
-        alg = alg or "sha256"
-        if alg not in HASH_ALGS:
-            raise argparse.ArgumentTypeError(f"unknown hash suite {alg!r}; expected {HASH_ALGS}")
-        runs.append(Run(mode, alg))
-    if not runs:
-        raise argparse.ArgumentTypeError("no modes given")
-    return runs
 
 
 async def wait_for_account(client: Client, public_key_b64: str) -> None:
@@ -89,22 +52,20 @@ async def wait_for_account(client: Client, public_key_b64: str) -> None:
             await asyncio.sleep(0.1)
 
 
-async def lifecycle(client: Client, run: Run, payments: int, progress: Progress) -> Outcome:
+async def lifecycle(client: Client, run: Run, payments: int, progress: Tracker) -> Outcome:
     outcome = Outcome(run)
     task = progress.add_task(run.label, total=payments)
     vendor_key = await client.vendor_public_key()
     client_before = await client.balance()
     vendor_before = await client.balance(vendor_key)
     amount = payments * UNIT + SLACK
-    if run.mode is Mode.signature:
-        channel = await client.open_channel(run.mode, amount, hash_alg=run.hash_alg)
-    else:
-        channel = await client.open_channel(
-            run.mode, amount, unit_value=UNIT, max_index=payments, hash_alg=run.hash_alg
-        )
+    channel = await client.open_channel(
+        run.mode, amount, unit_value=UNIT, max_index=payments, hash_alg=run.hash_alg
+    )
     if await client.balance() != client_before - amount:
         outcome.problems.append("opening did not lock the amount")
-    step = UNIT if run.mode is Mode.signature else 1  # signature mode pays amounts, not units
+    # A mode without a commitment pays amounts, not units of UNIT.
+    step = UNIT if RULES[run.mode].members is None else 1
     started = time.perf_counter()
     for _ in range(payments):
         sent = time.perf_counter()
@@ -122,7 +83,7 @@ async def lifecycle(client: Client, run: Run, payments: int, progress: Progress)
     client_after = await client.balance()
     vendor_after = await client.balance(vendor_key)
     checks = {
-        "channel closed": info.is_closed is True,
+        "channel closed": info.is_closed,
         "settled what was paid": info.balance == owed == payments * UNIT,
         "client refunded the rest": client_after == client_before - owed,
         "vendor credited": vendor_after == vendor_before + owed,
@@ -138,13 +99,13 @@ async def run_all(
     runs: list[Run],
     payments: int,
     key_kind: str,
-    console: Console,
+    display: Display,
 ) -> list[Outcome]:
     outcomes: list[Outcome] = []
     async with Client(issuer_url, vendor_url, Wallet.generate(key_kind)) as client:
         await client.register()
         await wait_for_account(client, await client.vendor_public_key())
-        with make_progress(console) as progress:
+        with display.progress() as progress:
             for run in runs:
                 try:
                     outcomes.append(await lifecycle(client, run, payments, progress))
@@ -153,14 +114,20 @@ async def run_all(
     return outcomes
 
 
-def render(outcomes: list[Outcome]) -> Table:
-    table = Table(title="NanoMoni demo")
-    for name in ("mode", "payments", "payments/s", "p50 ms", "p99 ms", "settled", "reconciled"):
-        table.add_column(name, justify="left" if name == "mode" else "right")
+HEADERS = ("mode", "payments", "payments/s", "p50 ms", "p99 ms", "settled", "reconciled")
+SETTLED_NOTE = (
+    "settled: what the issuer paid the vendor when the channel closed (payments × unit value "
+    f"{UNIT}); the {SLACK} locked but never paid went back to the client"
+)
+
+
+def render(outcomes: list[Outcome]) -> list[tuple[str, ...]]:
+    """The demo table's rows (HEADERS)."""
+    rows: list[tuple[str, ...]] = []
     for outcome in outcomes:
         latency = summary_ms(outcome.latencies_s)
         rate = outcome.payments / outcome.elapsed_s if outcome.elapsed_s else 0.0
-        table.add_row(
+        rows.append((
             outcome.run.label,
             str(outcome.payments),
             f"{rate:,.0f}",
@@ -168,26 +135,15 @@ def render(outcomes: list[Outcome]) -> Table:
             f"{latency['p99']:.2f}",
             "-" if outcome.settled is None else str(outcome.settled),
             "✓" if outcome.reconciled else "✗",
-        )
-    return table
+        ))  # fmt: skip
+    return rows
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="nanomoni demo", description=__doc__)
-    parser.add_argument("--payments", type=int, default=1000, help="payments per mode")
-    parser.add_argument(
-        "--modes",
-        type=parse_runs,
-        default=parse_runs(",".join(DEFAULT_RUNS)),
-        help="comma-separated modes, each optionally ':blake3' (default: all, plus BLAKE3 runs)",
-    )
-    parser.add_argument("--key-kind", choices=KEY_KINDS, default="p256")
-    args = parser.parse_args(argv)
-    if args.payments < 1:
-        parser.error("--payments must be at least 1")
-    console = make_console()
+def main(args: argparse.Namespace) -> int:
+    """`nanomoni demo` (its options are defined with the other commands in `nanomoni.cli`)."""
+    display = Display()
     with local_services("embedded") as services:
-        console.print(f"issuer {services.issuer_url}  vendor {services.vendor_url}")
+        display.print(f"issuer {services.issuer_url}  vendor {services.vendor_url}")
         outcomes = uvloop.run(
             run_all(
                 services.issuer_url,
@@ -195,13 +151,14 @@ def main(argv: list[str]) -> int:
                 args.modes,
                 args.payments,
                 args.key_kind,
-                console,
+                display,
             )
         )
-    console.print(render(outcomes))
+    display.table("NanoMoni demo", HEADERS, render(outcomes))
+    display.print(SETTLED_NOTE)
     for outcome in outcomes:
         for problem in outcome.problems:
-            console.print(f"[red]{outcome.run.label}: {problem}[/red]")
+            display.print(f"[red]{outcome.run.label}: {problem}[/red]")
     ok = all(outcome.reconciled for outcome in outcomes)
-    console.print("all balances reconcile ✓" if ok else "[red]balances do NOT reconcile ✗[/red]")
+    display.print("all balances reconcile ✓" if ok else "[red]balances do NOT reconcile ✗[/red]")
     return 0 if ok else 1

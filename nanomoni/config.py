@@ -1,0 +1,45 @@
+"""Every default of NanoMoni, in one place (SPEC §7, §8).
+
+The command line shows these in `--help`; the services' configurations, the
+protocol's caps, the client and the tools take them from here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# --- both services ---------------------------------------------------------------------
+HOST = "127.0.0.1"
+ISSUER_PORT = 8001
+VENDOR_PORT = 8000
+DATA_DIR = Path("./nanomoni-data")
+WORKERS = 1
+MAX_BODY = 64 * 1024  # bytes per request body
+LOG_LEVEL = "warning"
+
+# --- issuer ------------------------------------------------------------------------------
+INITIAL_BALANCE = 10_000_000  # granted to a newly registered account (0 in production)
+MAX_INDEX = 2**24  # largest max_k / max_i a channel may commit to
+
+# --- vendor ------------------------------------------------------------------------------
+MAX_HASHES = 2**20  # hashes one PayWord payment may make the vendor walk
+INLINE_HASHES = 16_384  # longer walks (~1 ms) leave the event loop
+ISSUER_TIMEOUT = 10.0  # seconds the vendor waits for the issuer
+TERMS_CACHE = 200_000  # channels whose terms a vendor worker keeps in memory
+
+# --- client --------------------------------------------------------------------------------
+CLIENT_MAX_INDEX = 2**16  # a committed channel's size when the caller names none
+CLIENT_CONNECTIONS = 100
+CLIENT_TIMEOUT = 30.0
+CLIENT_RETRIES = 5
+CLIENT_RETRY_DELAY = 0.05
+
+# --- tools -----------------------------------------------------------------------------------
+DEMO_PAYMENTS = 1000  # per mode
+# Every mode on SHA-256 (the registry's order), plus the hash-heavy ones on BLAKE3.
+DEMO_EXTRA_RUNS = ("payword:blake3", "paytree_second_opt:blake3")
+BENCH_PAYMENTS = 5000  # per mode: enough that CPU read in 10 ms /proc ticks is precise
+BENCH_MAX_PAYMENTS = 1_000_000  # bounds a run and its pre-computed requests (~1 GB)
+BENCH_CHANNELS = 16
+BENCH_CONCURRENCY = 16
+BENCH_OUT = Path("bench-results")

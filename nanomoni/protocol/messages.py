@@ -1,0 +1,93 @@
+"""What the parties send each other, as the rules see it: decoded, binary, typed.
+
+The HTTP edge (`nanomoni.wire`) turns JSON bodies into these (strict base64,
+exact lengths) and back; nothing here knows about base64 text except the public
+keys, which are identities compared as text (SPEC §1).
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+# --- payments (vendor, SPEC §5) -------------------------------------------------------
+
+
+class SignaturePayment(msgspec.Struct, frozen=True, kw_only=True):
+    """The client's signature over the cumulative amount it owes (§5.1)."""
+
+    channel_id: str
+    amount: int
+    signature: bytes
+
+
+class PaywordPayment(msgspec.Struct, frozen=True, kw_only=True):
+    """Token k of the client's hash chain (§5.2)."""
+
+    k: int
+    token: bytes
+    channel_id: str | None = None
+
+
+class TreePayment(msgspec.Struct, frozen=True, kw_only=True):
+    """Leaf i of the client's PayTree with the siblings the mode asks for (§5.3–5.5)."""
+
+    i: int
+    leaf: bytes
+    siblings: list[bytes]
+    channel_id: str | None = None
+
+
+Payment = SignaturePayment | PaywordPayment | TreePayment
+
+
+# --- settlements (vendor → issuer, SPEC §4.5) -------------------------------------------
+
+
+class SignatureSettlement(msgspec.Struct, frozen=True, kw_only=True):
+    channel_id: str
+    amount: int
+    client_signature: bytes
+    vendor_signature: bytes
+
+
+class PaywordSettlement(msgspec.Struct, frozen=True, kw_only=True):
+    vendor_key: str
+    k: int
+    token: bytes
+    vendor_signature: bytes
+
+
+class TreeSettlement(msgspec.Struct, frozen=True, kw_only=True):
+    """All three PayTree modes settle with the full path."""
+
+    vendor_key: str
+    i: int
+    leaf: bytes
+    siblings: list[bytes]
+    vendor_signature: bytes
+
+
+Settlement = SignatureSettlement | PaywordSettlement | TreeSettlement
+
+
+# --- opening (client → issuer, SPEC §4.3) ------------------------------------------------
+
+
+class OpenRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """An open body: the common members typed, the mode members by their wire name.
+
+    `signed` is the canonical JSON the client signed (every non-null member but
+    the signature). `mode_members` holds every non-null member that belongs to
+    some mode, binary ones decoded; the rules of the path's mode decide which
+    are allowed and required.
+    """
+
+    client_key: str
+    client_der: bytes
+    vendor_key: str
+    vendor_der: bytes
+    amount: int
+    signature: bytes
+    signed: bytes
+    hash_alg: str | None = None
+    mode_members: dict[str, int | bytes] = {}

@@ -1,0 +1,136 @@
+"""`signature` mode (SPEC §5.1): each payment is the client's signature over the
+cumulative amount it owes; settlement carries that signature and the vendor's."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from nanomoni import crypto
+from nanomoni.encoding import b64encode, canonical_json, public_key_der
+from nanomoni.errors import Code, NanoMoniError
+from nanomoni.protocol.messages import SignaturePayment, SignatureSettlement
+from nanomoni.protocol.model import ChannelTerms, Mode, PaymentState, VendorView
+from nanomoni.protocol.modes.base import (
+    ModeRules,
+    SettledProof,
+    Signer,
+    Verified,
+    check_signature,
+)
+
+
+def amount_message(channel_id: str, amount: int) -> bytes:
+    """What the client signs for a payment and both parties sign at closure (§4.5, §5.1)."""
+    return canonical_json({"channel_id": channel_id, "cumulative_owed_amount": amount})
+
+
+class SignatureRules(ModeRules[SignaturePayment, SignatureSettlement]):
+    mode = Mode.signature
+    payment_type = SignaturePayment
+    settlement_type = SignatureSettlement
+    index_name = "cumulative_owed_amount"
+    response_index = None  # the answer's cumulative_owed_amount is the index
+    members = None
+
+    def index(self, payment: SignaturePayment) -> int:
+        return payment.amount
+
+    def _verify_client(self, terms: ChannelTerms, payment: SignaturePayment) -> None:
+        message = amount_message(terms.channel_id, payment.amount)
+        key = public_key_der(terms.client_public_key_der_b64)
+        if not crypto.verify_signature(key, message, payment.signature):
+            raise NanoMoniError(
+                Code.invalid_signature,
+                "invalid signature: signature_b64 is not the client's signature over the "
+                "channel id and cumulative amount",
+            )
+
+    def is_replay(
+        self, terms: ChannelTerms, stored: PaymentState, payment: SignaturePayment
+    ) -> bool:
+        # Signature bytes are never compared (ECDSA has two valid forms): a valid
+        # signature over the same amount is the same payment.
+        self._verify_client(terms, payment)
+        return True
+
+    def verify(
+        self, terms: ChannelTerms, view: VendorView, payment: SignaturePayment
+    ) -> Verified:
+        self._verify_client(terms, payment)
+        return Verified(proof=payment.signature, nodes={})
+
+    def build_settlement(
+        self,
+        terms: ChannelTerms,
+        state: PaymentState,
+        nodes: Sequence[bytes | None],
+        vendor_key: Signer,
+    ) -> SignatureSettlement:
+        message = amount_message(terms.channel_id, state.owed)
+        return SignatureSettlement(
+            channel_id=terms.channel_id,
+            amount=state.owed,
+            client_signature=state.proof,
+            vendor_signature=vendor_key.sign(message),
+        )
+
+    def check_settlement(self, terms: ChannelTerms, body: SignatureSettlement) -> SettledProof:
+        if body.channel_id != terms.channel_id:
+            raise NanoMoniError(
+                Code.id_mismatch,
+                f"channel id {body.channel_id} differs from the settled channel {terms.channel_id}",
+            )
+        owed = self.check_index(terms, body.amount)
+        message = amount_message(terms.channel_id, owed)
+        check_signature(
+            terms.client_public_key_der_b64,
+            message,
+            body.client_signature,
+            "client_close_signature_b64",
+        )
+        check_signature(
+            terms.vendor_public_key_der_b64,
+            message,
+            body.vendor_signature,
+            "vendor_close_signature_b64",
+        )
+        return SettledProof(
+            index=owed,
+            proof=b"",
+            close_payload_b64=b64encode(message),
+            client_close_signature_b64=b64encode(body.client_signature),
+            vendor_close_signature_b64=b64encode(body.vendor_signature),
+        )
+
+    def create_payer(self, key: Signer, *, max_index: int, hash_alg: str) -> SignaturePayer:
+        return SignaturePayer(key, max_index)
+
+
+class SignaturePayer:
+    """Index = cumulative owed amount; each payment is a signature over it."""
+
+    root = None
+
+    def __init__(self, key: Signer, max_index: int, channel_id: str = "") -> None:
+        self.key = key
+        self.max_index = max_index  # the channel amount
+        self.channel_id = channel_id
+        self.last = 0
+
+    def payment(self, index: int) -> SignaturePayment:
+        signature = self.key.sign(amount_message(self.channel_id, index))
+        return SignaturePayment(channel_id=self.channel_id, amount=index, signature=signature)
+
+    def payments(self, indices: Sequence[int]) -> list[SignaturePayment]:
+        """Many payments signed in one native batch (used to pre-compute load)."""
+        messages = [amount_message(self.channel_id, index) for index in indices]
+        signatures = self.key.sign_many(messages)
+        for index in indices:
+            self.accepted(index)
+        return [
+            SignaturePayment(channel_id=self.channel_id, amount=index, signature=signature)
+            for index, signature in zip(indices, signatures, strict=True)
+        ]
+
+    def accepted(self, index: int) -> None:
+        self.last = max(self.last, index)
