@@ -238,6 +238,18 @@ def _bench(parser: argparse.ArgumentParser) -> None:
     load.add_argument(
         "--key-kind", choices=KEY_KINDS, default="p256", help="the client's key (default: p256)"
     )
+    measure = parser.add_argument_group("measurement")
+    measure.add_argument(
+        "--floor",
+        action="store_true",
+        help="also send the same requests to a bare ASGI app on the same server stack "
+        "(the floor), measured in the same run",
+    )
+    measure.add_argument(
+        "--pin",
+        action="store_true",
+        help="vendor and floor on CPU 0, everything else (load generator included) on CPU 1",
+    )
     parser.add_argument(
         "--out", type=Path, default=config.BENCH_OUT, help="output folder (default: %(default)s)"
     )

@@ -1,11 +1,15 @@
-"""`nanomoni bench`: a bounded, loopback-only load generator.
+"""`nanomoni bench`: the load harness (also behind `bench/test_bench_e2e.py`).
 
-For each mode: open channels, pre-compute every payment body (so the timed
-phase only sends), drive them with a fixed concurrency (optionally paced to a
-target rate, optionally cut off by a duration), then settle every channel and
-check the issuer settled exactly what the vendor accepted. Writes result.json
-and PNG plots into --out. Vendor and Redis CPU per payment are read from
-/proc when their PIDs are known (always, for services it starts itself).
+For each mode: open channels, pre-compute every payment request (so the timed
+phase only sends), send each channel's first payment untimed (the vendor then
+learns the channel from the issuer), drive the rest with a fixed concurrency
+(optionally paced to a target rate, optionally cut off by a duration), then
+settle every channel and check the issuer settled exactly what the vendor
+accepted. Vendor and Redis CPU per payment are read from /proc when their PIDs
+are known (always, for services it starts itself). With `--floor` the same
+requests also go to a bare ASGI app on the same server stack, measured in the
+same run; with `--pin` the vendor (and the floor) run on CPU 0 and everything
+else, load generator included, on CPU 1. Writes result.json and PNG plots.
 """
 
 from __future__ import annotations
@@ -14,11 +18,18 @@ import argparse
 import asyncio
 import json
 import math
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+import textwrap
 import time
 from collections import Counter
-from collections.abc import Coroutine
-from contextlib import ExitStack
+from collections.abc import Coroutine, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -28,7 +39,8 @@ from nanomoni import wire
 from nanomoni.client.http import api_error, require_loopback
 from nanomoni.client.session import Channel, Client
 from nanomoni.client.wallet import Wallet
-from nanomoni.tools.cpu import cpu_seconds
+from nanomoni.launch import free_port
+from nanomoni.tools.cpu import cpu_seconds, process_tree
 from nanomoni.tools.demo import wait_for_account
 from nanomoni.tools.display import Display
 from nanomoni.tools.local import local_services
@@ -39,6 +51,8 @@ from nanomoni.tools.stats import histogram, log_edges_ms, summary_ms
 
 T = TypeVar("T")
 UNIT = 1
+SERVER_CPU, LOAD_CPU = 0, 1
+SETUP_CONCURRENCY = 16  # channel opens and closures in flight outside the timed phase
 
 
 @dataclass
@@ -53,6 +67,15 @@ class Plan:
     def total(self) -> int:
         return sum(len(requests) for requests in self.requests)
 
+    @property
+    def warmup(self) -> list[list[bytes]]:
+        """Each channel's first payment: the vendor learns the channel (untimed)."""
+        return [requests[:1] for requests in self.requests]
+
+    @property
+    def timed(self) -> list[list[bytes]]:
+        return [requests[1:] for requests in self.requests]
+
 
 @dataclass
 class Measured:
@@ -60,14 +83,11 @@ class Measured:
     accepted: int = 0
     replays: int = 0
     errors: Counter[str] = field(default_factory=Counter)
-    accepted_index: dict[str, int] = field(default_factory=dict)
+    accepted_steps: dict[int, int] = field(default_factory=dict)  # channel slot -> count
     elapsed_s: float = 0.0
     vendor_cpu_s: float | None = None
     redis_cpu_s: float | None = None
     client_cpu_s: float = 0.0  # this load generator's own CPU (it shares the machine)
-
-
-SETUP_CONCURRENCY = 16  # channel opens and closures in flight outside the timed phase
 
 
 async def limited(steps: list[Coroutine[Any, Any, T]], limit: int) -> list[T]:
@@ -120,125 +140,258 @@ class Pacer:
             await asyncio.sleep(delay)
 
 
-async def drive(
-    client: Client,
-    plan: Plan,
-    *,
-    concurrency: int,
-    rate: float,
-    duration: float | None,
-    pids: tuple[int | None, int | None],
-    on_sent: list[int],
-) -> Measured:
+@dataclass(frozen=True)
+class Load:
+    """How the timed phase sends: where, how many at once, how fast, how long."""
+
+    url: str
+    concurrency: int
+    rate: float = 0.0
+    duration: float | None = None
+    pids: tuple[int | None, int | None] = (None, None)  # vendor, redis: CPU is read for these
+
+
+async def drive(load: Load, streams: list[list[bytes]], sent: Any) -> Measured:
+    """Send every stream's requests in order; `sent.value` counts what went out."""
     measured = Measured()
-    workers = max(1, min(concurrency, len(plan.channels)))
-    pacer = Pacer(rate)
-    deadline = None if duration is None else time.perf_counter() + duration
-    vendor_pid, redis_pid = pids
+    workers = max(1, min(load.concurrency, len(streams)))
+    pacer = Pacer(load.rate)
+    deadline = None if load.duration is None else time.perf_counter() + load.duration
 
     async def worker(mine: list[int]) -> None:
         # A channel's payments go in order; a channel stops at its first refusal
         # because its later (pruned) proofs assumed this one was accepted.
-        connection = RawConnection(client.vendor.url)
+        connection = RawConnection(load.url)
         active = list(mine)
         step = 0
         try:
             while active:
                 for slot in list(active):
-                    requests = plan.requests[slot]
+                    requests = streams[slot]
                     if step >= len(requests) or (
                         deadline is not None and time.perf_counter() > deadline
                     ):
                         active.remove(slot)
                         continue
                     await pacer.wait()
-                    sent = time.perf_counter()
+                    started = time.perf_counter()
                     try:
                         status, body = await connection.send(requests[step])
                     except ResponseError:
                         status, body = 0, b""
-                    on_sent[0] += 1
+                    sent.value += 1
                     if status not in (200, 201):
                         code = api_error(status, body).raw_code if status else "connection"
                         measured.errors[code] += 1
                         active.remove(slot)
                         continue
-                    measured.latencies_s.append(time.perf_counter() - sent)
+                    measured.latencies_s.append(time.perf_counter() - started)
                     measured.accepted += 1
                     measured.replays += status == 200
-                    measured.accepted_index[plan.channels[slot].channel_id] = step + 1
+                    measured.accepted_steps[slot] = step + 1
                 step += 1
         finally:
             connection.close()
 
-    cpu_before = [cpu_seconds(pid) if pid else None for pid in (vendor_pid, redis_pid)]
+    cpu_before = [cpu_seconds(pid) if pid else None for pid in load.pids]
     client_cpu_before = time.process_time()
     started = time.perf_counter()
-    await asyncio.gather(
-        *(worker(list(range(w, len(plan.channels), workers))) for w in range(workers))
-    )
+    await asyncio.gather(*(worker(list(range(w, len(streams), workers))) for w in range(workers)))
     measured.elapsed_s = time.perf_counter() - started
     measured.client_cpu_s = time.process_time() - client_cpu_before
-    cpu_after = [cpu_seconds(pid) if pid else None for pid in (vendor_pid, redis_pid)]
-    deltas = [
+    cpu_after = [cpu_seconds(pid) if pid else None for pid in load.pids]
+    measured.vendor_cpu_s, measured.redis_cpu_s = (
         None if before is None or after is None else after - before
         for before, after in zip(cpu_before, cpu_after, strict=True)
-    ]
-    measured.vendor_cpu_s, measured.redis_cpu_s = deltas
+    )
     return measured
 
 
-async def settle(client: Client, plan: Plan, measured: Measured) -> tuple[int, int, bool]:
+class _Counter:
+    value = 0
+
+
+def _pin(pid: int, cpu: int) -> None:
+    """pid and its descendants (service workers) on one CPU, where there are two."""
+    if len(os.sched_getaffinity(0)) > 1:
+        for member in process_tree(pid):
+            try:
+                os.sched_setaffinity(member, {cpu})
+            except ProcessLookupError:
+                pass
+
+
+def _drive_child(load: Load, streams: list[list[bytes]], sent: Any, out: Any) -> None:
+    _pin(os.getpid(), LOAD_CPU)
+    out.send(uvloop.run(drive(load, streams, sent)))
+
+
+async def drive_apart(load: Load, streams: list[list[bytes]], sent: Any) -> Measured:
+    """`drive` in a forked process on the load CPU, so the measured side has its own."""
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_drive_child, args=(load, streams, sent, send))
+    child.start()
+    send.close()  # ours: a crashed generator then shows as EOF, not a hang
+    try:
+        while not receive.poll():
+            await asyncio.sleep(0.05)
+        measured: Measured = receive.recv()
+    finally:
+        child.join()
+    return measured
+
+
+# --- the floor: a bare ASGI app on the same server stack ----------------------------
+
+FLOOR_APP = textwrap.dedent(
+    """
+    import sys, uvicorn
+    BODY = (b'{"channel_id":"x","cumulative_owed_amount":1,'
+            b'"created_at":"2026-01-01T00:00:00+00:00","k":1}')
+    START = {"type": "http.response.start", "status": 201,
+             "headers": [(b"content-type", b"application/json"),
+                         (b"content-length", str(len(BODY)).encode())]}
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        more = True
+        while more:
+            more = (await receive()).get("more_body", False)
+        await send(START)
+        await send({"type": "http.response.body", "body": BODY})
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), loop="uvloop", http="httptools",
+                access_log=False, log_level="warning", proxy_headers=False, server_header=False)
+    """
+)
+
+
+@contextmanager
+def floor_server(pin: bool) -> Iterator[tuple[str, int]]:
+    """(url, pid) of the bare app; stopped when the context exits."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-c", FLOOR_APP, str(port)])
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("the floor app did not start") from None
+                time.sleep(0.05)
+        if pin:
+            _pin(process.pid, SERVER_CPU)
+        yield f"http://127.0.0.1:{port}", process.pid
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+# --- one mode ----------------------------------------------------------------------
+
+
+async def settle(client: Client, plan: Plan, accepted: dict[int, int]) -> tuple[int, int, bool]:
     """Close every channel that took payments: (owed, settled, all exact)."""
 
-    async def close(channel: Channel, accepted: int) -> tuple[int, bool]:
+    async def close(channel: Channel, count: int) -> tuple[int, bool]:
         await channel.close()
         info = await channel.refresh()
-        return info.balance, info.is_closed and info.balance == accepted * UNIT
+        return info.balance, info.is_closed and info.balance == count * UNIT
 
-    accepted = {
-        channel: measured.accepted_index[channel.channel_id]
-        for channel in plan.channels
-        if channel.channel_id in measured.accepted_index
-    }
-    closed = await limited([close(c, n) for c, n in accepted.items()], SETUP_CONCURRENCY)
-    owed = sum(accepted.values()) * UNIT
+    paid = {plan.channels[slot]: count for slot, count in accepted.items() if count}
+    closed = await limited([close(c, n) for c, n in paid.items()], SETUP_CONCURRENCY)
+    owed = sum(paid.values()) * UNIT
     return owed, sum(balance for balance, _ in closed), all(exact for _, exact in closed)
 
 
 def describe(
-    plan: Plan, measured: Measured, owed: int, settled: int, exact: bool
+    plan: Plan,
+    warm: Measured,
+    measured: Measured,
+    floor: Measured | None,
+    settled: tuple[int, int, bool],
 ) -> dict[str, Any]:
+    owed, settled_total, exact = settled
     edges = log_edges_ms(
         min(measured.latencies_s, default=1e-4) * 1e3, max(measured.latencies_s, default=1e-3) * 1e3
     )
 
-    def per_payment(cpu_s: float | None) -> float | None:
-        return None if cpu_s is None or not measured.accepted else cpu_s * 1e6 / measured.accepted
+    def per_payment(cpu_s: float | None, count: int) -> float | None:
+        return None if cpu_s is None or not count else cpu_s * 1e6 / count
 
+    vendor_us = per_payment(measured.vendor_cpu_s, measured.accepted)
+    floor_us = None if floor is None else per_payment(floor.vendor_cpu_s, floor.accepted)
     return {
         "label": plan.run.label,
         "mode": plan.run.mode.value,
         "hash_alg": plan.run.hash_alg,
         "channels": len(plan.channels),
         "planned": plan.total,
-        "accepted": measured.accepted,
-        "replays": measured.replays,
-        "errors": dict(measured.errors),
+        "warmup": warm.accepted,
+        "accepted": warm.accepted + measured.accepted,
+        "timed": measured.accepted,
+        "replays": warm.replays + measured.replays,
+        "errors": dict(warm.errors + measured.errors),
         "elapsed_s": measured.elapsed_s,
         "throughput_per_s": measured.accepted / measured.elapsed_s if measured.elapsed_s else 0.0,
         "latency_ms": summary_ms(measured.latencies_s),
-        "latency_histogram": {
-            "edges_ms": edges,
-            "counts": histogram(measured.latencies_s, edges),
-        },
-        "vendor_cpu_us_per_payment": per_payment(measured.vendor_cpu_s),
-        "redis_cpu_us_per_payment": per_payment(measured.redis_cpu_s),
-        "client_cpu_us_per_payment": per_payment(measured.client_cpu_s),
+        "latency_histogram": {"edges_ms": edges, "counts": histogram(measured.latencies_s, edges)},
+        "vendor_cpu_us_per_payment": vendor_us,
+        "redis_cpu_us_per_payment": per_payment(measured.redis_cpu_s, measured.accepted),
+        "client_cpu_us_per_payment": per_payment(measured.client_cpu_s, measured.accepted),
+        "floor_cpu_us_per_request": floor_us,
+        "vendor_to_floor": None if vendor_us is None or not floor_us else vendor_us / floor_us,
         "owed_total": owed,
-        "settled_total": settled,
+        "settled_total": settled_total,
         "settled_exact": exact,
     }
+
+
+async def bench_mode(
+    client: Client,
+    run: Run,
+    args: argparse.Namespace,
+    load: Load,
+    floor: tuple[str, int] | None,
+    display: Display,
+) -> dict[str, Any]:
+    display.print(f"{run.label}: opening {args.channels} channels, pre-computing payments")
+    plan = await prepare(client, run, args.channels, args.payments)
+    sent = multiprocessing.get_context("fork").Value("q", 0, lock=False) if args.pin else _Counter()
+    warm = await drive(Load(load.url, load.concurrency), plan.warmup, _Counter())
+    streams = [
+        requests if warm.accepted_steps.get(slot) else []  # a refused channel stays refused
+        for slot, requests in enumerate(plan.timed)
+    ]
+    send = drive_apart if args.pin else drive
+    with display.progress() as progress:
+        task = progress.add_task(run.label, total=sum(len(stream) for stream in streams))
+        driving = asyncio.create_task(send(load, streams, sent))
+        # Refresh the bar from a counter instead of on every payment.
+        while not driving.done():
+            progress.update(task, sent.value)
+            await asyncio.wait({driving}, timeout=0.2)
+        measured = driving.result()
+        progress.update(task, sent.value)
+    floor_measured = None
+    if floor is not None:
+        floor_url, floor_pid = floor
+        floor_load = Load(floor_url, load.concurrency, pids=(floor_pid, None))
+        floor_measured = await send(floor_load, streams, _Counter() if not args.pin else sent)
+    accepted = {
+        slot: warm.accepted_steps.get(slot, 0) + measured.accepted_steps.get(slot, 0)
+        for slot in range(len(plan.channels))
+    }
+    settled = await settle(client, plan, accepted)
+    return describe(plan, warm, measured, floor_measured, settled)
 
 
 async def bench(
@@ -246,10 +399,12 @@ async def bench(
     issuer_url: str,
     vendor_url: str,
     pids: tuple[int | None, int | None],
+    floor: tuple[str, int] | None,
     display: Display,
 ) -> list[dict[str, Any]]:
     results = []
     wallet = Wallet.generate(args.key_kind)
+    load = Load(vendor_url, args.concurrency, args.rate, args.duration, pids)
     async with Client(issuer_url, vendor_url, wallet, connections=args.concurrency) as client:
         await client.register()
         if args.admin_token:
@@ -257,35 +412,14 @@ async def bench(
             await client.issuer.deposit(wallet.public_key_b64, need, args.admin_token)
         await wait_for_account(client, await client.vendor_public_key())
         for run in args.modes:
-            display.print(f"{run.label}: opening {args.channels} channels, pre-computing payments")
-            plan = await prepare(client, run, args.channels, args.payments)
-            sent = [0]
-            with display.progress() as progress:
-                task = progress.add_task(run.label, total=plan.total)
-                driving = asyncio.create_task(
-                    drive(
-                        client,
-                        plan,
-                        concurrency=args.concurrency,
-                        rate=args.rate,
-                        duration=args.duration,
-                        pids=pids,
-                        on_sent=sent,
-                    )
-                )
-                # Refresh the bar from a counter instead of on every payment.
-                while not driving.done():
-                    progress.update(task, completed=sent[0])
-                    await asyncio.wait({driving}, timeout=0.2)
-                measured = driving.result()
-                progress.update(task, completed=sent[0])
-            owed, settled, exact = await settle(client, plan, measured)
-            results.append(describe(plan, measured, owed, settled, exact))
+            results.append(await bench_mode(client, run, args, load, floor, display))
     return results
 
 
+# --- the command ----------------------------------------------------------------------
+
 HEADERS = ("mode", "accepted", "errors", "payments/s", "p50 ms", "p99 ms", "vendor µs/pay",
-           "redis µs/pay", "settled")  # fmt: skip
+           "redis µs/pay", "× floor", "settled")  # fmt: skip
 
 
 def render(runs: list[dict[str, Any]]) -> list[tuple[str, ...]]:
@@ -302,6 +436,7 @@ def render(runs: list[dict[str, Any]]) -> list[tuple[str, ...]]:
             f"{run['latency_ms']['p99']:.2f}",
             micros(run["vendor_cpu_us_per_payment"]),
             micros(run["redis_cpu_us_per_payment"]),
+            "-" if run["vendor_to_floor"] is None else f"{run['vendor_to_floor']:.2f}",
             f"{run['settled_total']} {'✓' if run['settled_exact'] else '✗'}",
         )
         for run in runs
@@ -321,24 +456,31 @@ def invalid(args: argparse.Namespace) -> str | None:
     return None
 
 
-def main(args: argparse.Namespace) -> int:
-    """`nanomoni bench` (its options are defined with the other commands in `nanomoni.cli`)."""
-    display = Display()
+def collect(args: argparse.Namespace, display: Display) -> dict[str, Any]:
+    """Run every mode; the result document (also what result.json holds)."""
     with ExitStack() as stack:
         if args.issuer_url:
             issuer_url = require_loopback(args.issuer_url)
             vendor_url = require_loopback(args.vendor_url)
             pids = (args.vendor_pid, args.redis_pid)
             store = "external"
+            others: list[int] = []
         else:
             services = stack.enter_context(local_services(args.store, workers=args.workers))
             issuer_url, vendor_url = services.issuer_url, services.vendor_url
             pids = (services.vendor_pid, services.redis_pid)
             store = services.store
+            others = [services.issuer_pid, *filter(None, [services.redis_pid])]
+        if args.pin:
+            if pids[0] is not None:
+                _pin(pids[0], SERVER_CPU)
+            for pid in others:
+                _pin(pid, LOAD_CPU)
+        floor = stack.enter_context(floor_server(args.pin)) if args.floor else None
         started_at = time.time()
         # uvloop: the load generator's own CPU per request is what limits it on a small box.
-        runs = uvloop.run(bench(args, issuer_url, vendor_url, pids, display))
-    result = {
+        runs = uvloop.run(bench(args, issuer_url, vendor_url, pids, floor, display))
+    return {
         "version": 1,
         "started_at": started_at,
         "issuer_url": issuer_url,
@@ -354,12 +496,22 @@ def main(args: argparse.Namespace) -> int:
             "duration": args.duration,
             "key_kind": args.key_kind,
             "workers": args.workers,
+            "floor": args.floor,
+            "pinned": args.pin,
         },
         "runs": runs,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-    plots = write_plots(result, args.out)
+
+
+def main(args: argparse.Namespace) -> int:
+    """`nanomoni bench` (its options are defined with the other commands in `nanomoni.cli`)."""
+    display = Display()
+    result = collect(args, display)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    plots = write_plots(result, out)
+    runs = result["runs"]
     display.table("NanoMoni bench", HEADERS, render(runs))
-    display.print(f"wrote {args.out / 'result.json'} and {', '.join(p.name for p in plots)}")
+    display.print(f"wrote {out / 'result.json'} and {', '.join(p.name for p in plots)}")
     return 0 if all(run["settled_exact"] and not run["errors"] for run in runs) else 1
