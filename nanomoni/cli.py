@@ -64,6 +64,13 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
+
+
 def _common(flags: _Flags, port: int) -> None:
     flags.add("--host", default="127.0.0.1", help="address to listen on")
     flags.add(
@@ -85,6 +92,20 @@ def _common(flags: _Flags, port: int) -> None:
     flags.add("--workers", type=_positive, default=1, help="worker processes sharing the socket")
     flags.add("--max-body", type=_positive, default=64 * 1024, help="request body limit in bytes")
     flags.add("--log-level", default="warning", help="logging level")
+    flags.add(
+        "--header-timeout",
+        type=_positive_seconds,
+        default=10.0,
+        help="seconds a client may keep a worker waiting: for a request head, then its body, "
+        "or to read an answer",
+    )
+    flags.add(
+        "--max-connections",
+        type=_positive,
+        default=10_000,
+        help="open connections per worker; beyond it the one waiting longest for a request "
+        "is closed, or the new one gets a 503 if none is waiting",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -141,10 +162,11 @@ def _run_service(args: argparse.Namespace) -> int:
         multiproc_dir = tempfile.mkdtemp(prefix=f"nanomoni-{args.command}-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiproc_dir
     try:
-        from nanomoni.serve import serve
+        from nanomoni.serve import ConnectionLimits, serve
 
         factory = _issuer_factory(args) if args.command == "issuer" else _vendor_factory(args)
-        return serve(factory, host=args.host, port=args.port, workers=args.workers)
+        limits = ConnectionLimits(args.header_timeout, args.max_connections)
+        return serve(factory, host=args.host, port=args.port, workers=args.workers, limits=limits)
     finally:
         if multiproc_dir is not None:
             shutil.rmtree(multiproc_dir, ignore_errors=True)
