@@ -259,13 +259,22 @@ def test_at_the_cap_with_nothing_waiting_a_newcomer_gets_503(tmp_path: Path) -> 
 # --- a flood of idle connections ------------------------------------------------------------
 
 
+FLOOD_FILES = 8192  # open files the flood test wants, in this process and the service
+
+
 @contextlib.contextmanager
 def open_files_raised() -> Iterator[int]:
-    """This process's soft open-file limit lifted to the hard one; yields it."""
+    """This process's open-file limit (inherited by the services it starts) raised to
+    FLOOD_FILES if allowed (root may raise the hard limit), else to the hard limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     try:
-        yield hard
+        resource.setrlimit(resource.RLIMIT_NOFILE, (FLOOD_FILES, max(hard, FLOOD_FILES)))
+        raised = FLOOD_FILES
+    except (ValueError, OSError):  # not allowed above the hard limit
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        raised = hard
+    try:
+        yield raised
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
