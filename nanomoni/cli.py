@@ -103,6 +103,20 @@ def _common(flags: _Flags, port: int) -> None:
         "--max-body", type=_positive, default=config.MAX_BODY, help="request body limit in bytes"
     )
     flags.add("--log-level", default=config.LOG_LEVEL, help="logging level")
+    flags.add(
+        "--header-timeout",
+        type=_positive_float,
+        default=config.HEADER_TIMEOUT,
+        help="seconds a client may keep a worker waiting: for a request head, then its body, "
+        "or to read an answer",
+    )
+    flags.add(
+        "--max-connections",
+        type=_positive,
+        default=config.MAX_CONNECTIONS,
+        help="open connections per worker; beyond it the one waiting longest for a request "
+        "is closed, or the new one gets a 503 if none is waiting",
+    )
 
 
 def _issuer(parser: argparse.ArgumentParser) -> None:
@@ -289,10 +303,11 @@ def _run_service(args: argparse.Namespace) -> int:
         multiproc_dir = tempfile.mkdtemp(prefix=f"nanomoni-{args.command}-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiproc_dir
     try:
-        from nanomoni.serve import serve
+        from nanomoni.serve import ConnectionLimits, serve
 
         factory = _issuer_factory(args) if args.command == "issuer" else _vendor_factory(args)
-        return serve(factory, host=args.host, port=args.port, workers=args.workers)
+        limits = ConnectionLimits(args.header_timeout, args.max_connections)
+        return serve(factory, host=args.host, port=args.port, workers=args.workers, limits=limits)
     finally:
         if multiproc_dir is not None:
             shutil.rmtree(multiproc_dir, ignore_errors=True)

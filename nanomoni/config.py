@@ -16,6 +16,8 @@ DATA_DIR = Path("./nanomoni-data")
 WORKERS = 1
 MAX_BODY = 64 * 1024  # bytes per request body
 LOG_LEVEL = "warning"
+HEADER_TIMEOUT = 10.0  # seconds for a request head, then its body, or to read an answer
+MAX_CONNECTIONS = 10_000  # open connections per worker
 
 # --- issuer ------------------------------------------------------------------------------
 INITIAL_BALANCE = 10_000_000  # granted to a newly registered account (0 in production)

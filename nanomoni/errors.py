@@ -41,6 +41,7 @@ class Code(StrEnum):
     insufficient_credit = "insufficient_credit"
     rate_limited = "rate_limited"
     store_unavailable = "store_unavailable"
+    service_busy = "service_busy"  # a worker at its connection cap (SPEC §7)
 
 
 _STATUS: dict[Code, int] = {
@@ -51,6 +52,7 @@ _STATUS: dict[Code, int] = {
     Code.insufficient_credit: 402,
     Code.rate_limited: 429,
     Code.store_unavailable: 503,
+    Code.service_busy: 503,
     Code.unauthorized: 401,
     Code.forbidden: 403,
     Code.validation_error: 422,

@@ -41,6 +41,12 @@ channels_opened_total = Counter("nanomoni_channels_opened_total", "Channels open
 store_duration_seconds = Histogram(
     "nanomoni_store_duration_seconds", "Time of one store operation", ["op"], buckets=_FAST
 )
+connections_closed_total = Counter(
+    "nanomoni_connections_closed_total",
+    "Connections closed by the limits (header/body/unread_timeout, evicted, refused)",
+    ["reason"],
+)
+worker_restarts_total = Counter("nanomoni_worker_restarts_total", "Dead workers replaced")
 
 # Bound label children, looked up once: `.labels()` costs more than the increment.
 _payment_counts: dict[tuple[str, str], Counter] = {}
@@ -92,6 +98,14 @@ def render() -> bytes:
         _multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
     return generate_latest()
+
+
+def connection_closed(reason: str) -> None:
+    connections_closed_total.labels(reason).inc()
+
+
+def worker_replaced() -> None:
+    worker_restarts_total.inc()
 
 
 def worker_exited(pid: int) -> None:

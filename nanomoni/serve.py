@@ -2,31 +2,47 @@
 
 The parent binds the listening socket, forks the workers (each builds its own
 app, store connection and event loop), prints `listening on http://H:P` once
-every worker has started, and on SIGTERM/SIGINT lets the workers finish their
-in-flight requests before exiting 0.
+every worker has started, replaces a worker that dies afterwards, and on
+SIGTERM/SIGINT lets the workers finish their in-flight requests before exiting 0.
+
+Each worker guards its connections (SPEC §7): a request head (and then its
+body) must arrive within the header timeout, and beyond the connection cap the
+connection that has waited longest for a request is dropped, or, if none is
+waiting, the newcomer is answered 503 and closed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
-import inspect
+import logging
 import os
+import resource
 import select
 import signal
 import socket
 import sys
 import time
+import traceback
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, ClassVar, NoReturn, cast
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from nanomoni import crypto, metrics
+from nanomoni.errors import Code, NanoMoniError
+from nanomoni.http import error_payload
 
 AppFactory = Callable[[], Any]
+
+log = logging.getLogger("nanomoni")
 
 
 def load_or_create_key(key_file: Path) -> crypto.SigningKey:
@@ -49,19 +65,216 @@ def load_or_create_key(key_file: Path) -> crypto.SigningKey:
     return crypto.SigningKey.from_pem(key_file.read_bytes())
 
 
-async def maybe_await(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
+# --- connection limits (SPEC §7) ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """Per worker: seconds a client may keep it waiting (for a request head, then
+    for its body, or to read an answer), and how many connections it may hold open."""
+
+    header_timeout: float
+    max_connections: int
+
+
+# An idle keep-alive connection is closed after this (uvicorn's default, made explicit).
+KEEP_ALIVE_SECONDS = 5
+# A refused connection is kept this long at most to deliver its 503 cleanly.
+LINGER_SECONDS = 1.0
+# File descriptors a worker keeps for everything but client connections (store, files).
+FD_RESERVE = 100
+
+# What a connection is doing, as the guard sees it. In all but _SERVING the client
+# has to act, and gets the header timeout to do so.
+_WAITING = 0  # no request in progress: waiting for (the rest of) a request head
+_READING = 1  # head complete, body still arriving, no answer started
+_UNREAD = 2  # answers pile up unsent: the client does not read them
+_SERVING = 3  # the app works on the request: the store deadline bounds that
+_TIMEOUT_REASONS = {_WAITING: "header_timeout", _READING: "body_timeout", _UNREAD: "unread_timeout"}
+
+_BUSY_DETAIL = "the service is at its connection limit; retry shortly"
+
+
+def _phase(conn: _GuardedHttp) -> int:
+    if conn.transport.get_write_buffer_size():
+        return _UNREAD
+    cycle: RequestResponseCycle | None = conn.cycle
+    if cycle is None or cycle.response_complete:
+        return _WAITING
+    if cycle.more_body and not cycle.response_started:
+        return _READING
+    return _SERVING
+
+
+def _drop(transport: asyncio.Transport) -> None:
+    """Close now: close() alone would wait forever to flush to a client that does not read."""
+    if transport.get_write_buffer_size():
+        transport.abort()
+    else:
+        transport.close()
+
+
+class _GuardedHttp(HttpToolsProtocol):
+    """uvicorn's httptools protocol, admitted by its worker's guard.
+
+    Nothing is added per request: the guard looks at every connection's request
+    state a few times per header timeout instead of arming timers on the hot path.
+    """
+
+    guard: ClassVar[_ConnectionGuard]
+    seen: tuple[RequestResponseCycle | None, int]  # (request, phase) at the guard's last look
+    seen_at: float  # loop time the guard first saw `seen`
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.guard.admit(self)
+
+
+class _Lingering(asyncio.Protocol):
+    """A refused connection after its 503: drops what the client still sends, so
+    closing is a clean FIN (closing over unread data would reset the connection
+    and could destroy the answer), and closes on the client's EOF or a timer."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.timer = loop.call_later(LINGER_SECONDS, _drop, transport)
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.timer.cancel()
+
+
+def _busy_response() -> bytes:
+    status, body = error_payload(NanoMoniError(Code.service_busy, _BUSY_DETAIL))
+    head = (
+        f"HTTP/1.1 {status} Service Unavailable\r\n"
+        "content-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n"
+        "retry-after: 1\r\n"
+        "connection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class _ConnectionGuard:
+    """Enforces ConnectionLimits on one worker's connections."""
+
+    def __init__(self, limits: ConnectionLimits) -> None:
+        self.timeout = limits.header_timeout
+        self.max_connections = limits.max_connections
+        # A sweep notices a new state up to one interval late and acts on it up to one
+        # interval late: a client gets between timeout and timeout + 2 intervals.
+        self.interval = min(1.0, max(0.05, self.timeout / 8))
+        self.busy_response = _busy_response()
+        self.connections: set[_GuardedHttp] = set()
+        # Waiting connections, longest-waiting first, to drop at the cap: listed at
+        # most once per sweep so a flood of new connections costs O(1) each.
+        self.candidates: deque[tuple[_GuardedHttp, RequestResponseCycle | None]] | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
+        self.loop = loop
+        self.connections = connections
+        self.timer = loop.call_later(self.interval, self.sweep)
+
+    def admit(self, conn: _GuardedHttp) -> None:
+        conn.seen, conn.seen_at = (None, _WAITING), self.loop.time()
+        if len(self.connections) <= self.max_connections:
+            return
+        victim = self._longest_waiting(conn)
+        if victim is not None:
+            _drop(victim.transport)
+            metrics.connection_closed("evicted")
+        else:
+            self._refuse(conn)
+            metrics.connection_closed("refused")
+
+    def sweep(self) -> None:
+        """Close connections on which the client kept us waiting too long."""
+        now = self.loop.time()
+        for conn in list(self.connections):
+            phase = _phase(conn)
+            state = (conn.cycle, phase)
+            if state != conn.seen:
+                conn.seen, conn.seen_at = state, now
+            elif phase != _SERVING and now - conn.seen_at >= self.timeout:
+                _drop(conn.transport)
+                metrics.connection_closed(_TIMEOUT_REASONS[phase])
+        self.candidates = None
+        self.timer = self.loop.call_later(self.interval, self.sweep)
+
+    def _longest_waiting(self, newcomer: _GuardedHttp) -> _GuardedHttp | None:
+        if self.candidates is None:
+            now = self.loop.time()
+            waiting = [
+                (conn.seen_at if conn.seen == (conn.cycle, _WAITING) else now, conn)
+                for conn in self.connections
+                if _phase(conn) == _WAITING and not conn.transport.is_closing()
+            ]
+            waiting.sort(key=itemgetter(0))
+            self.candidates = deque((conn, conn.cycle) for _, conn in waiting)
+        while self.candidates:
+            conn, cycle = self.candidates.popleft()
+            if (
+                conn is not newcomer
+                and conn.cycle is cycle
+                and _phase(conn) == _WAITING
+                and not conn.transport.is_closing()
+            ):
+                return conn
+        return None
+
+    def _refuse(self, conn: _GuardedHttp) -> None:
+        self.connections.discard(conn)
+        transport = conn.transport
+        transport.set_protocol(_Lingering(transport, self.loop))
+        transport.write(self.busy_response)
+        transport.write_eof()
+
+
+def _guarded_protocol(guard: _ConnectionGuard) -> type[asyncio.Protocol]:
+    """The protocol class of one worker, bound to its guard."""
+    return cast(type[asyncio.Protocol], type("GuardedHttp", (_GuardedHttp,), {"guard": guard}))
+
+
+def _connection_cap(wanted: int) -> int:
+    """Lift the open-file limit to its hard maximum (workers inherit it) and fit
+    the per-worker connection cap under it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    if soft == resource.RLIM_INFINITY or wanted <= soft - FD_RESERVE:
+        return wanted
+    cap = max(1, soft - FD_RESERVE)
+    log.warning(
+        "--max-connections %d exceeds the open-file limit (%d): capping at %d", wanted, soft, cap
+    )
+    return cap
+
+
+# --- one worker ------------------------------------------------------------------------
 
 
 class _Server(uvicorn.Server):
-    """uvicorn that reports once it accepts connections."""
+    """uvicorn that guards its connections and reports once it accepts them."""
 
-    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None]) -> None:
+    def __init__(
+        self, config: uvicorn.Config, guard: _ConnectionGuard, on_ready: Callable[[], None]
+    ) -> None:
         super().__init__(config)
+        self._guard = guard
         self._on_ready = on_ready
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._guard.start(asyncio.get_running_loop(), self.server_state.connections)
         await super().startup(sockets)
+        if _stop_requested:  # a signal came before uvicorn listened for it
+            self.should_exit = True
         if self.started and not self.should_exit:
             self._on_ready()
 
@@ -76,35 +289,53 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _uvicorn_config(app: Any) -> uvicorn.Config:
+def _uvicorn_config(app: Any, protocol: type[asyncio.Protocol]) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         loop="uvloop",
-        http="httptools",
+        http=protocol,
+        ws="none",  # no WebSocket routes: an upgrade must not swap the guarded protocol out
         lifespan="on",
         access_log=False,
         log_level="warning",
         proxy_headers=False,  # no proxy in front: X-Forwarded-* must not be trusted (and costs CPU)
         server_header=False,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
         timeout_graceful_shutdown=GRACEFUL_SECONDS,
     )
 
 
-def _ignore(sig: int, frame: FrameType | None) -> None:
-    """Replaces the default action so uvicorn's re-raised signal does not kill us (exit 0)."""
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+_stop_requested = False
 
 
-def _run_worker(factory: AppFactory, sock: socket.socket, on_ready: Callable[[], None]) -> None:
-    signal.signal(signal.SIGTERM, _ignore)
-    signal.signal(signal.SIGINT, _ignore)
-    server = _Server(_uvicorn_config(factory()), on_ready)
+def _remember_stop(sig: int, frame: FrameType | None) -> None:
+    """A worker's handler until uvicorn installs its own, and after (uvicorn re-raises
+    the signal on exit, which must not kill us: we exit 0)."""
+    global _stop_requested
+    _stop_requested = True
+
+
+def _run_worker(
+    factory: AppFactory,
+    sock: socket.socket,
+    limits: ConnectionLimits,
+    on_ready: Callable[[], None],
+) -> None:
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, _remember_stop)
+    guard = _ConnectionGuard(limits)
+    server = _Server(_uvicorn_config(factory(), _guarded_protocol(guard)), guard, on_ready)
     server.run(sockets=[sock])
     if not server.started:
         raise SystemExit(1)
 
 
-def serve(factory: AppFactory, *, host: str, port: int, workers: int) -> int:
+def serve(
+    factory: AppFactory, *, host: str, port: int, workers: int, limits: ConnectionLimits
+) -> int:
     """Serve until SIGTERM/SIGINT; returns the process exit code."""
+    limits = ConnectionLimits(limits.header_timeout, _connection_cap(limits.max_connections))
     sock = _bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     url_host = f"[{bound_host}]" if ":" in bound_host else bound_host
@@ -115,15 +346,26 @@ def serve(factory: AppFactory, *, host: str, port: int, workers: int) -> int:
 
     if workers <= 1:
         try:
-            _run_worker(factory, sock, announce)
+            _run_worker(factory, sock, limits, announce)
         except SystemExit as exc:
             return int(exc.code or 0)
         return 0
-    return _prefork(factory, sock, workers, announce)
+    return _Supervisor(factory, sock, limits, workers).run(announce)
 
 
-def _report_ready(pipe: int) -> None:
-    os.write(pipe, b".")
+# --- the supervisor ------------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+# The supervisor SIGKILLs workers still running this long after asking them to stop
+# (uvicorn gives in-flight requests GRACEFUL_SECONDS of it).
+GRACEFUL_SECONDS = 5
+KILL_AFTER_SECONDS = 8
+# A worker that dies within STABLE_SECONDS of its start is replaced after a delay
+# that doubles with each such death, so a crash loop cannot spin; one that ran
+# longer is replaced at once.
+STABLE_SECONDS = 10.0
+FIRST_RESTART_DELAY = 0.25
+MAX_RESTART_DELAY = 10.0
 
 
 def _die_with_parent() -> None:
@@ -135,93 +377,153 @@ def _die_with_parent() -> None:
         pass
 
 
-_PR_SET_PDEATHSIG = 1
-# The supervisor SIGKILLs workers still running this long after asking them to stop
-# (uvicorn gives in-flight requests GRACEFUL_SECONDS of it).
-GRACEFUL_SECONDS = 5
-KILL_AFTER_SECONDS = 8
+class RestartBackoff:
+    """How long to wait before replacing a worker that died."""
+
+    def __init__(self) -> None:
+        self.delay = 0.0
+
+    def after_death(self, lived_seconds: float) -> float:
+        if lived_seconds >= STABLE_SECONDS:
+            self.delay = 0.0
+        else:
+            self.delay = min(MAX_RESTART_DELAY, max(FIRST_RESTART_DELAY, self.delay * 2))
+        return self.delay
 
 
-def _prefork(
-    factory: AppFactory, sock: socket.socket, workers: int, announce: Callable[[], None]
-) -> int:
-    ready_read, ready_write = os.pipe()
-    parent = os.getpid()
-    children: list[int] = []
-    for _ in range(workers):
-        pid = os.fork()
-        if pid == 0:  # worker
-            os.close(ready_read)
+def _describe_exit(code: int) -> str:
+    return f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+
+
+class _Supervisor:
+    """Keeps `workers` processes serving one socket.
+
+    A worker that exits before all have started fails the start; one that dies
+    later is replaced (after a back-off). SIGTERM/SIGINT stop them all.
+    """
+
+    def __init__(
+        self, factory: AppFactory, sock: socket.socket, limits: ConnectionLimits, workers: int
+    ) -> None:
+        self.factory = factory
+        self.sock = sock
+        self.limits = limits
+        self.workers = workers
+        self.parent = os.getpid()
+        self.ready_read, self.ready_write = os.pipe()
+        self.started_at: dict[int, float] = {}  # live worker pid -> monotonic start
+        self.replacements: list[float] = []  # when each pending replacement is due
+        self.backoff = RestartBackoff()
+        self.stopping = False
+        self.failed = False
+
+    def run(self, announce: Callable[[], None]) -> int:
+        for sig in _STOP_SIGNALS:
+            signal.signal(sig, self._stop)
+        for _ in range(self.workers):
+            self._spawn()
+        started = 0
+        while started < self.workers and not self.stopping and not self.failed:
+            started += self._drain_ready(0.1)
+            for _, code, _ in self._reap():
+                self.failed |= code != 0 or not self.stopping
+        if not self.failed and not self.stopping:
+            announce()
+            self._supervise()
+        return self._stop_workers()
+
+    def _stop(self, sig: int, frame: FrameType | None) -> None:
+        self.stopping = True
+
+    def _spawn(self) -> None:
+        # Stop signals wait until the child has its own handlers (and the parent its pid).
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                self._worker()
+            self.started_at[pid] = time.monotonic()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+    def _worker(self) -> NoReturn:
+        code = 0
+        try:
+            os.close(self.ready_read)
+            for sig in _STOP_SIGNALS:
+                signal.signal(sig, _remember_stop)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
             _die_with_parent()
-            code = 0
-            try:
-                if os.getppid() != parent:  # the supervisor died before prctl took effect
-                    raise SystemExit(1)
-                _run_worker(factory, sock, lambda: _report_ready(ready_write))
-            except SystemExit as exc:
-                code = int(exc.code or 0)
-            except BaseException:
-                import traceback
+            if os.getppid() != self.parent:  # the supervisor died before prctl took effect
+                raise SystemExit(1)
+            _run_worker(self.factory, self.sock, self.limits, self._report_ready)
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
 
-                traceback.print_exc()
-                code = 1
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-            os._exit(code)
-        children.append(pid)
-    os.close(ready_write)
-    sock.close()
+    def _report_ready(self) -> None:  # in a worker
+        os.write(self.ready_write, b".")
 
-    stopping = False
+    def _drain_ready(self, timeout: float) -> int:
+        """Waits up to `timeout` for workers reporting ready; returns how many did."""
+        readable, _, _ = select.select([self.ready_read], [], [], timeout)
+        return len(os.read(self.ready_read, 4096)) if readable else 0
 
-    def stop(sig: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-
-    alive = set(children)
-    failed = False
-
-    def reap() -> None:
-        """Collect exited workers; any exit before we are told to stop is a failure."""
-        nonlocal failed
-        while alive:
+    def _reap(self) -> list[tuple[int, int, float]]:
+        """Exited workers: (pid, exit code, seconds it ran)."""
+        exited = []
+        while self.started_at:
             pid, status = os.waitpid(-1, os.WNOHANG)
             if not pid:
-                return
-            alive.discard(pid)
+                break
+            started = self.started_at.pop(pid)
             metrics.worker_exited(pid)
-            if not stopping or os.waitstatus_to_exitcode(status) != 0:
+            exited.append((pid, os.waitstatus_to_exitcode(status), time.monotonic() - started))
+        return exited
+
+    def _supervise(self) -> None:
+        while not self.stopping:
+            self._drain_ready(0.1)
+            now = time.monotonic()
+            for pid, code, lived in self._reap():
+                if self.stopping:  # a signal to the whole process group
+                    self.failed |= code != 0
+                    continue
+                delay = self.backoff.after_death(lived)
+                log.warning(
+                    "worker %d %s; replacing it in %.2f s", pid, _describe_exit(code), delay
+                )
+                self.replacements.append(now + delay)
+            due = [when for when in self.replacements if when <= now]
+            self.replacements = [when for when in self.replacements if when > now]
+            for _ in due:
+                if not self.stopping:
+                    self._spawn()
+                    metrics.worker_replaced()
+
+    def _stop_workers(self) -> int:
+        failed = self.failed
+        for pid in self.started_at:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + KILL_AFTER_SECONDS
+        while self.started_at:
+            time.sleep(0.05)
+            if any(code != 0 for _, code, _ in self._reap()):
                 failed = True
-
-    started = 0
-    while started < workers and not stopping and not failed:
-        readable, _, _ = select.select([ready_read], [], [], 0.1)
-        if readable:
-            started += len(os.read(ready_read, workers))
-        reap()
-    os.close(ready_read)
-    if not failed and not stopping:
-        announce()
-
-    while alive and not stopping and not failed:
-        time.sleep(0.1)
-        reap()
-
-    for pid in alive:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + KILL_AFTER_SECONDS
-    while alive:
-        time.sleep(0.05)
-        reap()
-        if alive and time.monotonic() > deadline:
-            for pid in alive:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            failed = True
-            deadline = time.monotonic() + 60
-    return 1 if failed else 0
+            if self.started_at and time.monotonic() > deadline:
+                for pid in self.started_at:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                failed = True
+                deadline = time.monotonic() + 60
+        os.close(self.ready_read)
+        os.close(self.ready_write)
+        self.sock.close()
+        return 1 if failed else 0
