@@ -109,8 +109,9 @@ bench: install
 	$(VENV)/bin/pytest bench -q --benchmark-columns=mean,median,ops,rounds
 
 lint: install
-	$(VENV)/bin/ruff check nanomoni tests bench
+	$(VENV)/bin/ruff check nanomoni tests bench scripts
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy scripts
 
 clean:
 	rm -rf build dist nanomoni/_core*.so
