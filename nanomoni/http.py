@@ -27,7 +27,7 @@ from litestar.types import (
 )
 
 from nanomoni import __version__, config, metrics, wire
-from nanomoni.errors import Code, NanoMoniError, http_status
+from nanomoni.errors import Code, NanoMoniError
 from nanomoni.wire import ValidationFailed
 
 log = logging.getLogger("nanomoni")
@@ -46,13 +46,6 @@ def empty_response(status: int = 204) -> Response[bytes]:
     return Response(content=b"", status_code=status)
 
 
-def error_response(
-    code: Code, detail: str, errors: list[dict[str, str]] | None = None
-) -> Response[bytes]:
-    body = wire.ErrorResponse(detail=detail, code=code.value, errors=errors)
-    return json_response(body, http_status(code))
-
-
 # --- exception mapping ------------------------------------------------------------
 
 def _on_nanomoni_error(_: Request[Any, Any, Any], exc: NanoMoniError) -> Response[bytes]:
@@ -60,28 +53,48 @@ def _on_nanomoni_error(_: Request[Any, Any, Any], exc: NanoMoniError) -> Respons
     return Response(content=payload, status_code=status, media_type=JSON)
 
 
-def _on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
-    """Errors raised by the framework itself, in the SPEC's body."""
-    status = exc.status_code
-    if status >= 500:
-        log.error("framework error %s: %s", status, exc.detail)
-        return error_response(Code.internal_error, "internal error")
+class FrameworkRefusal(NanoMoniError):
+    """A refusal by the HTTP layer itself, keeping its own status (e.g. 405)."""
+
+    def __init__(self, status: int, code: Code, detail: str) -> None:
+        super().__init__(code, detail)
+        self._status = status
+
+    @property
+    def status(self) -> int:
+        return self._status
+
+
+def framework_error(status: int, detail: str) -> NanoMoniError:
+    """What the framework refused (Litestar, or the hot path reading its own body),
+    as SPEC §6 says it: one mapping for both."""
     if status == 413:
-        return error_response(Code.payload_too_large, "request body exceeds the configured limit")
-    if status == 404:  # no route: the resource does not exist
-        return error_response(Code.channel_not_found, "no such resource")
+        return NanoMoniError(Code.payload_too_large, "request body exceeds the configured limit")
+    if status == 404:
+        return NanoMoniError(Code.not_found, "no such route")
     if status in (401, 403):
-        code = Code.unauthorized if status == 401 else Code.forbidden
-        return error_response(code, str(exc.detail))
+        return NanoMoniError(Code.unauthorized if status == 401 else Code.forbidden, detail)
+    if status >= 500:
+        return NanoMoniError(Code.internal_error, "internal error")
     # A bad path or query parameter (400) is a schema error; 405 and the like keep their status.
-    response = error_response(Code.validation_error, str(exc.detail))
-    response.status_code = 422 if status == 400 else status
-    return response
+    return FrameworkRefusal(422 if status == 400 else status, Code.validation_error, detail)
+
+
+_CLIENT_GONE = "client disconnected prematurely"
+
+
+def _on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    if exc.status_code >= 500:
+        if exc.detail == _CLIENT_GONE:  # nobody is waiting for the answer: not our error
+            log.info("client went away before sending its whole request")
+        else:
+            log.error("framework error %s: %s", exc.status_code, exc.detail)
+    return _on_nanomoni_error(_, framework_error(exc.status_code, str(exc.detail)))
 
 
 def _on_internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     log.exception("internal error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(Code.internal_error, "internal error")
+    return _on_nanomoni_error(request, NanoMoniError(Code.internal_error, "internal error"))
 
 
 # --- service endpoints ----------------------------------------------------------
@@ -182,9 +195,7 @@ class HotPath:
         except NanoMoniError as exc:
             status, payload = error_payload(exc)
         except BodyTooLarge:
-            status, payload = error_payload(
-                NanoMoniError(Code.payload_too_large, "request body exceeds the configured limit")
-            )
+            status, payload = error_payload(framework_error(413, "body too large"))
         except Exception:
             log.exception("internal error on POST %s%s/%s", self.prefix, first, second)
             status, payload = error_payload(NanoMoniError(Code.internal_error, "internal error"))
