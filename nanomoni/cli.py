@@ -163,6 +163,10 @@ def _vendor(parser: argparse.ArgumentParser) -> None:
         default=config.TERMS_CACHE,
         help="channel terms kept in memory per worker",
     )
+    flags.add(
+        "--admin-token",
+        help="bearer token that lets the operator ask for a closure (none: only clients can)",
+    )
 
 
 def _demo(parser: argparse.ArgumentParser) -> None:
@@ -343,6 +347,7 @@ def _vendor_factory(args: argparse.Namespace) -> Callable[[], Any]:
         max_hashes=args.max_hashes,
         issuer_timeout=args.issuer_timeout,
         terms_cache=args.terms_cache,
+        admin_token=args.admin_token or None,
     )
     _prepare(config.data_dir, config.key_path, lambda: open_vendor_store(config.store_url))
     return lambda: create_app(config)

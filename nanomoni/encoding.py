@@ -59,6 +59,27 @@ def public_key_der(text: str) -> bytes:
     return b64decode(text, field="public key")
 
 
+_URLSAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+CHANNEL_ID_LEN = 43  # 32 bytes, URL-safe base64 without padding
+
+
+def is_channel_id(text: str) -> bool:
+    """SPEC §1 [v1.1]: exactly 43 URL-safe characters that are the canonical text of
+    32 bytes (the last one carries 2 zero padding bits)."""
+    return (
+        len(text) == CHANNEL_ID_LEN
+        and text[-1] in _ONE_PAD_LAST
+        and _URLSAFE.issuperset(text)
+    )
+
+
+def require_channel_id(text: str) -> str:
+    """A path's channel id, or 404 before any store or issuer is asked (SPEC §1)."""
+    if not is_channel_id(text):
+        raise NanoMoniError(Code.channel_not_found, "no such channel: not a channel id")
+    return text
+
+
 def b64url_nopad(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 

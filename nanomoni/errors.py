@@ -71,10 +71,11 @@ def http_status(code: Code) -> int:
 class NanoMoniError(Exception):
     """A refusal with a SPEC code and a human sentence."""
 
-    def __init__(self, code: Code, detail: str) -> None:
+    def __init__(self, code: Code, detail: str, *, retry_after: int | None = None) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
+        self.retry_after = retry_after  # seconds, sent as Retry-After (429, 503)
 
     @property
     def status(self) -> int:

@@ -50,7 +50,8 @@ def empty_response(status: int = 204) -> Response[bytes]:
 
 def _on_nanomoni_error(_: Request[Any, Any, Any], exc: NanoMoniError) -> Response[bytes]:
     status, payload = error_payload(exc)
-    return Response(content=payload, status_code=status, media_type=JSON)
+    headers = None if exc.retry_after is None else {"retry-after": str(exc.retry_after)}
+    return Response(content=payload, status_code=status, media_type=JSON, headers=headers)
 
 
 class FrameworkRefusal(NanoMoniError):
@@ -145,7 +146,8 @@ def build_app(
 
 # --- the hot path -------------------------------------------------------------------
 
-RawHandler = Callable[[str, str, bytes], Awaitable[tuple[int, bytes]]]
+# (first path segment, second path segment, body, client address) -> (status, body)
+RawHandler = Callable[[str, str, bytes, str], Awaitable[tuple[int, bytes]]]
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
@@ -184,22 +186,30 @@ class HotPath:
             if path.startswith(self.prefix) and path.endswith(self.suffix):
                 segments = path[len(self.prefix) : len(path) - len(self.suffix)].split("/")
                 if len(segments) == 2:
-                    await self._serve(segments[0], segments[1], receive, send)
+                    client = scope.get("client")
+                    address = client[0] if client else ""
+                    await self._serve(segments[0], segments[1], address, receive, send)
                     return
         await self.app(scope, receive, send)
 
-    async def _serve(self, first: str, second: str, receive: Receive, send: Send) -> None:
+    async def _serve(
+        self, first: str, second: str, address: str, receive: Receive, send: Send
+    ) -> None:
+        retry_after = None
         try:
             raw = await self._body(receive)
-            status, payload = await self.handler(first, second, raw)
+            status, payload = await self.handler(first, second, raw, address)
         except NanoMoniError as exc:
             status, payload = error_payload(exc)
+            retry_after = exc.retry_after
         except BodyTooLarge:
             status, payload = error_payload(framework_error(413, "body too large"))
         except Exception:
             log.exception("internal error on POST %s%s/%s", self.prefix, first, second)
             status, payload = error_payload(NanoMoniError(Code.internal_error, "internal error"))
         headers = [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())]
+        if retry_after is not None:
+            headers.append((b"retry-after", str(retry_after).encode()))
         start = HTTPResponseStartEvent(type="http.response.start", status=status, headers=headers)
         await send(start)
         await send(HTTPResponseBodyEvent(type="http.response.body", body=payload, more_body=False))

@@ -19,6 +19,7 @@ import msgspec
 from nanomoni.encoding import b64decode, b64decode_list, b64encode, canonical_json
 from nanomoni.errors import Code, NanoMoniError
 from nanomoni.protocol.messages import (
+    CloseRequest,
     OpenRequest,
     Payment,
     PaywordPayment,
@@ -124,6 +125,8 @@ _OPEN_COMMON: list[tuple[str, Any] | tuple[str, Any, Any]] = [
     ("amount", U63),
     ("open_signature_b64", str),
     ("hash_alg", str | None, None),
+    ("nonce_b64", str | None, None),
+    ("issuer_public_key_der_b64", str | None, None),
 ]
 
 
@@ -155,6 +158,7 @@ def decode_open(raw: bytes) -> OpenRequest:
         mode_members[name] = b64decode(value, field=name) if name.endswith("_b64") else value
     client_key: str = members["client_public_key_der_b64"]
     vendor_key: str = members["vendor_public_key_der_b64"]
+    nonce_text: str | None = members.get("nonce_b64")
     return OpenRequest(
         client_key=client_key,
         client_der=b64decode(client_key, field="client_public_key_der_b64"),
@@ -165,6 +169,8 @@ def decode_open(raw: bytes) -> OpenRequest:
         signed=canonical_json(members),
         hash_alg=members.get("hash_alg"),
         mode_members=mode_members,
+        nonce=None if nonce_text is None else b64decode(nonce_text, field="nonce_b64"),
+        issuer_key=members.get("issuer_public_key_der_b64"),
     )
 
 
@@ -348,6 +354,7 @@ class PaywordSettlementBody(Strict):
 class TreeSettlementBody(Strict):
     vendor_public_key_der_b64: str
     i: U63
+    secret_b64: str
     leaf_b64: str
     siblings_b64: list[str]
     vendor_signature_b64: str
@@ -356,6 +363,7 @@ class TreeSettlementBody(Strict):
         return TreeSettlement(
             vendor_key=self.vendor_public_key_der_b64,
             i=self.i,
+            secret=_hash(self.secret_b64, "secret_b64"),
             leaf=_hash(self.leaf_b64, "leaf_b64"),
             siblings=b64decode_list(self.siblings_b64, HASH_LEN, "siblings_b64"),
             vendor_signature=b64decode(self.vendor_signature_b64, field="vendor_signature_b64"),
@@ -366,6 +374,7 @@ class TreeSettlementBody(Strict):
         return cls(
             vendor_public_key_der_b64=settlement.vendor_key,
             i=settlement.i,
+            secret_b64=b64encode(settlement.secret),
             leaf_b64=b64encode(settlement.leaf),
             siblings_b64=[b64encode(sibling) for sibling in settlement.siblings],
             vendor_signature_b64=b64encode(settlement.vendor_signature),
@@ -446,15 +455,17 @@ class TreePaymentBody(Strict):
     """All three PayTree modes (the pruned ones send fewer siblings)."""
 
     i: U63
-    leaf_b64: str
+    secret_b64: str
     siblings_b64: list[str]
+    leaf_b64: str | None = None
     channel_id: str | None = None
 
     def domain(self) -> TreePayment:
         return TreePayment(
             i=self.i,
-            leaf=_hash(self.leaf_b64, "leaf_b64"),
+            secret=_hash(self.secret_b64, "secret_b64"),
             siblings=b64decode_list(self.siblings_b64, HASH_LEN, "siblings_b64"),
+            leaf=None if self.leaf_b64 is None else _hash(self.leaf_b64, "leaf_b64"),
             channel_id=self.channel_id,
         )
 
@@ -462,8 +473,9 @@ class TreePaymentBody(Strict):
     def of(cls, payment: TreePayment) -> TreePaymentBody:
         return cls(
             i=payment.i,
-            leaf_b64=b64encode(payment.leaf),
+            secret_b64=b64encode(payment.secret),
             siblings_b64=[b64encode(sibling) for sibling in payment.siblings],
+            leaf_b64=None if payment.leaf is None else b64encode(payment.leaf),
             channel_id=payment.channel_id,
         )
 
@@ -516,7 +528,18 @@ def payment_response(rules: AnyRules, terms: ChannelTerms, state: PaymentState) 
 
 
 class ClosureRequest(Strict):
+    """A vendor closure asked for by the channel's client (or by the vendor's operator,
+    who sends the admin token instead of a signature)."""
+
     channel_id: str
+    client_signature_b64: str | None = None
+
+
+def decode_closure(raw: bytes) -> CloseRequest:
+    body = decode(raw, ClosureRequest)
+    text = body.client_signature_b64
+    signature = None if text is None else b64decode(text, field="client_signature_b64")
+    return CloseRequest(channel_id=body.channel_id, client_signature=signature)
 
 
 # --- service endpoints and errors --------------------------------------------------------------

@@ -13,6 +13,7 @@ import aiohttp
 import msgspec
 
 from nanomoni import wire
+from nanomoni.encoding import b64encode
 from nanomoni.errors import Code, NanoMoniError
 from nanomoni.protocol.model import ChannelInfo
 from nanomoni.protocol.modes import AnyRules
@@ -181,7 +182,11 @@ class VendorApi:
         status, data = await self.http.send("POST", self.payment_url(rules, channel_id), body)
         return status, _decode(data, wire.PaymentResponse)
 
-    async def close(self, rules: AnyRules, channel_id: str) -> None:
-        body = wire.encode(wire.ClosureRequest(channel_id=channel_id))
+    async def close(self, rules: AnyRules, channel_id: str, consent: bytes) -> None:
+        """Ask the vendor to settle; `consent` is the client's signature of it."""
+        request = wire.ClosureRequest(
+            channel_id=channel_id, client_signature_b64=b64encode(consent)
+        )
+        body = wire.encode(request)
         path = f"{self.api}/channels/{rules.mode.value}/{channel_id}/closure-requests"
         await self.http.send("POST", path, body)

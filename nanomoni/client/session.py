@@ -6,6 +6,7 @@ Async first; `SyncClient` runs the same code on a private event loop.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from types import TracebackType
@@ -14,11 +15,14 @@ from typing import Any, TypeVar
 from nanomoni import config, wire
 from nanomoni.client.http import TRANSIENT, ApiError, Http, IssuerApi, VendorApi
 from nanomoni.client.wallet import Wallet
+from nanomoni.encoding import b64encode
 from nanomoni.errors import Code, NanoMoniError
+from nanomoni.protocol.consent import VENDOR_CLOSE, consent_message
 from nanomoni.protocol.model import ChannelInfo, Mode
 from nanomoni.protocol.modes import RULES, AnyRules, Payer
 
 T = TypeVar("T")
+NONCE_BYTES = 16
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,8 @@ class Channel:
     async def close(self) -> None:
         """Ask the vendor to settle at the issuer (idempotent)."""
         async with self._lock:
-            await self.client.vendor.close(self.rules, self.channel_id)
+            consent = self.client.wallet.sign(consent_message(VENDOR_CLOSE, self.channel_id))
+            await self.client.vendor.close(self.rules, self.channel_id, consent)
 
     async def refresh(self) -> ChannelInfo:
         """The issuer's current view (balance = settled owed amount after close)."""
@@ -144,6 +149,7 @@ class Client:
         self.retries = retries
         self.retry_delay = retry_delay
         self._vendor_key: str | None = None
+        self._issuer_key: str | None = None
 
     async def __aenter__(self) -> Client:
         return self
@@ -171,6 +177,11 @@ class Client:
         if self._vendor_key is None:
             self._vendor_key = await self.vendor.public_key()
         return self._vendor_key
+
+    async def issuer_public_key(self) -> str:
+        if self._issuer_key is None:
+            self._issuer_key = await self.issuer.public_key()
+        return self._issuer_key
 
     async def open_channel(
         self,
@@ -202,12 +213,28 @@ class Client:
             "amount": amount,
             # sha256 is the default; leaving it out keeps bodies identical to older clients'.
             "hash_alg": None if hash_alg == "sha256" else hash_alg,
+            # A fresh nonce: equal terms open a new channel, and a retry of this very
+            # body (same nonce) is answered with the same channel, never a second debit.
+            "nonce_b64": b64encode(os.urandom(NONCE_BYTES)),
+            "issuer_public_key_der_b64": await self.issuer_public_key(),
         }
         commitment = None if payer.root is None else (payer.root, unit_value, count)
         body = wire.open_body(rules, common, commitment, self.wallet.key.sign)
-        info = await self.issuer.open_channel(rules, body)
+        info = await self._open(rules, body)
         payer.channel_id = info.terms.channel_id
         return Channel(self, rules, info, payer, unit_value)
+
+    async def _open(self, rules: AnyRules, body: bytes) -> ChannelInfo:
+        """Send an open; a lost answer is retried with the identical body (idempotent)."""
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                return await self.issuer.open_channel(rules, body)
+            except TRANSIENT:
+                if attempts > self.retries:
+                    raise
+            await asyncio.sleep(self.retry_delay * attempts)
 
     async def get_channel(self, mode: Mode | str, channel_id: str) -> ChannelInfo:
         return await self.issuer.channel(RULES[Mode(mode)], channel_id)

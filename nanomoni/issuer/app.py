@@ -125,9 +125,13 @@ class Issuer:
             channel_uuid=str(uuid.uuid4()),
             created_at=encoding.utc_now(),
             max_index_cap=self.config.max_index,
+            issuer_key=self.public_key_b64,
         )
         async with metrics.timed_store("open_channel"):
-            await self.store.open_channel(terms)
+            opened = await self.store.open_channel(terms)
+        if opened.replayed:  # the same open again: its channel, nothing debited twice
+            view = wire.channel_view(rules, opened.terms, None, opened=True)
+            return json_response(view, 200)
         metrics.channel_opened(rules.mode.value)
         return json_response(wire.channel_view(rules, terms, None, opened=True), 201)
 
@@ -139,6 +143,7 @@ class Issuer:
         return channel.terms, channel.closure
 
     async def read_channel(self, mode_segment: str, channel_id: str) -> Response[bytes]:
+        encoding.require_channel_id(channel_id)
         rules = rules_for(mode_segment)
         terms, closure = await self._channel(channel_id)
         if terms.mode is not rules.mode:  # another mode's channel does not exist under this path
@@ -148,6 +153,7 @@ class Issuer:
         return json_response(wire.channel_view(rules, terms, closure, opened=False))
 
     async def settle(self, mode_segment: str, channel_id: str, raw: bytes) -> Response[bytes]:
+        encoding.require_channel_id(channel_id)
         rules = rules_for(mode_segment)
         mode = rules.mode.value
         try:

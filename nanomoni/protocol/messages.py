@@ -29,11 +29,14 @@ class PaywordPayment(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class TreePayment(msgspec.Struct, frozen=True, kw_only=True):
-    """Leaf i of the client's PayTree with the siblings the mode asks for (§5.3–5.5)."""
+    """Leaf i of the client's PayTree, revealed by its secret (leaf = H(secret)), with
+    the siblings the mode asks for (§5.3–5.5). `leaf` is optional on the wire; when
+    sent it must equal H(secret)."""
 
     i: int
-    leaf: bytes
+    secret: bytes
     siblings: list[bytes]
+    leaf: bytes | None = None
     channel_id: str | None = None
 
 
@@ -58,16 +61,27 @@ class PaywordSettlement(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class TreeSettlement(msgspec.Struct, frozen=True, kw_only=True):
-    """All three PayTree modes settle with the full path."""
+    """All three PayTree modes settle with the leaf's secret and the full path."""
 
     vendor_key: str
     i: int
+    secret: bytes
     leaf: bytes
     siblings: list[bytes]
     vendor_signature: bytes
 
 
 Settlement = SignatureSettlement | PaywordSettlement | TreeSettlement
+
+
+# --- closure (client → vendor, SPEC §5.6) ----------------------------------------------
+
+
+class CloseRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """Settle now: signed by the channel's client, or sent by the vendor's operator."""
+
+    channel_id: str
+    client_signature: bytes | None = None
 
 
 # --- opening (client → issuer, SPEC §4.3) ------------------------------------------------
@@ -91,3 +105,5 @@ class OpenRequest(msgspec.Struct, frozen=True, kw_only=True):
     signed: bytes
     hash_alg: str | None = None
     mode_members: dict[str, int | bytes] = {}
+    nonce: bytes | None = None  # makes equal terms a new channel (SPEC §4.3)
+    issuer_key: str | None = None  # binds the open to one issuer

@@ -30,6 +30,7 @@ class ChannelTerms(msgspec.Struct, frozen=True, kw_only=True):
     root: bytes | None = None  # PayWord / PayTree commitment
     unit_value: int | None = None
     max_index: int | None = None  # max_k or max_i
+    open_key: bytes = b""  # what identifies the open request (protocol.opening.open_key)
 
 
 class ChannelInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,6 +67,15 @@ class IssuerChannel(msgspec.Struct, frozen=True, kw_only=True):
 class Account(msgspec.Struct, frozen=True, kw_only=True):
     public_key_der_b64: str
     balance: int
+
+
+class Opened(msgspec.Struct, frozen=True, kw_only=True):
+    """What an open did: the channel (the earlier one when `replayed`) and the
+    client's account after it."""
+
+    terms: ChannelTerms
+    account: Account
+    replayed: bool = False
 
 
 class PaymentState(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,6 +1,7 @@
 """Opening channels (SPEC §3, §4.3): the checks that need no store.
 
-Registration, balance and root reuse are decided atomically by the store.
+Registration, balance, root reuse and replays of an earlier open (by its
+`open_key`) are decided atomically by the store.
 """
 
 from __future__ import annotations
@@ -24,6 +25,26 @@ def _require_supported(der: bytes, field: str) -> None:
             Code.invalid_encoding,
             f"{field} is not a supported public key (DER SubjectPublicKeyInfo of "
             "ECDSA P-256, ECDSA secp256k1 or Ed25519)",
+        )
+
+
+NONCE_MIN, NONCE_MAX = 16, 64  # bytes
+
+
+def open_key(rules: AnyRules, req: OpenRequest) -> bytes:
+    """What makes two opens the same open: the path's mode and the signed members
+    (SPEC §4.3). The store answers a second open with this key with the first channel."""
+    return crypto.digest(rules.mode.value.encode() + b"\0" + req.signed, "sha256")
+
+
+def check_mode_members(rules: AnyRules, req: OpenRequest) -> None:
+    """A body carries the common members and its own mode's only (SPEC §4.3 [v1.1])."""
+    own = set(rules.members.names) if rules.members is not None else set()
+    foreign = sorted(set(req.mode_members) - own)
+    if foreign:
+        raise NanoMoniError(
+            Code.mode_mismatch,
+            f"{', '.join(foreign)} belong to another mode than {rules.mode.value}",
         )
 
 
@@ -75,19 +96,34 @@ def open_channel_terms(
     channel_uuid: str,
     created_at: str,
     max_index_cap: int = config.MAX_INDEX,
+    issuer_key: str | None = None,
 ) -> ChannelTerms:
-    """The terms of a channel `req` asks for, or the first SPEC §4.3 rule it breaks."""
+    """The terms of a channel `req` asks for, or the first SPEC §4.3 rule it breaks.
+
+    `issuer_key` is this issuer's own public key: an open bound to another issuer
+    is refused. Order: mode members, then the signature, then everything else."""
     if req.hash_alg is not None and req.hash_alg not in crypto.HASH_ALGS:
         raise NanoMoniError(
             Code.validation_error,
             f"hash_alg must be one of {', '.join(crypto.HASH_ALGS)}, got {req.hash_alg!r}",
         )
+    check_mode_members(rules, req)
     _require_supported(req.client_der, "client_public_key_der_b64")
     _require_supported(req.vendor_der, "vendor_public_key_der_b64")
     if not crypto.verify_signature(req.client_der, req.signed, req.signature):
         raise NanoMoniError(
             Code.invalid_signature,
             "open_signature_b64 is not a valid signature of the request by the client key",
+        )
+    if req.issuer_key is not None and req.issuer_key != issuer_key:
+        raise NanoMoniError(
+            Code.wrong_issuer,
+            "issuer_public_key_der_b64 names another issuer: this open is not for us",
+        )
+    if req.nonce is not None and not NONCE_MIN <= len(req.nonce) <= NONCE_MAX:
+        raise NanoMoniError(
+            Code.invalid_encoding,
+            f"nonce_b64 must decode to {NONCE_MIN}..{NONCE_MAX} bytes, got {len(req.nonce)}",
         )
     if req.amount < 1:
         raise NanoMoniError(Code.invalid_amount, f"amount must be at least 1, got {req.amount}")
@@ -105,4 +141,5 @@ def open_channel_terms(
         root=root,
         unit_value=unit_value,
         max_index=max_index,
+        open_key=open_key(rules, req),
     )

@@ -12,6 +12,7 @@ from nanomoni.protocol.model import (
     ChannelTerms,
     Closure,
     IssuerChannel,
+    Opened,
     PaymentState,
     VendorView,
 )
@@ -26,11 +27,12 @@ class IssuerStore(Protocol):
     async def deposit(self, public_key_der_b64: str, amount: int) -> Account | None:
         """Add `amount`; None if the account does not exist."""
 
-    async def open_channel(self, terms: ChannelTerms) -> Account:
-        """One atomic step: both parties registered (else not_registered), client
-        balance >= amount (else insufficient_balance), root never used
-        (else commitment_reused); debit client, create channel, mark root used.
-        Returns the client's account after the debit. Raises NanoMoniError."""
+    async def open_channel(self, terms: ChannelTerms) -> Opened:
+        """One atomic step: an earlier open with `terms.open_key` is answered with its
+        channel (replayed, nothing moves); otherwise both parties registered (else
+        not_registered), client balance >= amount (else insufficient_balance), root
+        never used (else commitment_reused); debit client, create channel, mark root
+        and open key used. Raises NanoMoniError."""
 
     async def get_channel(self, channel_id: str) -> IssuerChannel | None: ...
 

@@ -21,6 +21,12 @@ def check_amount(amount: int, *, allow_zero: bool) -> None:
         raise NanoMoniError(Code.invalid_amount, f"amount must be in [{low}, 2**63 - 1]")
 
 
+def check_open_key(terms: ChannelTerms) -> None:
+    """Every open names the request it came from: replays are found by it."""
+    if not terms.open_key:
+        raise ValueError(f"channel {terms.channel_id} has no open key")
+
+
 def pack_node_key(key: int) -> bytes:
     """Minimal big-endian bytes: distinct keys give distinct fields, small keys short ones."""
     if key < 0:

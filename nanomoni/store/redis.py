@@ -15,6 +15,7 @@ single-slot):
   issuer  {nm-issuer}:accounts  HASH  public key b64 -> balance
           {nm-issuer}:supply    STRING Σ grants + Σ deposits (caps every balance below 2**63)
           {nm-issuer}:roots     SET    commitment roots ever used
+          {nm-issuer}:opens     HASH   open key -> channel id (a replayed open finds it)
           {nm-issuer}:ch:<cid>  HASH   a=amount ck=client vk=vendor t=terms
                                        [d=proof digest x=closure cb/vb=balances after]
 
@@ -41,11 +42,13 @@ from nanomoni.protocol.model import (
     ChannelTerms,
     Closure,
     IssuerChannel,
+    Opened,
     PaymentState,
     VendorView,
 )
 from nanomoni.store.codec import (
     check_amount,
+    check_open_key,
     closure_from_blob,
     closure_to_blob,
     pack_node_key,
@@ -120,6 +123,8 @@ return redis.call('HGET', KEYS[1], ARGV[1])
 _ISSUER_OPEN = Script(
     _GE
     + """
+local earlier = redis.call('HGET', KEYS[4], ARGV[6])
+if earlier then return {'replay', earlier} end
 local bal = redis.call('HGET', KEYS[1], ARGV[1])
 if not bal then return {'not_registered', 'client'} end
 if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 0 then return {'not_registered', 'vendor'} end
@@ -131,6 +136,7 @@ if redis.call('EXISTS', KEYS[3]) == 1 then return {'channel_exists'} end
 if ARGV[4] ~= '' then redis.call('SADD', KEYS[2], ARGV[4]) end
 redis.call('HINCRBY', KEYS[1], ARGV[1], '-' .. ARGV[3])
 redis.call('HSET', KEYS[3], 'a', ARGV[3], 'ck', ARGV[1], 'vk', ARGV[2], 't', ARGV[5])
+redis.call('HSET', KEYS[4], ARGV[6], ARGV[7])
 return redis.call('HGET', KEYS[1], ARGV[1])
 """
 )
@@ -163,6 +169,7 @@ _ISSUER_TAG = "{nm-issuer}"
 _ACCOUNTS = f"{_ISSUER_TAG}:accounts"
 _SUPPLY = f"{_ISSUER_TAG}:supply"
 _ROOTS = f"{_ISSUER_TAG}:roots"
+_OPENS = f"{_ISSUER_TAG}:opens"
 
 
 def _channel_key(channel_id: str) -> str:
@@ -209,22 +216,33 @@ class RedisIssuerStore:
             _raise_refusal(reply)
         return Account(public_key_der_b64=public_key_der_b64, balance=int(reply))
 
-    async def open_channel(self, terms: ChannelTerms) -> Account:
+    async def open_channel(self, terms: ChannelTerms) -> Opened:
         check_amount(terms.amount, allow_zero=False)
+        check_open_key(terms)
+        client = terms.client_public_key_der_b64
         reply = await self._redis.evalsha(
             _ISSUER_OPEN,
-            (_ACCOUNTS, _ROOTS, _channel_key(terms.channel_id)),
+            (_ACCOUNTS, _ROOTS, _channel_key(terms.channel_id), _OPENS),
             (
-                terms.client_public_key_der_b64,
+                client,
                 terms.vendor_public_key_der_b64,
                 terms.amount,
                 terms.root or b"",
                 terms_to_blob(terms),
+                terms.open_key,
+                terms.channel_id,
             ),
         )
+        if isinstance(reply, list) and reply[0] == b"replay":
+            # The earlier channel exists for as long as its open key: read it and the account.
+            earlier = await self.get_channel(reply[1].decode())
+            account = await self.get_account(client)
+            assert earlier is not None and account is not None
+            return Opened(terms=earlier.terms, account=account, replayed=True)
         if isinstance(reply, list):
             _raise_refusal(reply)
-        return Account(public_key_der_b64=terms.client_public_key_der_b64, balance=int(reply))
+        account = Account(public_key_der_b64=client, balance=int(reply))
+        return Opened(terms=terms, account=account)
 
     async def get_channel(self, channel_id: str) -> IssuerChannel | None:
         t, x, cb, vb = await self._redis.execute(

@@ -29,12 +29,14 @@ from nanomoni.protocol.model import (
     ChannelTerms,
     Closure,
     IssuerChannel,
+    Opened,
     PaymentState,
     VendorView,
 )
 from nanomoni.store.codec import (
     MAX_INT,
     check_amount,
+    check_open_key,
     closure_from_blob,
     closure_to_blob,
     refusal,
@@ -56,6 +58,8 @@ CREATE TABLE IF NOT EXISTS accounts (
     public_key TEXT PRIMARY KEY, balance INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ledger_meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS used_roots (root BLOB PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS open_keys (
+    open_key BLOB PRIMARY KEY, channel_id TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS issuer_channels (
     channel_id TEXT PRIMARY KEY, client TEXT NOT NULL, vendor TEXT NOT NULL,
     amount INTEGER NOT NULL, terms BLOB NOT NULL,
@@ -292,12 +296,24 @@ class SqliteIssuerStore(_SqliteBase):
 
         return await self._write.run(op)
 
-    async def open_channel(self, terms: ChannelTerms) -> Account:
+    async def open_channel(self, terms: ChannelTerms) -> Opened:
         check_amount(terms.amount, allow_zero=False)
+        check_open_key(terms)
         client, vendor = terms.client_public_key_der_b64, terms.vendor_public_key_der_b64
         blob = terms_to_blob(terms)
 
-        def op(conn: sqlite3.Connection) -> Account:
+        def op(conn: sqlite3.Connection) -> Opened:
+            earlier = conn.execute(
+                "SELECT c.terms FROM open_keys k JOIN issuer_channels c USING (channel_id) "
+                "WHERE k.open_key = ?",
+                (terms.open_key,),
+            ).fetchone()
+            if earlier is not None:
+                first = terms_from_blob(earlier[0])
+                account = Account(
+                    public_key_der_b64=client, balance=_balance(conn, client) or 0
+                )
+                return Opened(terms=first, account=account, replayed=True)
             balance = _balance(conn, client)
             if balance is None:
                 raise refusal("not_registered", "client")
@@ -321,7 +337,12 @@ class SqliteIssuerStore(_SqliteBase):
                 "VALUES (?, ?, ?, ?, ?)",
                 (terms.channel_id, client, vendor, terms.amount, blob),
             )
-            return Account(public_key_der_b64=client, balance=balance - terms.amount)
+            conn.execute(
+                "INSERT INTO open_keys (open_key, channel_id) VALUES (?, ?)",
+                (terms.open_key, terms.channel_id),
+            )
+            account = Account(public_key_der_b64=client, balance=balance - terms.amount)
+            return Opened(terms=terms, account=account)
 
         return await self._write.run(op)
 

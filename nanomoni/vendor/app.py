@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import hmac
 import logging
 import time
 from dataclasses import dataclass
@@ -21,14 +22,17 @@ import msgspec
 from litestar import MediaType, Request, Response, get, post
 
 from nanomoni import config, encoding, metrics, wire
+from nanomoni.encoding import require_channel_id
 from nanomoni.errors import Code, NanoMoniError
 from nanomoni.http import HotPath, build_app, empty_response, json_response
+from nanomoni.protocol.consent import VENDOR_CLOSE, check_consent
 from nanomoni.protocol.model import CasOutcome, ChannelTerms, Closure, PaymentState
 from nanomoni.protocol.modes import AnyRules, rules_for
 from nanomoni.protocol.payments import decide_payment, learned_terms, require_mode
 from nanomoni.serve import load_or_create_key
 from nanomoni.store import open_vendor_store
 from nanomoni.store.base import VendorStore
+from nanomoni.vendor.budget import HashBudget
 from nanomoni.vendor.issuer_client import IssuerClient
 
 log = logging.getLogger("nanomoni.vendor")
@@ -45,7 +49,8 @@ class VendorConfig:
     max_body: int = config.MAX_BODY
     max_hashes: int = config.MAX_HASHES
     issuer_timeout: float = config.ISSUER_TIMEOUT
-    terms_cache: int = config.TERMS_CACHE  # channels whose terms a worker keeps in memory
+    terms_cache: int = config.TERMS_CACHE
+    admin_token: str | None = None  # lets the operator ask for a closure (SPEC §5.6)
 
     @property
     def store_url(self) -> str:
@@ -68,6 +73,7 @@ class Vendor:
         self._terms: dict[str, ChannelTerms] = {}
         self._learning: dict[str, asyncio.Future[ChannelTerms]] = {}
         self._registration: asyncio.Task[None] | None = None
+        self.budget = HashBudget()
 
     @property
     def store(self) -> VendorStore:
@@ -152,13 +158,17 @@ class Vendor:
 
     # --- payments ----------------------------------------------------------------
 
-    async def pay(self, mode_segment: str, channel_id: str, raw: bytes) -> tuple[int, bytes]:
-        """Status and JSON body of one payment (served by the hot path, see create_app)."""
+    async def pay(
+        self, mode_segment: str, channel_id: str, raw: bytes, client: str
+    ) -> tuple[int, bytes]:
+        """Status and JSON body of one payment (served by the hot path, see create_app);
+        `client` is the sender's address (it keys the failed-work budget)."""
+        require_channel_id(channel_id)
         rules = rules_for(mode_segment)
         mode = rules.mode.value
         started = time.perf_counter()
         try:
-            status, state, terms = await self._pay(rules, channel_id, raw)
+            status, state, terms = await self._pay(rules, channel_id, raw, client)
         except NanoMoniError as exc:
             metrics.payment(mode, "rejected", time.perf_counter() - started, exc.code.value)
             raise
@@ -168,7 +178,7 @@ class Vendor:
         return status, wire.payment_response(rules, terms, state)
 
     async def _pay(
-        self, rules: AnyRules, channel_id: str, raw: bytes
+        self, rules: AnyRules, channel_id: str, raw: bytes, client: str
     ) -> tuple[int, PaymentState, ChannelTerms]:
         payment = wire.decode_payment(rules, raw)
         if payment.channel_id is not None and payment.channel_id != channel_id:
@@ -189,11 +199,18 @@ class Vendor:
             max_hashes=self.config.max_hashes,
         )
         accepted = view.state.index if view.state is not None else 0
-        if rules.hash_walk(terms, accepted, payment) > config.INLINE_HASHES:
-            # The native core releases the GIL: a thread keeps this worker's loop serving.
-            decision = await asyncio.to_thread(decide)
-        else:
+        walk = rules.hash_walk(terms, accepted, payment)
+        if walk <= config.EXPENSIVE_HASHES:
             decision = decide()
+        else:
+            self.budget.check(channel_id, client)
+            try:
+                # The native core releases the GIL: a thread keeps this worker's loop serving.
+                decision = await asyncio.to_thread(decide)
+            except NanoMoniError as exc:
+                if exc.code is Code.invalid_proof:  # the walk was done for nothing
+                    self.budget.spend(channel_id, client, walk)
+                raise
         if decision.replay:
             return 200, decision.state, terms
         started = time.perf_counter()
@@ -214,31 +231,58 @@ class Vendor:
     # --- closure -------------------------------------------------------------------
 
     async def close_channel(
-        self, mode_segment: str, channel_id: str, raw: bytes
+        self, mode_segment: str, channel_id: str, raw: bytes, authorization: str | None
     ) -> Response[bytes]:
+        require_channel_id(channel_id)
         rules = rules_for(mode_segment)
         try:
-            await self._close(rules, channel_id, raw)
+            await self._close(rules, channel_id, raw, authorization)
         except NanoMoniError as exc:
             metrics.settlement(rules.mode.value, "rejected" if exc.status < 500 else "failed")
             raise
         return empty_response(204)
 
-    async def _close(self, rules: AnyRules, channel_id: str, raw: bytes) -> None:
-        body = wire.decode(raw, wire.ClosureRequest)
+    def _operator(self, authorization: str | None) -> bool:
+        """True for the operator's bearer token; 401 for any other Authorization."""
+        if authorization is None:
+            return False
+        token = self.config.admin_token
+        expected = f"Bearer {token}".encode()
+        if not token or not hmac.compare_digest(authorization.encode(), expected):
+            raise NanoMoniError(
+                Code.unauthorized, "the Authorization header is not the admin token"
+            )
+        return True
+
+    async def _close(
+        self, rules: AnyRules, channel_id: str, raw: bytes, authorization: str | None
+    ) -> None:
+        """SPEC §5.6: bad id 404, no credential 401, nothing accepted 400, wrong
+        signature 401; then settle at the issuer once."""
+        body = wire.decode_closure(raw)
         if body.channel_id != channel_id:
             raise NanoMoniError(Code.id_mismatch, "body channel_id differs from the path")
+        operator = self._operator(authorization)
+        if not operator and body.client_signature is None:
+            raise NanoMoniError(
+                Code.unauthorized,
+                "a closure needs the client's signature (client_signature_b64) "
+                "or the vendor's admin token",
+            )
         store = self.store
         async with metrics.timed_store("settlement"):
-            if await store.settlement(channel_id) is not None:
-                return  # already settled: 204 again, nothing moves twice
+            settled = await store.settlement(channel_id) is not None
         # An empty channel stays open for payments: only a channel with a state is frozen.
         async with metrics.timed_store("load"):
             view = await store.load(channel_id)
-        if view.state is None:
+        if view.state is None and not settled:
             raise NanoMoniError(Code.no_payments, "no payment was ever accepted on this channel")
         terms = await self.settlement_terms(rules, channel_id)
         require_mode(rules, terms, "closure")
+        if body.client_signature is not None and not operator:
+            check_consent(terms, VENDOR_CLOSE, body.client_signature)
+        if settled:
+            return  # already settled: 204 again, nothing moves twice
         async with metrics.timed_store("begin_close"):
             state = await store.begin_close(channel_id)
         if state is None:
@@ -272,12 +316,14 @@ def create_app(config: VendorConfig) -> HotPath:
     @post(f"{PREFIX}/channels/{{mode:str}}/{{channel_id:str}}/payments")
     async def pay(mode: str, channel_id: str, request: Request[Any, Any, Any]) -> Response[bytes]:
         """Documents the route; requests are answered by the HotPath in front (same handler)."""
-        status, payload = await vendor.pay(mode, channel_id, await request.body())
+        address = request.client.host if request.client else ""
+        status, payload = await vendor.pay(mode, channel_id, await request.body(), address)
         return Response(content=payload, status_code=status, media_type=MediaType.JSON)
 
     @post(f"{PREFIX}/channels/{{mode:str}}/{{channel_id:str}}/closure-requests")
     async def close(mode: str, channel_id: str, request: Request[Any, Any, Any]) -> Response[bytes]:
-        return await vendor.close_channel(mode, channel_id, await request.body())
+        authorization = request.headers.get("authorization")
+        return await vendor.close_channel(mode, channel_id, await request.body(), authorization)
 
     app = build_app(
         service="vendor",

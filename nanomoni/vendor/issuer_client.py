@@ -8,6 +8,7 @@ import aiohttp
 import msgspec
 
 from nanomoni import wire
+from nanomoni.encoding import require_channel_id
 from nanomoni.errors import Code, NanoMoniError
 from nanomoni.protocol.messages import Settlement
 from nanomoni.protocol.model import ChannelInfo
@@ -58,6 +59,7 @@ class IssuerClient:
 
     async def channel(self, rules: AnyRules, channel_id: str) -> ChannelInfo:
         mode = rules.mode.value
+        require_channel_id(channel_id)  # outgoing URLs are built from canonical ids only
         status, payload = await self._request("GET", f"/channels/{mode}/{channel_id}")
         if status == 404:
             raise NanoMoniError(
@@ -77,6 +79,7 @@ class IssuerClient:
     async def settle(
         self, rules: AnyRules, channel_id: str, settlement: Settlement
     ) -> wire.SettlementResponse:
+        require_channel_id(channel_id)
         status, payload = await self._request(
             "POST",
             f"/channels/{rules.mode.value}/{channel_id}/settlements",

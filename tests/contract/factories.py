@@ -39,6 +39,7 @@ def terms(
         root=root if root is not None or mode is Mode.signature else secrets.token_bytes(32),
         unit_value=None if mode is Mode.signature else 1,
         max_index=None if mode is Mode.signature else amount,
+        open_key=secrets.token_bytes(32),
     )
 
 

@@ -37,4 +37,5 @@ async def test_issuer_keys_share_one_slot(cluster_redis: RedisCluster) -> None:
         await issuer.open_channel(terms(client, vendor, 10))
     await issuer.close()
     per_node = [int(command(node.port, "DBSIZE")[1:]) for node in cluster_redis.nodes]
-    assert sorted(per_node) == [0, 0, 8]  # accounts, supply, roots and 5 channels together
+    # accounts, supply, roots, open keys and 5 channels together
+    assert sorted(per_node) == [0, 0, 9]

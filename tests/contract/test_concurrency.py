@@ -46,7 +46,7 @@ async def test_50_concurrent_opens_with_room_for_10(issuers: list[IssuerStore]) 
         isinstance(r, NanoMoniError) and r.code is Code.insufficient_balance for r in refused
     )
     # Each success saw its own debit: balances after debit are 90, 80, ..., 0 in some order.
-    assert sorted(account.balance for account in opened) == list(range(0, 100, 10))
+    assert sorted(done.account.balance for done in opened) == list(range(0, 100, 10))
     account = await issuers[1].get_account(client)
     assert account is not None and account.balance == 0
     stored = [await issuers[0].get_channel(c.channel_id) for c in channels]

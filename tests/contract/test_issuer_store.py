@@ -49,7 +49,7 @@ async def test_amounts_stay_exact_beyond_double_precision(issuer: IssuerStore) -
     await issuer.register(client, big)
     await issuer.register(vendor, 0)
     channel = terms(client, vendor, 2**53 + 3)
-    after_open = await issuer.open_channel(channel)
+    after_open = (await issuer.open_channel(channel)).account
     assert after_open.balance == big - (2**53 + 3)
     settled = await issuer.settle(channel.channel_id, closure(2**53 + 1))
     assert settled.vendor_balance == 2**53 + 1
@@ -74,7 +74,9 @@ async def test_open_debits_client_and_stores_terms(issuer: IssuerStore) -> None:
     await issuer.register(client, 100)
     await issuer.register(vendor, 0)
     channel = terms(client, vendor, 60)
-    assert await issuer.open_channel(channel) == Account(public_key_der_b64=client, balance=40)
+    opened = await issuer.open_channel(channel)
+    assert opened.account == Account(public_key_der_b64=client, balance=40)
+    assert opened.terms == channel and not opened.replayed
     stored = await issuer.get_channel(channel.channel_id)
     assert stored is not None
     assert stored.terms == channel
@@ -116,7 +118,7 @@ async def test_open_refuses_insufficient_balance_and_changes_nothing(issuer: Iss
     assert await issuer.get_channel(channel.channel_id) is None
     # The refused open neither debited nor used up the root.
     await issuer.deposit(client, 1)
-    assert (await issuer.open_channel(channel)).balance == 0
+    assert (await issuer.open_channel(channel)).account.balance == 0
 
 
 async def test_open_refuses_reused_commitment(issuer: IssuerStore) -> None:
@@ -202,6 +204,6 @@ async def test_client_paying_itself_conserves_money(issuer: IssuerStore) -> None
     same = new_key()
     await issuer.register(same, 100)
     channel = terms(same, same, 40)
-    assert (await issuer.open_channel(channel)).balance == 60
+    assert (await issuer.open_channel(channel)).account.balance == 60
     settled = await issuer.settle(channel.channel_id, closure(15))
     assert settled.client_balance == settled.vendor_balance == 100

@@ -110,7 +110,7 @@ class LedgerMachine(RuleBasedStateMachine):
         elif root is not None and root in self.used_roots:
             expected = Code.commitment_reused
         try:
-            account = self.run(self.issuer.open_channel(channel))
+            account = self.run(self.issuer.open_channel(channel)).account
         except NanoMoniError as refused:
             assert refused.code is expected
             return multiple()

@@ -65,6 +65,7 @@ class Channel:
     alg: str
     chain: crypto.PaywordChain | None = None
     tree: crypto.MerkleTree | None = None
+    secrets: list[bytes] = field(default_factory=list)  # leaf j = H(secrets[j])
     last: int | None = None  # highest index the vendor accepted (first-opt pruning)
     known: set[tuple[int, int]] = field(default_factory=set)  # second-opt K
     sent: dict[int, dict[str, Any]] = field(default_factory=dict)  # accepted bodies, for replays
@@ -95,9 +96,14 @@ class Channel:
             siblings = [siblings[level] for level in missing]
         return {
             "i": index,
-            "leaf_b64": b64encode(self.tree.leaf(index)),
+            "secret_b64": b64encode(self.secrets[index]),
             "siblings_b64": [b64encode(s) for s in siblings],
         }
+
+    def consent(self, action: str = "vendor_close") -> str:
+        """The client's signed consent to `action` on this channel (SPEC §4.6, §5.6)."""
+        message = canonical_json({"action": action, "channel_id": self.channel_id})
+        return self.client.sign_b64(message)
 
     def _is_known(self, level: int, pos: int) -> bool:
         assert self.tree is not None
@@ -193,6 +199,8 @@ class Stack:
         }
         if alg is not None:
             body["hash_alg"] = alg
+        # A fresh nonce: equal terms are then a new channel, not a replay of an earlier open.
+        body["nonce_b64"] = b64encode(os.urandom(16))
         if mode != "signature":
             assert root is not None
             body[f"{mode}_root_b64"] = b64encode(root)
@@ -216,13 +224,13 @@ class Stack:
         suite = alg or "sha256"
         chain = tree = None
         root = None
+        secrets: list[bytes] = []
         if mode == "payword":
             chain = crypto.PaywordChain(os.urandom(32), max_index, suite)
             root = chain.root
         elif mode in TREE_MODES:
-            tree = crypto.MerkleTree.from_secrets(
-                [os.urandom(32) for _ in range(max_index + 1)], suite
-            )
+            secrets = [os.urandom(32) for _ in range(max_index + 1)]
+            tree = crypto.MerkleTree.from_secrets(secrets, suite)
             root = tree.root
         body = self.open_request(
             mode,
@@ -248,6 +256,7 @@ class Stack:
             suite,
             chain,
             tree,
+            secrets,
         )
 
     def pay(
@@ -261,9 +270,10 @@ class Stack:
         return reply
 
     def close_channel(self, channel: Channel) -> httpx.Response:
+        """The client asks the vendor to settle (signed consent, SPEC §5.6)."""
         return self.vendor.post(
             f"/channels/{channel.mode}/{channel.channel_id}/closure-requests",
-            json={"channel_id": channel.channel_id},
+            json={"channel_id": channel.channel_id, "client_signature_b64": channel.consent()},
         )
 
     def read(self, channel: Channel) -> dict[str, Any]:

@@ -151,8 +151,9 @@ def test_opening_rules(stack: Stack) -> None:
         reply = post("/channels/payword", json=_resign(client, changed))
         stack.expect_error(reply, 400, code)
     assert stack.balance(client.pk) == 1_000_000  # no refusal moved money
-    # A PayWord body sent to the paytree path lacks the paytree members.
-    stack.expect_error(post("/channels/paytree", json=body), 400, "missing_field")
+    # A PayWord body sent to another mode's path: its members are another mode's.
+    stack.expect_error(post("/channels/paytree", json=body), 400, "mode_mismatch")
+    stack.expect_error(post("/channels/signature", json=body), 400, "mode_mismatch")
     stack.expect_error(post("/channels/nonsense", json=body), 404, "channel_not_found")
     assert post("/channels/payword", json=body).status_code == 201
     assert stack.balance(client.pk) == 1_000_000 - 1000
@@ -161,9 +162,11 @@ def test_opening_rules(stack: Stack) -> None:
 @pytest.mark.parametrize("mode", ["payword", "paytree", "paytree_first_opt", "paytree_second_opt"])
 def test_commitment_root_is_single_use(stack: Stack, mode: str) -> None:
     client, body = _opening(stack, mode)
-    assert stack.issuer.post(f"/channels/{mode}", json=body).status_code == 201
+    first = stack.issuer.post(f"/channels/{mode}", json=body)
+    assert first.status_code == 201
+    # The same signed body again is the same open (SPEC §4.3 [v1.1]): 200, same channel.
     again = stack.issuer.post(f"/channels/{mode}", json=body)
-    stack.expect_error(again, 400, "commitment_reused")
+    assert again.status_code == 200 and again.json() == first.json()
     other = stack.client()
     root = body[f"{mode}_root_b64"]
     reused = stack.open_request(
@@ -220,6 +223,7 @@ def test_settlement_through_another_modes_path(stack: Stack) -> None:
     body = {
         "vendor_public_key_der_b64": stack.vendor_pk,
         "i": 1,
+        "secret_b64": b64encode(os.urandom(32)),
         "leaf_b64": b64encode(os.urandom(32)),
         "siblings_b64": [],
         "vendor_signature_b64": b64encode(b"x" * 64),

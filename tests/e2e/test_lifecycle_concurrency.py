@@ -57,12 +57,9 @@ def test_concurrent_payments_and_closures_on_one_channel(stack: Stack, mode: str
     best = max(accepted)
 
     close_path = f"/channels/{mode}/{channel.channel_id}/closure-requests"
+    closure = {"channel_id": channel.channel_id, "client_signature_b64": channel.consent()}
     with ThreadPoolExecutor(6) as pool:
-        closures = list(
-            pool.map(
-                lambda _: _post(base, close_path, {"channel_id": channel.channel_id}), range(6)
-            )
-        )
+        closures = list(pool.map(lambda _: _post(base, close_path, closure), range(6)))
     assert [c.status_code for c in closures] == [204] * 6, [c.text for c in closures]
     owed = best * unit_of(mode)
     assert stack.read(channel)["balance"] == owed

@@ -63,7 +63,7 @@ def test_vendor_serves_and_registers_in_the_background_while_issuer_is_down(
         assert httpx.get(vendor.url + "/health").json()["status"] == "healthy"
         vendor_pk = httpx.get(base + "/keys/public").json()["public_key_der_b64"]
         body = {"k": 1, "token_b64": base64.b64encode(bytes(32)).decode()}
-        reply = httpx.post(base + "/channels/payword/" + "C" * 43 + "/payments", json=body)
+        reply = httpx.post(base + "/channels/payword/" + "A" * 43 + "/payments", json=body)
         assert reply.status_code == 503 and reply.json()["code"] == "issuer_unavailable"
         with start_issuer(data_dir=tmp_path / "issuer", port=port) as issuer:
             deadline = time.monotonic() + 20
@@ -75,7 +75,7 @@ def test_vendor_serves_and_registers_in_the_background_while_issuer_is_down(
                     break
                 assert time.monotonic() < deadline, "the vendor never registered"
                 time.sleep(0.1)
-            reply = httpx.post(base + "/channels/payword/" + "C" * 43 + "/payments", json=body)
+            reply = httpx.post(base + "/channels/payword/" + "A" * 43 + "/payments", json=body)
             assert reply.status_code == 404 and reply.json()["code"] == "channel_not_found"
             assert issuer.stop() == 0
         assert vendor.stop() == 0

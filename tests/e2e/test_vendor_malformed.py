@@ -143,7 +143,7 @@ ROWS: list[tuple[str, str, Any, int, str, str | None]] = [
     (
         "vendor",
         "/channels/paytree/{pt}/payments",
-        {"i": 2, "leaf_b64": TOKEN, "siblings_b64": "x"},
+        {"i": 2, "secret_b64": TOKEN, "siblings_b64": "x"},
         422,
         "validation_error",
         "siblings_b64",
@@ -151,7 +151,7 @@ ROWS: list[tuple[str, str, Any, int, str, str | None]] = [
     (
         "vendor",
         "/channels/paytree/{pt}/payments",
-        {"i": 2, "leaf_b64": TOKEN, "siblings_b64": ["!!"] * 6},
+        {"i": 2, "secret_b64": TOKEN, "siblings_b64": ["!!"] * 6},
         400,
         "invalid_encoding",
         None,
@@ -159,7 +159,7 @@ ROWS: list[tuple[str, str, Any, int, str, str | None]] = [
     (
         "vendor",
         "/channels/paytree/{pt}/payments",
-        {"i": 2, "leaf_b64": TOKEN, "siblings_b64": [TOKEN] * 65},
+        {"i": 2, "secret_b64": TOKEN, "siblings_b64": [TOKEN] * 65},
         400,
         "invalid_proof",
         None,
@@ -167,7 +167,7 @@ ROWS: list[tuple[str, str, Any, int, str, str | None]] = [
     (
         "vendor",
         "/channels/paytree/{pt}/payments",
-        {"i": 1.5, "leaf_b64": TOKEN, "siblings_b64": []},
+        {"i": 1.5, "secret_b64": TOKEN, "siblings_b64": []},
         422,
         "validation_error",
         "i",
@@ -220,6 +220,70 @@ ROWS: list[tuple[str, str, Any, int, str, str | None]] = [
         "id_mismatch",
         None,
     ),
+    # [v1.1] A channel id is 43 canonical URL-safe characters; anything else (an escaped
+    # '?' or '#', a 44th character, '.') is no channel, decided before the store or issuer.
+    *(
+        (
+            "vendor",
+            f"/channels/payword/{alias}/payments",
+            {"k": 2, "token_b64": TOKEN},
+            404,
+            "channel_not_found",
+            None,
+        )
+        for alias in ("{pw}%3F", "{pw}%3Fx=1", "{pw}%23", "{pw}%23frag", "{pw}A", "%2E", "%2E%2E")
+    ),
+    *(
+        (
+            "vendor",
+            f"/channels/paytree/{alias}/closure-requests",
+            {"channel_id": "{pt}"},
+            404,
+            "channel_not_found",
+            None,
+        )
+        for alias in ("{pt}%3F", "{pt}%23")
+    ),
+    (
+        "issuer",
+        "/channels/payword/{pw}%3F/settlements",
+        {
+            "vendor_public_key_der_b64": TOKEN,
+            "k": 1,
+            "token_b64": TOKEN,
+            "vendor_signature_b64": TOKEN,
+        },
+        404,
+        "channel_not_found",
+        None,
+    ),
+    # [v1.1] A closure needs the client's signed consent or the admin token.
+    (
+        "vendor",
+        "/channels/paytree/{pt}/closure-requests",
+        {"channel_id": "{pt}"},
+        401,
+        "unauthorized",
+        None,
+    ),
+    (
+        "vendor",
+        "/channels/paytree/{pt}/closure-requests",
+        {"channel_id": "{pt}", "client_signature_b64": TOKEN},
+        401,
+        "unauthorized",
+        None,
+    ),
+    # [v1.1] A tree payment reveals its leaf's secret.
+    (
+        "vendor",
+        "/channels/paytree/{pt}/payments",
+        {"i": 2, "leaf_b64": TOKEN, "siblings_b64": []},
+        422,
+        "validation_error",
+        "secret_b64",
+    ),
+    ("vendor", "/channels/payword/{pw}/nothing-here", {}, 404, "not_found", None),
     (
         "vendor",
         "/channels/nomode/{pw}/payments",

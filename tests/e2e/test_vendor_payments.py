@@ -166,7 +166,7 @@ def test_empty_channel_cannot_be_closed_but_stays_usable(stack: Stack, mode: str
 def test_channel_used_through_another_modes_path(stack: Stack) -> None:
     channel = stack.open("payword", amount=640, max_index=64)
     assert stack.pay(channel, 1).status_code == 201
-    tree_body = {"i": 2, "leaf_b64": b64encode(os.urandom(32)), "siblings_b64": []}
+    tree_body = {"i": 2, "secret_b64": b64encode(os.urandom(32)), "siblings_b64": []}
     reply = stack.vendor.post(f"/channels/paytree/{channel.channel_id}/payments", json=tree_body)
     stack.expect_error(reply, 400, "mode_mismatch")
     stack.expect_error(

@@ -26,9 +26,10 @@ def create_payer(mode: Mode, max_index: int, alg: str) -> Payer:
     return RULES[mode].create_payer(KEY, max_index=max_index, hash_alg=alg)
 
 
-def decode_path(body: object) -> tuple[bytes, list[bytes]]:
-    assert isinstance(body, TreePayment)
-    return body.leaf, body.siblings
+def decode_path(body: object, alg: str = "sha256") -> tuple[bytes, list[bytes]]:
+    """(the leaf the payment reveals, its siblings)."""
+    assert isinstance(body, TreePayment) and body.leaf is None  # the secret reveals it
+    return crypto.digest(body.secret, alg), body.siblings
 
 
 class VendorMirror:
@@ -50,7 +51,7 @@ class VendorMirror:
         self.known[(len(siblings), i >> len(siblings))] = cur
 
     def accept_first_opt(self, i: int, body: object) -> bool:
-        leaf, sent = decode_path(body)
+        leaf, sent = decode_path(body, self.alg)
         t = crypto.first_opt_levels(i, self.last, self.depth)
         if len(sent) != t:
             return False
@@ -63,7 +64,7 @@ class VendorMirror:
         return True
 
     def accept_second_opt(self, i: int, body: object) -> bool:
-        leaf, sent = decode_path(body)
+        leaf, sent = decode_path(body, self.alg)
         missing, stop = crypto.second_opt_levels(
             i, self.depth, lambda level, pos: (level, pos) in self.known
         )
@@ -86,7 +87,7 @@ def test_paytree_full_paths_verify(alg: str) -> None:
     assert isinstance(payer, PaytreePayer)
     assert payer.depth == 7
     for i in (1, 2, 63, 64, 99, 100):
-        leaf, siblings = decode_path(payer.payment(i))
+        leaf, siblings = decode_path(payer.payment(i), alg)
         assert len(siblings) == 7
         assert crypto.verify_merkle(leaf, i, siblings, payer.root, 7, alg)
         payer.accepted(i)
@@ -233,8 +234,10 @@ def test_pruned_proof_generation_reads_at_most_a_path_per_payment(
 ) -> None:
     """Per payment the payer does O(depth) work, never work linear in the channel: it
     reads at most one path of nodes and asks about at most 2·depth known nodes."""
-    tree = CountingTree(create_payer(Mode.paytree, 2**12, "sha256").tree)  # type: ignore[attr-defined]
-    payer = payer_type(tree)  # type: ignore[arg-type]
+    plain = create_payer(Mode.paytree, 2**12, "sha256")
+    assert isinstance(plain, PaytreePayer)
+    tree = CountingTree(plain.tree)
+    payer = payer_type(plain.seed, tree)  # type: ignore[arg-type]
     asked = 0
     if isinstance(payer, SecondOptPayer):
         known = payer._known

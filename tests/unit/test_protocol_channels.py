@@ -71,6 +71,7 @@ class Channel:
         self.vendor = crypto.SigningKey.generate(vendor_kind)
         self.chain: crypto.PaywordChain | None = None
         self.tree: crypto.MerkleTree | None = None
+        self.secrets: list[bytes] = []  # leaf j = H(secrets[j])
         fields: dict[str, Any] = {
             "client_public_key_der_b64": b64encode(self.client.public_key_der),
             "vendor_public_key_der_b64": b64encode(self.vendor.public_key_der),
@@ -81,8 +82,8 @@ class Channel:
             self.chain = crypto.PaywordChain(os.urandom(32), max_index, hash_alg)
             root = self.chain.root
         elif mode in TREE_MODES:
-            secrets = [os.urandom(32) for _ in range(max_index + 1)]
-            self.tree = crypto.MerkleTree.from_secrets(secrets, hash_alg)
+            self.secrets = [os.urandom(32) for _ in range(max_index + 1)]
+            self.tree = crypto.MerkleTree.from_secrets(self.secrets, hash_alg)
             root = self.tree.root
         if mode in MEMBERS:
             root_name, unit_name, max_name = MEMBERS[mode]
@@ -132,7 +133,7 @@ class Channel:
             siblings = [proof[level] for level in missing]
         return wire.TreePaymentBody(
             i=index,
-            leaf_b64=b64encode(self.tree.leaf(index)),
+            secret_b64=b64encode(self.secrets[index]),
             siblings_b64=[b64encode(s) for s in siblings],
         )
 
@@ -254,7 +255,8 @@ def test_learned_terms_match_the_issuers_terms() -> None:
         channel = Channel(mode, max_index=20)
         info = wire.decode_channel(RULES[mode], read_view(channel))
         learned = learned_terms(info, b64encode(channel.vendor.public_key_der))
-        assert learned == channel.terms
+        # Everything but the issuer's record of the open request it came from.
+        assert learned == msgspec.structs.replace(channel.terms, open_key=b"")
 
 
 def test_learning_refuses_closed_and_foreign_channels() -> None:
@@ -298,7 +300,7 @@ def test_payment_body_of_another_mode_is_mode_mismatch(mode: Mode) -> None:
     foreign: wire.PaymentBody = (
         wire.PaywordPaymentBody(k=1, token_b64=b64encode(bytes(32)))
         if mode != Mode.payword
-        else wire.TreePaymentBody(i=1, leaf_b64=b64encode(bytes(32)), siblings_b64=[])
+        else wire.TreePaymentBody(i=1, secret_b64=b64encode(bytes(32)), siblings_b64=[])
     )
     channel.refused(foreign, Code.mode_mismatch)
 
@@ -337,7 +339,7 @@ def test_index_zero_is_invalid_amount(mode: Mode) -> None:
         assert channel.tree is not None
         payment = wire.TreePaymentBody(
             i=0,
-            leaf_b64=b64encode(channel.tree.leaf(0)),
+            secret_b64=b64encode(channel.secrets[0]),
             siblings_b64=[b64encode(s) for s in channel.tree.proof(0)],
         )
     channel.refused(payment, Code.invalid_amount)
@@ -415,7 +417,7 @@ def test_undecodable_proof_is_invalid_encoding() -> None:
             )
         else:
             assert isinstance(payment, wire.TreePaymentBody)
-            bad = msgspec.structs.replace(payment, leaf_b64="not base64")
+            bad = msgspec.structs.replace(payment, secret_b64="not base64")
             short = with_siblings(payment, [*payment.siblings_b64[:-1], b64encode(bytes(33))])
         channel.refused(bad, Code.invalid_encoding)
         channel.refused(short, Code.invalid_encoding)
@@ -543,7 +545,7 @@ def test_paytree_full_proofs_verify(hash_alg: str, max_index: int) -> None:
     assert channel.tree is not None and channel.tree.depth == max_index.bit_length()
     for i in sorted({1, max_index // 2 or 1, max_index}):
         state = channel.pay(i).state
-        assert state.proof == channel.tree.leaf(i) + b"".join(channel.tree.proof(i))
+        assert state.proof == channel.secrets[i] + b"".join(channel.tree.proof(i))
 
 
 def test_paytree_wrong_sibling_count_is_invalid_proof() -> None:
@@ -566,8 +568,15 @@ def test_paytree_tampered_leaf_or_sibling_is_invalid_proof() -> None:
         siblings = list(payment.siblings_b64)
         siblings[level] = tamper(siblings[level])
         channel.refused(with_siblings(payment, siblings), Code.invalid_proof)
-    wrong_leaf = msgspec.structs.replace(payment, leaf_b64=tamper(payment.leaf_b64))
-    channel.refused(wrong_leaf, Code.invalid_proof)
+    wrong_secret = msgspec.structs.replace(payment, secret_b64=tamper(payment.secret_b64))
+    channel.refused(wrong_secret, Code.invalid_proof)
+    # A leaf sent beside the secret must be its hash.
+    assert channel.tree is not None
+    other_leaf = msgspec.structs.replace(payment, leaf_b64=b64encode(channel.tree.leaf(8)))
+    assert "hash of secret" in channel.refused(other_leaf, Code.invalid_proof)
+    right_leaf = msgspec.structs.replace(payment, leaf_b64=b64encode(channel.tree.leaf(9)))
+    assert channel.decide(right_leaf).state.index == 9
+    channel.state = None
     # A real proof for another index does not pay this one.
     channel.refused(msgspec.structs.replace(channel.payment(10), i=9), Code.invalid_proof)
 
@@ -588,11 +597,11 @@ def test_same_bytes_split_differently_are_not_a_replay(mode: Mode) -> None:
     payment = channel.payment(9)
     channel.pay(9)
     assert isinstance(payment, wire.TreePaymentBody) and len(payment.siblings_b64) >= 1
-    leaf = base64.b64decode(payment.leaf_b64)
+    secret = base64.b64decode(payment.secret_b64)
     first = base64.b64decode(payment.siblings_b64[0])
     shifted = wire.TreePaymentBody(
         i=9,
-        leaf_b64=b64encode(leaf + first[:1]),
+        secret_b64=b64encode(secret + first[:1]),
         siblings_b64=[b64encode(first[1:]), *payment.siblings_b64[1:]],
     )
     # Parts of the wrong size never reach the rules: the edge checks every length.
@@ -612,7 +621,7 @@ def test_first_opt_sibling_counts_10_25_70_on_a_128_leaf_tree() -> None:
         counts.append(len(payment.siblings_b64))
         state = channel.pay(i).state
         # The state keeps the full path of the accepted index, whatever was sent.
-        assert state.proof[1:] == channel.tree.leaf(i) + b"".join(channel.tree.proof(i))
+        assert state.proof[1:] == channel.secrets[i] + b"".join(channel.tree.proof(i))
     assert counts == [7, 5, 7]
 
 
@@ -634,7 +643,7 @@ def test_first_opt_empty_sibling_list_is_only_an_exact_replay() -> None:
     assert channel.tree is not None
     full = [b64encode(s) for s in channel.tree.proof(11)]
     payment = wire.TreePaymentBody(
-        i=11, leaf_b64=b64encode(channel.tree.leaf(11)), siblings_b64=full
+        i=11, secret_b64=b64encode(channel.secrets[11]), siblings_b64=full
     )
     sent_one = with_siblings(payment, payment.siblings_b64[:1])
     assert channel.decide(sent_one).replay
@@ -652,7 +661,7 @@ def test_first_opt_tampered_pruned_proof_is_invalid_proof() -> None:
         siblings = list(payment.siblings_b64)
         siblings[level] = tamper(siblings[level])
         channel.refused(with_siblings(payment, siblings), Code.invalid_proof)
-    wrong_leaf = msgspec.structs.replace(payment, leaf_b64=tamper(payment.leaf_b64))
+    wrong_leaf = msgspec.structs.replace(payment, secret_b64=tamper(payment.secret_b64))
     channel.refused(wrong_leaf, Code.invalid_proof)
 
 
@@ -711,14 +720,14 @@ def test_second_opt_tampered_proof_is_invalid_proof() -> None:
         siblings[level] = tamper(siblings[level])
         channel.refused(with_siblings(payment, siblings), Code.invalid_proof)
     channel.refused(
-        msgspec.structs.replace(payment, leaf_b64=tamper(payment.leaf_b64)), Code.invalid_proof
+        msgspec.structs.replace(payment, secret_b64=tamper(payment.secret_b64)), Code.invalid_proof
     )
     channel.pay(2)
     # Leaf 3 is known from payment 2: a wrong leaf with no siblings is caught too.
     leaf_three = channel.payment(3)
     assert isinstance(leaf_three, wire.TreePaymentBody) and leaf_three.siblings_b64 == []
     channel.refused(
-        msgspec.structs.replace(leaf_three, leaf_b64=tamper(leaf_three.leaf_b64)),
+        msgspec.structs.replace(leaf_three, secret_b64=tamper(leaf_three.secret_b64)),
         Code.invalid_proof,
     )
 
@@ -769,6 +778,7 @@ def test_built_settlement_is_accepted_with_the_owed_amount(mode: Mode, vendor_ki
         assert channel.tree is not None
         assert body.siblings_b64 == [b64encode(s) for s in channel.tree.proof(70)]
         assert body.leaf_b64 == b64encode(channel.tree.leaf(70))
+        assert body.secret_b64 == b64encode(channel.secrets[70])
     if mode == Mode.signature:
         assert isinstance(body, wire.SignatureSettlementBody)
         payload = canonical_json(
@@ -910,6 +920,7 @@ def test_paytree_settlement_refusals(mode: Mode) -> None:
     zero = wire.TreeSettlementBody(
         vendor_public_key_der_b64=body.vendor_public_key_der_b64,
         i=0,
+        secret_b64=b64encode(channel.secrets[0]),
         leaf_b64=b64encode(channel.tree.leaf(0)),
         siblings_b64=[b64encode(s) for s in channel.tree.proof(0)],
         vendor_signature_b64="",
@@ -982,7 +993,8 @@ _SMALL_INDEX = st.integers(min_value=0, max_value=70)
 def hostile_tree_payments(draw: st.DrawFn) -> wire.TreePaymentBody:
     return wire.TreePaymentBody(
         i=draw(st.one_of(_SMALL_INDEX, _INDEX)),
-        leaf_b64=draw(_B64_TEXT),
+        secret_b64=draw(_B64_TEXT),
+        leaf_b64=draw(st.none() | _B64_TEXT),
         siblings_b64=draw(st.lists(_B64_TEXT, max_size=70)),
         channel_id=draw(st.none() | st.text(max_size=50)),
     )
@@ -1040,7 +1052,8 @@ def test_hostile_settlements_get_spec_errors_only(
     settlement = wire.TreeSettlementBody(
         vendor_public_key_der_b64=channel.terms.vendor_public_key_der_b64,
         i=body.i,
-        leaf_b64=body.leaf_b64,
+        secret_b64=body.secret_b64,
+        leaf_b64=body.leaf_b64 or body.secret_b64,
         siblings_b64=body.siblings_b64,
         vendor_signature_b64=signature,
     )

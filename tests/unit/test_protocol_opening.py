@@ -202,11 +202,18 @@ def test_missing_mode_member_is_missing_field(
     assert name in refused(Code.missing_field, mode, signed(fields, client))
 
 
-def test_members_of_another_mode_do_not_count(
-    client: crypto.SigningKey, vendor: crypto.SigningKey
+@pytest.mark.parametrize("path_mode", list(Mode))
+def test_members_of_another_mode_are_mode_mismatch(
+    path_mode: Mode, client: crypto.SigningKey, vendor: crypto.SigningKey
 ) -> None:
-    fields = request_fields(Mode.paytree, client, vendor)
-    refused(Code.missing_field, Mode.payword, signed(fields, client))
+    # SPEC §4.3 [v1.1]: a body signed for one mode cannot open a channel of another.
+    body_mode = Mode.paytree if path_mode is not Mode.paytree else Mode.payword
+    fields = request_fields(body_mode, client, vendor)
+    detail = refused(Code.mode_mismatch, path_mode, signed(fields, client))
+    assert MEMBERS[body_mode][0] in detail
+    # Checked before the signature: even a forged body gets mode_mismatch.
+    impostor = crypto.SigningKey.generate("p256")
+    refused(Code.mode_mismatch, path_mode, signed(fields, impostor))
 
 
 @pytest.mark.parametrize("mode", list(MEMBERS))

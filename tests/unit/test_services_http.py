@@ -68,7 +68,7 @@ class _Recorder:
         self.fallback: list[str] = []
         self.sent: list[dict[str, Any]] = []
 
-    async def handler(self, first: str, second: str, raw: bytes) -> tuple[int, bytes]:
+    async def handler(self, first: str, second: str, raw: bytes, client: str) -> tuple[int, bytes]:
         self.calls.append((first, second, raw))
         return 201, b"{}"
 

@@ -42,7 +42,8 @@ async def main(url, tag):
     async def one(n):
         terms = ChannelTerms(id="u", channel_id=f"{tag}-{n}", mode=Mode.signature,
             client_public_key_der_b64="client", vendor_public_key_der_b64="vendor",
-            salt_b64="s", amount=10, hash_alg="sha256", created_at="t")
+            salt_b64="s", amount=10, hash_alg="sha256", created_at="t",
+            open_key=f"{tag}-{n}".encode())
         try:
             await store.open_channel(terms)
             return 1
@@ -119,7 +120,7 @@ async def test_issuer_and_vendor_share_one_file(tmp_path: Path) -> None:
     terms = ChannelTerms(
         id="u", channel_id="ch", mode=Mode.signature, client_public_key_der_b64="c",
         vendor_public_key_der_b64="v", salt_b64="s", amount=10, hash_alg="sha256",
-        created_at="t",
+        created_at="t", open_key=b"open-1",
     )  # fmt: skip
     await issuer.open_channel(terms)
     state = PaymentState(index=4, owed=4, proof=b"sig", created_at="t")

@@ -3,16 +3,19 @@ secrets, with its full path (`paytree`), the path pruned at the lowest common
 ancestor with the accepted index (`paytree_first_opt`), or only the siblings the
 vendor does not know yet (`paytree_second_opt`). All settle with the full path.
 
-`PaymentState.proof` per mode:
-* paytree: leaf ‖ the full path (depth siblings);
-* paytree_first_opt: count ‖ leaf ‖ the full path, where count (one byte) is how
+Every payment reveals the secret of its leaf (leaf = H(secret), SPEC §5.3
+[v1.1]): a proof shows its neighbouring leaves as siblings, so a leaf alone
+proves nothing. `PaymentState.proof` per mode:
+* paytree: secret ‖ the full path (depth siblings);
+* paytree_first_opt: count ‖ secret ‖ the full path, where count (one byte) is how
   many siblings the accepted body carried, so only that exact body is a replay;
-* paytree_second_opt: leaf ‖ the siblings the body carried; the known-node set
+* paytree_second_opt: secret ‖ the siblings the body carried; the known-node set
   lives in the store's node map, keyed by `crypto.node_key` heap indices.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 
@@ -38,8 +41,15 @@ from nanomoni.protocol.modes.base import (
 )
 
 
-def _message(channel_id: str, i: int, leaf: bytes, siblings: Sequence[bytes]) -> bytes:
-    members = {"i": i, "leaf_b64": b64encode(leaf), "siblings_b64": b64_list(siblings)}
+def _message(
+    channel_id: str, i: int, secret: bytes, leaf: bytes, siblings: Sequence[bytes]
+) -> bytes:
+    members = {
+        "i": i,
+        "secret_b64": b64encode(secret),
+        "leaf_b64": b64encode(leaf),
+        "siblings_b64": b64_list(siblings),
+    }
     return settlement_message(channel_id, members)
 
 
@@ -56,8 +66,20 @@ def _bad_path() -> NanoMoniError:
 
 
 def _sent(payment: TreePayment) -> bytes:
-    """leaf ‖ siblings as sent (fixed-size parts: equal blobs mean equal bodies)."""
-    return payment.leaf + b"".join(payment.siblings)
+    """secret ‖ siblings as sent (fixed-size parts: equal blobs mean equal bodies)."""
+    return payment.secret + b"".join(payment.siblings)
+
+
+def _leaf(terms: ChannelTerms, payment: TreePayment) -> bytes:
+    """H(secret): the leaf the payment reveals; a leaf sent beside it must match."""
+    leaf = crypto.digest(payment.secret, terms.hash_alg)
+    if payment.leaf is not None and payment.leaf != leaf:
+        raise invalid_proof("invalid proof: leaf_b64 is not the hash of secret_b64")
+    return leaf
+
+
+def _consistent(terms: ChannelTerms, payment: TreePayment) -> bool:
+    return payment.leaf is None or payment.leaf == crypto.digest(payment.secret, terms.hash_alg)
 
 
 class TreeRules(ModeRules[TreePayment, TreeSettlement]):
@@ -79,7 +101,7 @@ class TreeRules(ModeRules[TreePayment, TreeSettlement]):
         return payment.i
 
     def is_replay(self, terms: ChannelTerms, stored: PaymentState, payment: TreePayment) -> bool:
-        return _sent(payment) == stored.proof
+        return _sent(payment) == stored.proof and _consistent(terms, payment)
 
     def _siblings(self, payment: TreePayment) -> list[bytes]:
         if len(payment.siblings) > MAX_SIBLINGS:
@@ -94,9 +116,8 @@ class TreeRules(ModeRules[TreePayment, TreeSettlement]):
         depth = depth_of(terms)
         if len(siblings) != depth:
             raise _wrong_count(len(siblings), depth)
-        if not crypto.verify_merkle(
-            payment.leaf, payment.i, siblings, terms.root, depth, terms.hash_alg
-        ):
+        leaf = _leaf(terms, payment)
+        if not crypto.verify_merkle(leaf, payment.i, siblings, terms.root, depth, terms.hash_alg):
             raise _bad_path()
         return Verified(proof=_sent(payment), nodes={})
 
@@ -105,9 +126,9 @@ class TreeRules(ModeRules[TreePayment, TreeSettlement]):
     def full_path(
         self, terms: ChannelTerms, state: PaymentState, nodes: Sequence[bytes | None]
     ) -> tuple[bytes, list[bytes]]:
-        """(leaf, all depth siblings) of the accepted index."""
-        leaf, *siblings = _split(state.proof)
-        return leaf, siblings
+        """(secret, all depth siblings) of the accepted index."""
+        secret, *siblings = _split(state.proof)
+        return secret, siblings
 
     def build_settlement(
         self,
@@ -116,11 +137,13 @@ class TreeRules(ModeRules[TreePayment, TreeSettlement]):
         nodes: Sequence[bytes | None],
         vendor_key: Signer,
     ) -> TreeSettlement:
-        leaf, siblings = self.full_path(terms, state, nodes)
-        message = _message(terms.channel_id, state.index, leaf, siblings)
+        secret, siblings = self.full_path(terms, state, nodes)
+        leaf = crypto.digest(secret, terms.hash_alg)
+        message = _message(terms.channel_id, state.index, secret, leaf, siblings)
         return TreeSettlement(
             vendor_key=terms.vendor_public_key_der_b64,
             i=state.index,
+            secret=secret,
             leaf=leaf,
             siblings=siblings,
             vendor_signature=vendor_key.sign(message),
@@ -137,23 +160,22 @@ class TreeRules(ModeRules[TreePayment, TreeSettlement]):
             )
         check_signature(
             terms.vendor_public_key_der_b64,
-            _message(terms.channel_id, body.i, body.leaf, body.siblings),
+            _message(terms.channel_id, body.i, body.secret, body.leaf, body.siblings),
             body.vendor_signature,
             "vendor_signature_b64",
         )
+        if crypto.digest(body.secret, terms.hash_alg) != body.leaf:
+            raise invalid_proof("invalid proof: leaf_b64 is not the hash of secret_b64")
         if not crypto.verify_merkle(
             body.leaf, body.i, body.siblings, terms.root, depth, terms.hash_alg
         ):
             raise _bad_path()
-        return SettledProof(index=body.i, proof=body.leaf + b"".join(body.siblings))
+        return SettledProof(index=body.i, proof=body.secret + b"".join(body.siblings))
 
     # --- the client ---------------------------------------------------------------------
 
     def create_payer(self, key: Signer, *, max_index: int, hash_alg: str) -> PaytreePayer:
-        # Leaves 0..max_i, each the hash of its own random secret.
-        pool = os.urandom(HASH_LEN * (max_index + 1))
-        secrets = [pool[j : j + HASH_LEN] for j in range(0, len(pool), HASH_LEN)]
-        return self.payer_type(crypto.MerkleTree.from_secrets(secrets, hash_alg))
+        return self.payer_type.create(os.urandom(HASH_LEN), max_index, hash_alg)
 
     @property
     def payer_type(self) -> type[PaytreePayer]:
@@ -170,6 +192,7 @@ class FirstOptRules(TreeRules):
         return (
             len(payment.siblings) == count
             and _sent(payment) == stored.proof[1 : 1 + HASH_LEN * (count + 1)]
+            and _consistent(terms, payment)
         )
 
     def verify(self, terms: ChannelTerms, view: VendorView, payment: TreePayment) -> Verified:
@@ -187,18 +210,19 @@ class FirstOptRules(TreeRules):
         else:
             # node(t, i >> t) == node(t, last >> t): fold the accepted leaf t levels.
             path = stored.proof
+            last_leaf = crypto.digest(path[1:33], terms.hash_alg)
             last_siblings = [path[33 + 32 * j : 65 + 32 * j] for j in range(t)]
-            anchor = crypto.merkle_fold(path[1:33], stored.index, last_siblings, terms.hash_alg)
+            anchor = crypto.merkle_fold(last_leaf, stored.index, last_siblings, terms.hash_alg)
             above = path[33 + 32 * t :]
-        if crypto.merkle_fold(payment.leaf, payment.i, sent, terms.hash_alg) != anchor:
+        if crypto.merkle_fold(_leaf(terms, payment), payment.i, sent, terms.hash_alg) != anchor:
             raise _bad_path()
         return Verified(proof=bytes([t]) + _sent(payment) + above, nodes={})
 
     def full_path(
         self, terms: ChannelTerms, state: PaymentState, nodes: Sequence[bytes | None]
     ) -> tuple[bytes, list[bytes]]:
-        leaf, *siblings = _split(state.proof[1:])
-        return leaf, siblings
+        secret, *siblings = _split(state.proof[1:])
+        return secret, siblings
 
     @property
     def payer_type(self) -> type[PaytreePayer]:
@@ -246,7 +270,7 @@ class SecondOptRules(TreeRules):
             raise _wrong_count(len(sent), len(missing))
         supplied = dict(zip(missing, sent, strict=True))
         new_nodes: dict[int, bytes] = {}
-        current = payment.leaf
+        current = _leaf(terms, payment)
         key = crypto.node_key(0, i, depth)  # the path node's heap index at each level
         for level in range(stop):
             new_nodes[key] = current
@@ -278,7 +302,7 @@ class SecondOptRules(TreeRules):
     def full_path(
         self, terms: ChannelTerms, state: PaymentState, nodes: Sequence[bytes | None]
     ) -> tuple[bytes, list[bytes]]:
-        leaf = state.proof[:HASH_LEN]
+        secret = state.proof[:HASH_LEN]
         missing = [level for level, node in enumerate(nodes) if node is None]
         if missing or len(nodes) != depth_of(terms):
             raise NanoMoniError(
@@ -286,7 +310,7 @@ class SecondOptRules(TreeRules):
                 f"the vendor store lacks path nodes at levels {missing} of channel "
                 f"{terms.channel_id}",
             )
-        return leaf, [node for node in nodes if node is not None]
+        return secret, [node for node in nodes if node is not None]
 
     @property
     def payer_type(self) -> type[PaytreePayer]:
@@ -296,15 +320,27 @@ class SecondOptRules(TreeRules):
 # --- the client's payers ------------------------------------------------------------------
 
 
-class PaytreePayer:
-    """Standard PayTree: leaf i with its full authentication path."""
+def leaf_secret(seed: bytes, j: int) -> bytes:
+    """The client's secret of leaf j: SHA-256(seed ‖ j), so only the seed is kept."""
+    return hashlib.sha256(seed + j.to_bytes(8, "big")).digest()
 
-    def __init__(self, tree: crypto.MerkleTree, channel_id: str = "") -> None:
+
+class PaytreePayer:
+    """Standard PayTree: leaf i's secret with its full authentication path."""
+
+    def __init__(self, seed: bytes, tree: crypto.MerkleTree, channel_id: str = "") -> None:
+        self.seed = seed
         self.tree = tree
         self.depth = tree.depth
         self.max_index = tree.leaf_count - 1
         self.channel_id = channel_id
         self.last = 0
+
+    @classmethod
+    def create(cls, seed: bytes, max_index: int, alg: str) -> PaytreePayer:
+        """Leaves 0..max_index, leaf j = H(secret j)."""
+        secrets = [leaf_secret(seed, j) for j in range(max_index + 1)]
+        return cls(seed, crypto.MerkleTree.from_secrets(secrets, alg))
 
     @property
     def root(self) -> bytes:
@@ -316,7 +352,7 @@ class PaytreePayer:
     def payment(self, index: int) -> TreePayment:
         return TreePayment(
             i=index,
-            leaf=self.tree.leaf(index),
+            secret=leaf_secret(self.seed, index),
             siblings=self.siblings(index),
             channel_id=self.channel_id,
         )
@@ -347,8 +383,8 @@ class SecondOptPayer(PaytreePayer):
     root is known from the start.
     """
 
-    def __init__(self, tree: crypto.MerkleTree, channel_id: str = "") -> None:
-        super().__init__(tree, channel_id)
+    def __init__(self, seed: bytes, tree: crypto.MerkleTree, channel_id: str = "") -> None:
+        super().__init__(seed, tree, channel_id)
         self.known: set[int] = {crypto.node_key(self.depth, 0, self.depth)}
 
     def _known(self, level: int, pos: int) -> bool:
