@@ -8,6 +8,14 @@ own SAVEPOINT so a refusal in one rolls back only that one. Callers' futures are
 resolved after the commit, so an acknowledged write is on disk
 (journal_mode=WAL, synchronous=FULL). busy_timeout lets several worker
 processes share one file.
+
+Deadlines: each operation's caller waits at most the store's timeout, then gets
+StoreUnavailable. An operation is claimed exactly once, either by the worker
+(inside the transaction, right before it runs) or by its caller's deadline:
+so an operation whose caller gave up before it started never runs, even if the
+worker was stuck behind another process's write lock for much longer. Only an
+operation already running at the deadline may still commit; its caller got 503
+like any other, and repeating a store transition is safe (see StoreUnavailable).
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -32,6 +40,7 @@ from nanomoni.protocol.model import (
     PaymentState,
     VendorView,
 )
+from nanomoni.store.base import DEFAULT_TIMEOUT, StoreUnavailable
 from nanomoni.store.codec import (
     MAX_INT,
     check_amount,
@@ -46,7 +55,6 @@ from nanomoni.store.codec import (
 
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
-_Job = tuple[Op, asyncio.Future[Any], asyncio.AbstractEventLoop]
 
 MAX_BATCH = 512
 BUSY_TIMEOUT_MS = 10_000
@@ -87,20 +95,58 @@ def _connect(path: str) -> sqlite3.Connection:
     return conn
 
 
-def _resolve(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
-    for fut, ok, value in results:
-        if fut.done():
+class _Job:
+    """One queued operation and its caller's side: future, loop and deadline timer."""
+
+    __slots__ = ("claim", "fut", "loop", "op", "timer")
+
+    def __init__(self, op: Op, fut: asyncio.Future[Any], loop: asyncio.AbstractEventLoop) -> None:
+        self.op, self.fut, self.loop = op, fut, loop
+        # Acquired once, by whoever comes first: the worker (to run the operation) or
+        # the caller's deadline (to abandon it). Lock.acquire(False) is atomic.
+        self.claim = threading.Lock()
+        self.timer: asyncio.TimerHandle | None = None
+
+
+_Result = tuple[_Job, bool, Any]  # job, succeeded, value or exception
+
+
+def _resolve(results: list[_Result]) -> None:
+    for job, ok, value in results:
+        if job.timer is not None:
+            job.timer.cancel()
+        if job.fut.done():  # the caller's deadline came first
             continue
         if ok:
-            fut.set_result(value)
+            job.fut.set_result(value)
         else:
-            fut.set_exception(value)
+            job.fut.set_exception(value)
+
+
+def _expire(job: _Job, where: str, timeout: float) -> None:
+    """The caller's deadline: abandon the operation unless the worker has started it."""
+    if job.fut.done():
+        return
+    if job.claim.acquire(blocking=False):
+        reason = f"not started within {timeout:g}s (it will not run)"
+    else:
+        reason = f"still running after {timeout:g}s"
+    job.fut.set_exception(StoreUnavailable(f"sqlite {where}: {reason}"))
+
+
+def _failure(where: str, exc: Exception) -> Exception:
+    """SQLite's own failures (locked, busy, I/O, disk full, read-only) are an unavailable
+    store; everything else (refusals, bugs) reaches the caller unchanged."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return StoreUnavailable(f"sqlite {where}: {exc}")
+    return exc
 
 
 class _Worker:
     """A thread that runs queued operations in batches on its own connection."""
 
     def __init__(self, path: str, name: str, *, writer: bool) -> None:
+        self._path = path
         self._conn = _connect(path)
         self._writer = writer
         self._stopped = False
@@ -109,13 +155,21 @@ class _Worker:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    async def run(self, op: Callable[[sqlite3.Connection], T]) -> T:
+    async def run(self, op: Callable[[sqlite3.Connection], T], timeout: float) -> T:
+        """`op(connection)`'s result, or StoreUnavailable after `timeout` seconds."""
         if self._stopped:
             raise RuntimeError("the SQLite store is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._jobs.put((op, fut, loop))
-        return await fut
+        job = _Job(op, fut, loop)
+        job.timer = loop.call_later(timeout, _expire, job, self._path, timeout)
+        self._jobs.put(job)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            job.claim.acquire(blocking=False)  # nobody waits any more: skip it if not started
+            job.timer.cancel()
+            raise
 
     def stop(self) -> None:
         self._stopped = True
@@ -142,25 +196,27 @@ class _Worker:
 
     def _execute(self, batch: list[_Job]) -> None:
         self.batches += 1
-        results: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        results: list[_Result] = []
         conn = self._conn
         try:
             # Readers take a deferred transaction: one consistent snapshot per batch.
             conn.execute("BEGIN IMMEDIATE" if self._writer else "BEGIN")
-            for op, fut, _ in batch:
+            for job in batch:
+                if not job.claim.acquire(blocking=False):
+                    continue  # its caller's deadline passed before it started: never run it
                 if self._writer:
                     conn.execute("SAVEPOINT op")
                 try:
-                    value = op(conn)
+                    value = job.op(conn)
                 except Exception as exc:  # this caller's failure only; the batch goes on
                     if self._writer:
                         conn.execute("ROLLBACK TO op")
                         conn.execute("RELEASE op")
-                    results.append((fut, False, exc))
+                    results.append((job, False, _failure(self._path, exc)))
                     continue
                 if self._writer:
                     conn.execute("RELEASE op")
-                results.append((fut, True, value))
+                results.append((job, True, value))
             conn.execute("COMMIT")
         except Exception as exc:  # the whole batch failed: nobody gets an acknowledgement
             if conn.in_transaction:
@@ -168,10 +224,11 @@ class _Worker:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass  # SQLite already rolled back (e.g. after an I/O error)
-            results = [(fut, False, exc) for _, fut, _ in batch]
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
-        for (_, _, loop), result in zip(batch, results, strict=True):
-            by_loop.setdefault(loop, []).append(result)
+            failure = _failure(self._path, exc)
+            results = [(job, False, failure) for job in batch]
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Result]] = {}
+        for result in results:
+            by_loop.setdefault(result[0].loop, []).append(result)
         for loop, loop_results in by_loop.items():
             try:
                 loop.call_soon_threadsafe(_resolve, loop_results)
@@ -221,12 +278,35 @@ class _Database:
         self.read.stop()
 
 
+def _nothing(conn: sqlite3.Connection) -> None:
+    return None
+
+
 class _SqliteBase:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        if not timeout > 0:
+            raise ValueError(f"the store timeout must be positive, got {timeout}")
         self._database = _Database.acquire(path)
         self._write = self._database.write
         self._read = self._database.read
+        self._timeout = timeout
         self._closed = False
+
+    def _writing(self, op: Callable[[sqlite3.Connection], T]) -> Coroutine[Any, Any, T]:
+        """Run `op` in the writer's next transaction, within the store's deadline."""
+        return self._write.run(op, self._timeout)
+
+    def _reading(self, op: Callable[[sqlite3.Connection], T]) -> Coroutine[Any, Any, T]:
+        """Run `op` in the reader's next snapshot, within the store's deadline."""
+        return self._read.run(op, self._timeout)
+
+    async def ping(self, timeout: float | None = None) -> None:
+        """Both workers get through an (empty) transaction: the writer needs the
+        file's write lock, so another process holding it shows here."""
+        if self._closed:
+            return
+        limit = self._timeout if timeout is None else timeout
+        await asyncio.gather(self._write.run(_nothing, limit), self._read.run(_nothing, limit))
 
     async def close(self) -> None:
         if not self._closed:
@@ -268,10 +348,10 @@ class SqliteIssuerStore(_SqliteBase):
                 balance = initial_balance
             return Account(public_key_der_b64=public_key_der_b64, balance=balance)
 
-        return await self._write.run(op)
+        return await self._writing(op)
 
     async def get_account(self, public_key_der_b64: str) -> Account | None:
-        balance = await self._read.run(lambda conn: _balance(conn, public_key_der_b64))
+        balance = await self._reading(lambda conn: _balance(conn, public_key_der_b64))
         if balance is None:
             return None
         return Account(public_key_der_b64=public_key_der_b64, balance=balance)
@@ -290,7 +370,7 @@ class SqliteIssuerStore(_SqliteBase):
             )
             return Account(public_key_der_b64=public_key_der_b64, balance=balance + amount)
 
-        return await self._write.run(op)
+        return await self._writing(op)
 
     async def open_channel(self, terms: ChannelTerms) -> Account:
         check_amount(terms.amount, allow_zero=False)
@@ -323,7 +403,7 @@ class SqliteIssuerStore(_SqliteBase):
             )
             return Account(public_key_der_b64=client, balance=balance - terms.amount)
 
-        return await self._write.run(op)
+        return await self._writing(op)
 
     async def get_channel(self, channel_id: str) -> IssuerChannel | None:
         def op(conn: sqlite3.Connection) -> IssuerChannel | None:
@@ -342,7 +422,7 @@ class SqliteIssuerStore(_SqliteBase):
                 else closure_from_blob(closure, client_balance, vendor_balance),
             )
 
-        return await self._read.run(op)
+        return await self._reading(op)
 
     async def settle(self, channel_id: str, closure: Closure) -> Closure:
         check_amount(closure.owed, allow_zero=True)
@@ -381,7 +461,7 @@ class SqliteIssuerStore(_SqliteBase):
             assert client_balance is not None and vendor_balance is not None
             return closure_from_blob(blob, client_balance, vendor_balance)
 
-        return await self._write.run(op)
+        return await self._writing(op)
 
 
 def _row_state(row: Sequence[Any] | None) -> PaymentState | None:
@@ -419,7 +499,7 @@ class SqliteVendorStore(_SqliteBase):
                 state=_row_state(row), nodes=nodes, closing=row is not None and bool(row[4])
             )
 
-        return await self._read.run(op)
+        return await self._reading(op)
 
     async def compare_and_set(
         self, channel_id: str, new: PaymentState, nodes: Mapping[int, bytes]
@@ -450,7 +530,7 @@ class SqliteVendorStore(_SqliteBase):
                 )
             return CasResult(outcome=CasOutcome.stored)
 
-        return await self._write.run(op)
+        return await self._writing(op)
 
     async def begin_close(self, channel_id: str) -> PaymentState | None:
         def op(conn: sqlite3.Connection) -> PaymentState | None:
@@ -461,10 +541,10 @@ class SqliteVendorStore(_SqliteBase):
                 )
             return state
 
-        return await self._write.run(op)
+        return await self._writing(op)
 
     async def nodes(self, channel_id: str, node_keys: Sequence[int]) -> list[bytes | None]:
-        return await self._read.run(lambda conn: _read_nodes(conn, channel_id, node_keys))
+        return await self._reading(lambda conn: _read_nodes(conn, channel_id, node_keys))
 
     async def record_settlement(self, channel_id: str, closure: Closure) -> None:
         blob = settlement_to_blob(closure)
@@ -477,7 +557,7 @@ class SqliteVendorStore(_SqliteBase):
                 (channel_id, blob),
             )
 
-        await self._write.run(op)
+        await self._writing(op)
 
     async def settlement(self, channel_id: str) -> Closure | None:
         def op(conn: sqlite3.Connection) -> bytes | None:
@@ -486,7 +566,7 @@ class SqliteVendorStore(_SqliteBase):
             ).fetchone()
             return None if row is None else row[0]
 
-        blob = await self._read.run(op)
+        blob = await self._reading(op)
         return None if blob is None else settlement_from_blob(blob)
 
 
