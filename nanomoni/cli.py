@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import importlib
 import logging
+import math
 import os
 import shutil
 import sys
@@ -64,6 +65,13 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
 def _common(flags: _Flags, port: int) -> None:
     flags.add("--host", default="127.0.0.1", help="address to listen on")
     flags.add(
@@ -73,6 +81,12 @@ def _common(flags: _Flags, port: int) -> None:
         "--store",
         help="sqlite:PATH, redis://HOST:PORT/DB or redis+cluster://HOST:PORT "
         "(default: a SQLite file in the data directory)",
+    )
+    flags.add(
+        "--store-timeout",
+        type=_positive_seconds,
+        default=2.0,
+        help="deadline of every store call in seconds; past it a request gets 503",
     )
     flags.add(
         "--key-file",
@@ -142,7 +156,9 @@ def _run_service(args: argparse.Namespace) -> int:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiproc_dir
     try:
         from nanomoni.serve import serve
+        from nanomoni.store import set_default_timeout
 
+        set_default_timeout(args.store_timeout)  # every store this process and its workers open
         factory = _issuer_factory(args) if args.command == "issuer" else _vendor_factory(args)
         return serve(factory, host=args.host, port=args.port, workers=args.workers)
     finally:
@@ -190,6 +206,7 @@ def _prepare(data_dir: Path, key_path: Path, open_store: Callable[[], Awaitable[
     store once, so its schema exists before workers race to create it and a bad or
     unreachable store fails here, with a message, instead of inside every worker."""
     from nanomoni.serve import load_or_create_key
+    from nanomoni.store import StoreUnavailable
 
     data_dir.mkdir(parents=True, exist_ok=True)
     load_or_create_key(key_path)
@@ -200,7 +217,7 @@ def _prepare(data_dir: Path, key_path: Path, open_store: Callable[[], Awaitable[
 
     try:
         asyncio.run(touch())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, StoreUnavailable) as exc:
         raise SystemExit(f"nanomoni: cannot open the store: {exc}") from None
 
 

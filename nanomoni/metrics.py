@@ -41,6 +41,10 @@ channels_opened_total = Counter("nanomoni_channels_opened_total", "Channels open
 store_duration_seconds = Histogram(
     "nanomoni_store_duration_seconds", "Time of one store operation", ["op"], buckets=_FAST
 )
+store_unavailable_total = Counter(
+    "nanomoni_store_unavailable_total",
+    "Requests answered 503 store_unavailable (store down or past its deadline)",
+)
 
 # Bound label children, looked up once: `.labels()` costs more than the increment.
 _payment_counts: dict[tuple[str, str], Counter] = {}
@@ -74,6 +78,10 @@ def store_time(op: str, seconds: float) -> None:
     if timer is None:
         timer = _store_times[op] = store_duration_seconds.labels(op)
     timer.observe(seconds)
+
+
+def store_unavailable() -> None:
+    store_unavailable_total.inc()
 
 
 @asynccontextmanager
