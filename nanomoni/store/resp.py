@@ -455,18 +455,13 @@ class ClusterClient:
         except StoreUnavailable:
             pass  # the table stays as it was; the next failure asks again
 
-    async def _owner(self, slot: int, deadline: float) -> tuple[str, int]:
-        addr = self._slots[slot]
-        if addr is None:
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await asyncio.shield(self._refresh_soon())
-            except TimeoutError:
-                pass
-            addr = self._slots[slot]
-            if addr is None:
-                raise StoreUnavailable(f"redis cluster: slot {slot} is not served")
-        return addr
+    async def _refreshed(self, deadline: float) -> None:
+        """Wait (until `deadline` at most) for a re-read of the slot table."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                await asyncio.shield(self._refresh_soon())
+        except TimeoutError:
+            pass
 
     def slot_of(self, key: bytes) -> int:
         slot = self._slot_cache.get(key)
@@ -482,7 +477,15 @@ class ClusterClient:
         redirects = 0
         pause = FIRST_PAUSE
         while True:
-            addr = asking_at or await self._owner(slot, deadline)
+            addr = asking_at or self._slots[slot]
+            if addr is None:  # nothing was sent: waiting for an owner is safe
+                await self._refreshed(deadline)
+                addr = self._slots[slot]
+                if addr is None:
+                    if not await _pause(deadline, pause):
+                        raise StoreUnavailable(f"redis cluster: slot {slot} is not served")
+                    pause = min(pause * 2, MAX_PAUSE)
+                    continue
             try:
                 return await self._node(addr).call(
                     packed, deadline, retry=False, asking=asking_at is not None
