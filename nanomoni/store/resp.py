@@ -5,8 +5,8 @@ p99 spikes (PERFORMANCE.md). Here a command is one `pack_command` call and an
 append to a write buffer; every command issued in the same event-loop turn goes
 out in one `write()`, and replies resolve futures in order.
 
-Deadlines: every call gets one absolute deadline (loop time + the client's
-timeout) that covers connecting, redirections and retries. A per-call timer
+Deadlines: every call gets one absolute deadline (time.monotonic() + the
+client's timeout) that covers connecting, redirections and retries. A per-call timer
 (`asyncio.wait_for`) would cost more than the request; instead each connection
 keeps one timer, armed at the earliest deadline of its pending requests, that
 fails the overdue ones and drops the connection once the server has sent
@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import hashlib
 import math
+import time
 from collections import deque
 from collections.abc import Coroutine, Sequence
 from typing import Any, cast
@@ -47,6 +48,7 @@ UNAVAILABLE = frozenset(("MISCONF", "OOM"))
 REMAP = frozenset(("CLUSTERDOWN", "MASTERDOWN", "READONLY"))
 FIRST_PAUSE = 0.01
 MAX_PAUSE = 0.2
+_now = time.monotonic  # the clock of every deadline here
 
 
 class RedisReplyError(Exception):
@@ -66,13 +68,13 @@ class _Connection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._reader = hiredis.Reader()
         self._pending: deque[asyncio.Future[Reply]] = deque()
-        self._deadlines: deque[float] = deque()  # loop time by which each reply is due
+        self._deadlines: deque[float] = deque()  # when each reply is due (time.monotonic)
         self._out: list[bytes] = []
         self._transport: asyncio.Transport | None = None
         self._lost: Exception | None = None
         self._flush_scheduled = False
         self._stall_timeout = stall_timeout
-        self._heard_at = 0.0  # loop time the server last sent something (or we began waiting)
+        self._heard_at = 0.0  # when the server last sent something (or we began waiting)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
 
@@ -105,7 +107,7 @@ class _Connection(asyncio.Protocol):
         self._deadlines.clear()
 
     def data_received(self, data: bytes) -> None:
-        self._heard_at = self._loop.time()
+        self._heard_at = _now()
         self._reader.feed(data)
         pending = self._pending
         deadlines = self._deadlines
@@ -130,13 +132,13 @@ class _Connection(asyncio.Protocol):
                 fut.set_result(reply)
 
     def send(self, packed: bytes, deadline: float) -> asyncio.Future[Reply]:
-        """Queue one packed command, due by `deadline` (loop time); it is written with
+        """Queue one packed command, due by `deadline` (time.monotonic); it is written with
         the others of this loop turn."""
         if self._lost is not None or self._transport is None:
             raise ConnectionError(f"redis connection unusable: {self._lost or 'not connected'}")
         fut: asyncio.Future[Reply] = self._loop.create_future()
         if not self._pending:
-            self._heard_at = self._loop.time()  # the silence that counts starts now
+            self._heard_at = _now()  # the silence that counts starts now
         self._pending.append(fut)
         self._deadlines.append(deadline)
         self._out.append(packed)
@@ -150,14 +152,15 @@ class _Connection(asyncio.Protocol):
     def _arm(self, when: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer, self._timer_at = self._loop.call_at(when, self._check), when
+        self._timer = self._loop.call_later(max(0.0, when - _now()), self._check)
+        self._timer_at = when
 
     def _check(self) -> None:
         """Fail the overdue requests; drop the connection if the server went silent."""
         self._timer, self._timer_at = None, math.inf
         if not self._pending:
             return
-        now = self._loop.time()
+        now = _now()
         silent_until = self._heard_at + self._stall_timeout
         if now >= silent_until:
             self._lost = TimeoutError(f"no reply for {self._stall_timeout:g}s")
@@ -238,12 +241,12 @@ def _as_bytes(value: Arg) -> bytes:
 
 
 def _deadline(timeout: float) -> float:
-    return asyncio.get_running_loop().time() + timeout
+    return _now() + timeout
 
 
 async def _pause(deadline: float, pause: float) -> bool:
     """Sleep `pause` seconds unless that passes `deadline`; False when no time is left."""
-    if asyncio.get_running_loop().time() + pause >= deadline:
+    if _now() + pause >= deadline:
         return False
     await asyncio.sleep(pause)
     return True
@@ -284,7 +287,7 @@ class RedisClient:
         if self._connecting is None:
             self._connecting = asyncio.Lock()
         try:
-            async with asyncio.timeout_at(deadline), self._connecting:
+            async with asyncio.timeout(deadline - _now()), self._connecting:
                 if self._conn is None or not self._conn.usable:
                     self._conn = await self._connect(deadline)
                 return self._conn
@@ -321,7 +324,7 @@ class RedisClient:
     async def call(
         self, packed: bytes, deadline: float, *, retry: bool = True, asking: bool = False
     ) -> Reply:
-        """One packed command by `deadline` (loop time). Refusals that ran nothing
+        """One packed command by `deadline` (time.monotonic). Refusals that ran nothing
         are retried until then, unless `retry` is False (the cluster router decides
         itself); `asking` sends ASKING first (a slot being migrated)."""
         pause = FIRST_PAUSE
@@ -458,7 +461,7 @@ class ClusterClient:
     async def _refreshed(self, deadline: float) -> None:
         """Wait (until `deadline` at most) for a re-read of the slot table."""
         try:
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout(deadline - _now()):
                 await asyncio.shield(self._refresh_soon())
         except TimeoutError:
             pass

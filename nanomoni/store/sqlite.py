@@ -21,11 +21,13 @@ like any other, and repeating a store transition is safe (see StoreUnavailable).
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import queue
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -95,26 +97,30 @@ def _connect(path: str) -> sqlite3.Connection:
     return conn
 
 
+QUEUED, RUNS, GIVEN_UP = 0, 1, 2  # who owns a job: nobody yet, the worker, its caller
+
+
 class _Job:
-    """One queued operation and its caller's side: future, loop and deadline timer."""
+    """One queued operation and its caller's side: future, loop and deadline."""
 
-    __slots__ = ("claim", "fut", "loop", "op", "timer")
+    __slots__ = ("deadline", "fut", "loop", "op", "owner", "timeout")
 
-    def __init__(self, op: Op, fut: asyncio.Future[Any], loop: asyncio.AbstractEventLoop) -> None:
-        self.op, self.fut, self.loop = op, fut, loop
-        # Acquired once, by whoever comes first: the worker (to run the operation) or
-        # the caller's deadline (to abandon it). Lock.acquire(False) is atomic.
-        self.claim = threading.Lock()
-        self.timer: asyncio.TimerHandle | None = None
+    def __init__(
+        self, op: Op, fut: asyncio.Future[Any], loop: asyncio.AbstractEventLoop, timeout: float
+    ) -> None:
+        self.op, self.fut, self.loop, self.timeout = op, fut, loop, timeout
+        self.deadline = time.monotonic() + timeout
+        # Set once (under the worker's claim lock), by whoever comes first: the worker
+        # (RUNS: it runs the operation) or the caller's deadline (GIVEN_UP: it never will).
+        self.owner = QUEUED
 
 
 _Result = tuple[_Job, bool, Any]  # job, succeeded, value or exception
+_Claim = Callable[[_Job, int], bool]
 
 
 def _resolve(results: list[_Result]) -> None:
     for job, ok, value in results:
-        if job.timer is not None:
-            job.timer.cancel()
         if job.fut.done():  # the caller's deadline came first
             continue
         if ok:
@@ -123,15 +129,57 @@ def _resolve(results: list[_Result]) -> None:
             job.fut.set_exception(value)
 
 
-def _expire(job: _Job, where: str, timeout: float) -> None:
+def _expire(job: _Job, where: str, claim: _Claim) -> None:
     """The caller's deadline: abandon the operation unless the worker has started it."""
-    if job.fut.done():
-        return
-    if job.claim.acquire(blocking=False):
-        reason = f"not started within {timeout:g}s (it will not run)"
+    if claim(job, GIVEN_UP):
+        reason = f"not started within {job.timeout:g}s (it will not run)"
     else:
-        reason = f"still running after {timeout:g}s"
+        reason = f"still running after {job.timeout:g}s"
     job.fut.set_exception(StoreUnavailable(f"sqlite {where}: {reason}"))
+
+
+class _Deadlines:
+    """The jobs one event loop queued on one worker, oldest first, watched by ONE
+    timer at the earliest deadline (a timer per job costs ~2 µs: more than the
+    rest of a coalesced write's event-loop work)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, where: str, claim: _Claim) -> None:
+        self._loop = loop
+        self._where = where
+        self._claim = claim
+        self._jobs: deque[_Job] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+
+    def watch(self, job: _Job) -> None:
+        jobs = self._jobs
+        while jobs and jobs[0].fut.done():  # answered jobs leave from the front
+            jobs.popleft()
+        jobs.append(job)
+        if job.deadline < self._timer_at:
+            self._arm(job.deadline)
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_later(max(0.0, when - time.monotonic()), self._check)
+        self._timer_at = when
+
+    def _check(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        now = time.monotonic()
+        earliest = math.inf
+        for job in self._jobs:
+            if job.fut.done():
+                continue
+            if job.deadline <= now:
+                _expire(job, self._where, self._claim)
+            else:
+                earliest = min(earliest, job.deadline)
+        while self._jobs and self._jobs[0].fut.done():
+            self._jobs.popleft()
+        if earliest < math.inf:
+            self._arm(earliest)
 
 
 def _failure(where: str, exc: Exception) -> Exception:
@@ -152,8 +200,18 @@ class _Worker:
         self._stopped = False
         self.batches = 0  # transactions run (for tests and metrics: ops / batches = coalescing)
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._deadlines: dict[asyncio.AbstractEventLoop, _Deadlines] = {}  # one per caller loop
+        self._claims = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
+
+    def claim(self, job: _Job, owner: int) -> bool:
+        """Make `owner` the job's owner unless it has one: True if it did."""
+        with self._claims:  # one lock per worker: cheaper than one per job
+            if job.owner != QUEUED:
+                return False
+            job.owner = owner
+            return True
 
     async def run(self, op: Callable[[sqlite3.Connection], T], timeout: float) -> T:
         """`op(connection)`'s result, or StoreUnavailable after `timeout` seconds."""
@@ -161,14 +219,16 @@ class _Worker:
             raise RuntimeError("the SQLite store is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        job = _Job(op, fut, loop)
-        job.timer = loop.call_later(timeout, _expire, job, self._path, timeout)
+        job = _Job(op, fut, loop, timeout)
+        deadlines = self._deadlines.get(loop)
+        if deadlines is None:
+            deadlines = self._deadlines[loop] = _Deadlines(loop, self._path, self.claim)
+        deadlines.watch(job)
         self._jobs.put(job)
         try:
             return await fut
         except asyncio.CancelledError:
-            job.claim.acquire(blocking=False)  # nobody waits any more: skip it if not started
-            job.timer.cancel()
+            self.claim(job, GIVEN_UP)  # nobody waits any more: skip it if not started
             raise
 
     def stop(self) -> None:
@@ -202,7 +262,7 @@ class _Worker:
             # Readers take a deferred transaction: one consistent snapshot per batch.
             conn.execute("BEGIN IMMEDIATE" if self._writer else "BEGIN")
             for job in batch:
-                if not job.claim.acquire(blocking=False):
+                if not self.claim(job, RUNS):
                     continue  # its caller's deadline passed before it started: never run it
                 if self._writer:
                     conn.execute("SAVEPOINT op")
