@@ -311,6 +311,9 @@ class RedisClient:
                 await conn.send(auth, deadline)
             if self.db:
                 await conn.send(pack("SELECT", self.db), deadline)
+        except RedisReplyError as exc:  # e.g. the server's password changed
+            conn.close()
+            raise self._unavailable(f"connection set-up refused: {exc}") from None
         except BaseException:
             conn.close()
             raise
@@ -446,11 +449,10 @@ class ClusterClient:
             return
         raise StoreUnavailable(f"redis cluster: no node answered CLUSTER SLOTS ({last_error!r})")
 
-    def _refresh_soon(self) -> asyncio.Task[None]:
+    def _refresh_soon(self) -> None:
         """One background re-read of the slot table at a time; calls go on meanwhile."""
-        if self._refresh is None or self._refresh.done():
+        if not self._closed and (self._refresh is None or self._refresh.done()):
             self._refresh = asyncio.ensure_future(self._refresh_quietly())
-        return self._refresh
 
     async def _refresh_quietly(self) -> None:
         try:
@@ -460,9 +462,12 @@ class ClusterClient:
 
     async def _refreshed(self, deadline: float) -> None:
         """Wait (until `deadline` at most) for a re-read of the slot table."""
+        self._refresh_soon()
+        if self._refresh is None:  # closed
+            return
         try:
             async with asyncio.timeout(deadline - _now()):
-                await asyncio.shield(self._refresh_soon())
+                await asyncio.shield(self._refresh)
         except TimeoutError:
             pass
 
