@@ -1,7 +1,8 @@
 """How the services answer when the store fails, without a server process: 503
 `store_unavailable` with Retry-After from the hot path and from framework routes,
-one log line without traceback (at most one a second), and /health asking the
-open stores at most once a second, degraded while one does not answer."""
+one log line without traceback (at most one a second), /health asking the open
+stores at most once a second, degraded while one does not answer; and the
+--store-timeout flag."""
 
 from __future__ import annotations
 
@@ -18,8 +19,14 @@ from litestar.testing import AsyncTestClient
 from sqlite_locks import held_write_lock
 
 from nanomoni import http
+from nanomoni.cli import _parser
 from nanomoni.http import HotPath, build_app
-from nanomoni.store import StoreUnavailable, open_vendor_store
+from nanomoni.store import (
+    DEFAULT_TIMEOUT,
+    StoreUnavailable,
+    open_vendor_store,
+    set_default_timeout,
+)
 from nanomoni.store.sqlite import SqliteVendorStore
 
 OUTAGE = StoreUnavailable("redis 127.0.0.1:6390: no reply for 2s")
@@ -115,3 +122,31 @@ async def test_health_is_degraded_while_the_store_does_not_answer(tmp_path: Path
         assert (await client.get("/health")).status_code == 200
     await store.close()
     await store.ping(0.1)  # a closed store has nothing to check: no error
+
+
+def test_store_timeout_flag_reads_the_environment_and_refuses_nonsense(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _parser().parse_args(["issuer"]).store_timeout == 2.0
+    monkeypatch.setenv("NANOMONI_VENDOR_STORE_TIMEOUT", "0.25")
+    vendor = _parser().parse_args(["vendor", "--issuer-url", "http://127.0.0.1:9"])
+    assert vendor.store_timeout == 0.25
+    for bad in ("0", "-1", "nan", "inf", "soon"):
+        with pytest.raises(SystemExit):
+            _parser().parse_args(["issuer", "--store-timeout", bad])
+    assert "--store-timeout" in capsys.readouterr().err
+
+
+async def test_stores_opened_without_a_timeout_take_the_process_default(tmp_path: Path) -> None:
+    set_default_timeout(0.25)
+    try:
+        store = await open_vendor_store(f"sqlite:{tmp_path / 'v.sqlite3'}")
+        explicit = await open_vendor_store(f"sqlite:{tmp_path / 'w.sqlite3'}", timeout=3)
+    finally:
+        set_default_timeout(DEFAULT_TIMEOUT)
+    assert isinstance(store, SqliteVendorStore) and isinstance(explicit, SqliteVendorStore)
+    assert (store._timeout, explicit._timeout) == (0.25, 3)
+    with pytest.raises(ValueError):
+        set_default_timeout(0)
+    await store.close()
+    await explicit.close()
