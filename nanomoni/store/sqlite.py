@@ -11,11 +11,12 @@ processes share one file.
 
 Deadlines: each operation's caller waits at most the store's timeout, then gets
 StoreUnavailable. An operation is claimed exactly once, either by the worker
-(inside the transaction, right before it runs) or by its caller's deadline:
-so an operation whose caller gave up before it started never runs, even if the
-worker was stuck behind another process's write lock for much longer. Only an
-operation already running at the deadline may still commit; its caller got 503
-like any other, and repeating a store transition is safe (see StoreUnavailable).
+(once its transaction has begun, i.e. it holds the write lock) or by its
+caller's deadline: so an operation whose caller gave up before that never runs,
+even if the worker was stuck behind another process's write lock for much
+longer. Only an operation in a transaction already under way at the deadline
+may still commit; its caller got 503 like any other, and repeating a store
+transition is safe (see StoreUnavailable).
 """
 
 from __future__ import annotations
@@ -213,6 +214,15 @@ class _Worker:
             job.owner = owner
             return True
 
+    def _claim_all(self, batch: list[_Job]) -> list[_Job]:
+        """The jobs of `batch` this worker now owns: those whose callers have not
+        given up (one lock for the whole batch, taken once the transaction began)."""
+        with self._claims:
+            mine = [job for job in batch if job.owner == QUEUED]
+            for job in mine:
+                job.owner = RUNS
+        return mine
+
     async def run(self, op: Callable[[sqlite3.Connection], T], timeout: float) -> T:
         """`op(connection)`'s result, or StoreUnavailable after `timeout` seconds."""
         if self._stopped:
@@ -261,9 +271,7 @@ class _Worker:
         try:
             # Readers take a deferred transaction: one consistent snapshot per batch.
             conn.execute("BEGIN IMMEDIATE" if self._writer else "BEGIN")
-            for job in batch:
-                if not self.claim(job, RUNS):
-                    continue  # its caller's deadline passed before it started: never run it
+            for job in self._claim_all(batch):
                 if self._writer:
                     conn.execute("SAVEPOINT op")
                 try:
