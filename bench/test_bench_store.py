@@ -1,10 +1,12 @@
 """Store benchmarks: µs per vendor compare-and-set from Python, Redis server CPU
-per compare-and-set, Redis memory per channel. Each figure comes with a
-baseline measured in the same run:
+per compare-and-set, Redis memory per channel, the cost of per-call deadlines.
+Each figure comes with a baseline measured in the same run:
 
 * Redis: the same Lua script through redis-py's asyncio client, and a bare PING
   round trip on our client (the floor of one request);
-* SQLite: one naive synchronous commit per operation on the event-loop thread.
+* SQLite: one naive synchronous commit per operation on the event-loop thread;
+* deadlines: our client (one timer per connection) against the same client with
+  a per-call `asyncio.wait_for` / `asyncio.timeout`.
 
 Run: PYTHONPATH=. .venv/bin/pytest bench/test_bench_store.py -q -s
 """
@@ -12,10 +14,12 @@ Run: PYTHONPATH=. .venv/bin/pytest bench/test_bench_store.py -q -s
 from __future__ import annotations
 
 import asyncio
+import math
+import operator
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -27,7 +31,7 @@ from redis_servers import RedisCluster, RedisServer, redis_cluster, redis_server
 from nanomoni.protocol.model import CasOutcome, PaymentState
 from nanomoni.store import VendorStore, open_vendor_store
 from nanomoni.store.redis import _VENDOR_CAS, _vendor_keys
-from nanomoni.store.resp import RedisClient
+from nanomoni.store.resp import RedisClient, _Connection
 
 OPS = 2000
 CONCURRENCY = 64
@@ -306,3 +310,84 @@ def test_redis_memory_per_channel(benchmark: Any, server: RedisServer) -> None:
         f"{measured['state']:8.0f} B",
     )
     report("redis: memory per Merkle node in the channel's node HASH", f"{measured['node']:8.0f} B")
+
+
+class _Sink:
+    """A transport that swallows writes: the client's own CPU, without the network."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+async def _timeout(call: Coroutine[Any, Any, Any]) -> Any:
+    async with asyncio.timeout(2.0):
+        return await call
+
+
+DEADLINE_WRAPS: dict[str, Callable[[Coroutine[Any, Any, Any]], Awaitable[Any]] | None] = {
+    "our client (deadline: one timer per connection)": None,
+    "  + asyncio.wait_for per call": lambda call: asyncio.wait_for(call, 2.0),
+    "  + asyncio.timeout per call": _timeout,
+}
+
+
+def test_deadline_cost(benchmark: Any, server: RedisServer) -> None:
+    """µs of client CPU per request for the deadline, two ways: with the network
+    faked (replies fed straight into the connection, 64 requests per turn) and
+    against redis-server (64 concurrent compare-and-set scripts)."""
+    batch, requests = 64, 64 * 1000
+
+    def no_network(wrap: Callable[[Coroutine[Any, Any, Any]], Awaitable[Any]] | None) -> Cost:
+        async def work() -> int:
+            client = RedisClient("127.0.0.1", 1)
+            conn = client._conn = _Connection(stall_timeout=2.0)
+            conn.connection_made(_Sink())  # type: ignore[arg-type]
+            replies = b"+PONG\r\n" * batch
+            for _ in range(requests // batch):
+                calls = [client.execute("PING") for _ in range(batch)]
+                tasks = [asyncio.ensure_future(wrap(c) if wrap else c) for c in calls]
+                while len(conn._pending) < batch:  # each task is now waiting for its reply
+                    await asyncio.sleep(0)
+                conn.data_received(replies)
+                await asyncio.gather(*tasks)
+            return requests
+
+        return timed(work)
+
+    def redis_cas(wrap: Callable[[Coroutine[Any, Any, Any]], Awaitable[Any]] | None) -> Cost:
+        async def work() -> int:
+            client = RedisClient("127.0.0.1", server.port)
+
+            async def payer() -> None:
+                keys = _vendor_keys(secrets.token_urlsafe(32)[:43])
+                for index in range(1, OPS * 2 // CONCURRENCY + 1):
+                    call = client.evalsha(_VENDOR_CAS, keys, (index, index, PROOF, CREATED_AT))
+                    reply = await (wrap(call) if wrap else call)
+                    assert reply[0] == 0
+
+            await asyncio.gather(*(payer() for _ in range(CONCURRENCY)))
+            await client.close()
+            return OPS * 2 // CONCURRENCY * CONCURRENCY
+
+        return timed(work)
+
+    server.flush()
+    fake: dict[str, Cost] = {}
+    real: dict[str, Cost] = {}
+    worst = Cost(math.inf, math.inf)
+    for _ in range(3):  # the least CPU of three: the machine is shared
+        for name, wrap in DEADLINE_WRAPS.items():
+            cpu = operator.attrgetter("cpu")
+            fake[name] = min(fake.get(name, worst), no_network(wrap), key=cpu)
+            real[name] = min(real.get(name, worst), redis_cas(wrap), key=cpu)
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    for name in DEADLINE_WRAPS:
+        report(f"no network, {batch} per turn: {name} (µs/req)", str(fake[name]))
+        report(f"redis CAS x{CONCURRENCY}: {name} (µs/op)", str(real[name]))
+    benchmark.extra_info.update(
+        deadline_no_network={name: cost._asdict() for name, cost in fake.items()},
+        deadline_redis_cas={name: cost._asdict() for name, cost in real.items()},
+    )

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import importlib
 import logging
+import math
 import os
 import shutil
 import sys
@@ -72,7 +73,7 @@ def _non_negative(text: str) -> int:
 
 def _positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
+    if not 0 < value < math.inf:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
     return value
 
@@ -86,6 +87,12 @@ def _common(flags: _Flags, port: int) -> None:
         "--store",
         help="sqlite:PATH, redis://HOST:PORT/DB or redis+cluster://HOST:PORT "
         "(default: a SQLite file in the data directory)",
+    )
+    flags.add(
+        "--store-timeout",
+        type=_positive_float,
+        default=config.STORE_TIMEOUT,
+        help="deadline of every store call in seconds; past it a request gets 503",
     )
     flags.add(
         "--key-file",
@@ -308,7 +315,9 @@ def _run_service(args: argparse.Namespace) -> int:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiproc_dir
     try:
         from nanomoni.serve import ConnectionLimits, serve
+        from nanomoni.store import set_default_timeout
 
+        set_default_timeout(args.store_timeout)  # every store this process and its workers open
         factory = _issuer_factory(args) if args.command == "issuer" else _vendor_factory(args)
         limits = ConnectionLimits(args.header_timeout, args.max_connections)
         return serve(factory, host=args.host, port=args.port, workers=args.workers, limits=limits)
@@ -358,6 +367,7 @@ def _prepare(data_dir: Path, key_path: Path, open_store: Callable[[], Awaitable[
     store once, so its schema exists before workers race to create it and a bad or
     unreachable store fails here, with a message, instead of inside every worker."""
     from nanomoni.serve import load_or_create_key
+    from nanomoni.store import StoreUnavailable
 
     data_dir.mkdir(parents=True, exist_ok=True)
     load_or_create_key(key_path)
@@ -368,7 +378,7 @@ def _prepare(data_dir: Path, key_path: Path, open_store: Callable[[], Awaitable[
 
     try:
         asyncio.run(touch())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, StoreUnavailable) as exc:
         raise SystemExit(f"nanomoni: cannot open the store: {exc}") from None
 
 

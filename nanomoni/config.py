@@ -16,6 +16,7 @@ DATA_DIR = Path("./nanomoni-data")
 WORKERS = 1
 MAX_BODY = 64 * 1024  # bytes per request body
 LOG_LEVEL = "warning"
+STORE_TIMEOUT = 2.0  # seconds: the deadline of every store call (503 past it)
 HEADER_TIMEOUT = 10.0  # seconds for a request head, then its body, or to read an answer
 MAX_CONNECTIONS = 10_000  # open connections per worker
 

@@ -2,12 +2,17 @@
 
 Every 4xx/5xx leaves as `{"detail", "code"}` (SPEC §6). Bodies are decoded by
 msgspec straight from the raw bytes into the wire structs, so a schema error
-names the bad member and a route's mode decides the body type.
+names the bad member and a route's mode decides the body type. A store that
+fails or misses its deadline is a 503 `store_unavailable` with `Retry-After`
+and one log line, never a 500; /health then answers 503 "degraded".
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -28,12 +33,15 @@ from litestar.types import (
 
 from nanomoni import __version__, config, metrics, wire
 from nanomoni.errors import Code, NanoMoniError
+from nanomoni.store import StoreUnavailable, ping_open_stores
 from nanomoni.wire import ValidationFailed
 
 log = logging.getLogger("nanomoni")
 
 DEFAULT_MAX_BODY = config.MAX_BODY
 JSON = MediaType.JSON
+HEALTH_PING_TIMEOUT = 0.5  # /health's own deadline for the store's answer
+HEALTH_CACHE_SECONDS = 1.0  # /health asks the store at most this often per worker
 
 _encoder = msgspec.json.Encoder()
 
@@ -48,8 +56,35 @@ def empty_response(status: int = 204) -> Response[bytes]:
 
 # --- exception mapping ------------------------------------------------------------
 
-def _on_nanomoni_error(_: Request[Any, Any, Any], exc: NanoMoniError) -> Response[bytes]:
+
+class _OutageLog:
+    """One warning line per store failure, no traceback; at most one line a second
+    (an outage fails every request: the log must not become the next outage)."""
+
+    def __init__(self, every: float = 1.0) -> None:
+        self._every = every
+        self._next = -math.inf
+        self._skipped = 0
+
+    def __call__(self, where: str, exc: StoreUnavailable) -> None:
+        metrics.store_unavailable()
+        now = time.monotonic()
+        if now < self._next:
+            self._skipped += 1
+            return
+        self._next = now + self._every
+        more = f" (and {self._skipped} more since the last line)" if self._skipped else ""
+        self._skipped = 0
+        log.warning("store unavailable on %s: %s%s", where, exc.reason, more)
+
+
+_outage_log = _OutageLog()
+
+
+def _on_nanomoni_error(request: Request[Any, Any, Any], exc: NanoMoniError) -> Response[bytes]:
     status, payload = error_payload(exc)
+    if isinstance(exc, StoreUnavailable):
+        _outage_log(f"{request.method} {request.url.path}", exc)
     headers = None if exc.retry_after is None else {"retry-after": str(exc.retry_after)}
     return Response(content=payload, status_code=status, media_type=JSON, headers=headers)
 
@@ -101,14 +136,58 @@ def _on_internal_error(request: Request[Any, Any, Any], exc: Exception) -> Respo
 # --- service endpoints ----------------------------------------------------------
 
 
+class StoreHealth:
+    """Whether this worker's stores answer, asked with a short deadline at most once
+    per HEALTH_CACHE_SECONDS and by one request at a time, so a flood of health
+    checks cannot flood the store (or pile up waiting on a stalled one)."""
+
+    def __init__(self) -> None:
+        self._failure: StoreUnavailable | None = None
+        self._checked_at = -math.inf
+        self._checking: asyncio.Future[StoreUnavailable | None] | None = None
+
+    async def failure(self) -> StoreUnavailable | None:
+        """None while every open store answers, else why one does not."""
+        if time.monotonic() - self._checked_at < HEALTH_CACHE_SECONDS:
+            return self._failure
+        if self._checking is None:
+            self._checking = asyncio.ensure_future(self._check())
+        return await asyncio.shield(self._checking)
+
+    async def _check(self) -> StoreUnavailable | None:
+        try:
+            await ping_open_stores(HEALTH_PING_TIMEOUT)
+            self._failure = None
+        except StoreUnavailable as exc:
+            self._failure = exc
+        finally:
+            self._checked_at = time.monotonic()
+            self._checking = None
+        return self._failure
+
+
 def service_routes(service: str) -> list[ControllerRouterHandler]:
     health = msgspec.json.encode(
         wire.HealthResponse(status="healthy", service=service, version=__version__)
     )
+    degraded = msgspec.json.encode(
+        {
+            "status": "degraded",
+            "service": service,
+            "version": __version__,
+            "detail": "the store does not answer",
+            "code": Code.store_unavailable.value,
+        }
+    )
+    stores = StoreHealth()
 
-    @get("/health", sync_to_thread=False, include_in_schema=True)
-    def health_endpoint() -> Response[bytes]:
-        return Response(content=health, media_type=JSON)
+    @get("/health", include_in_schema=True)
+    async def health_endpoint() -> Response[bytes]:
+        failure = await stores.failure()
+        if failure is None:
+            return Response(content=health, media_type=JSON)
+        headers = {"retry-after": str(StoreUnavailable.RETRY_AFTER)}
+        return Response(content=degraded, status_code=503, media_type=JSON, headers=headers)
 
     @get("/metrics", sync_to_thread=False, include_in_schema=False)
     def metrics_endpoint() -> Response[bytes]:
@@ -202,6 +281,8 @@ class HotPath:
         except NanoMoniError as exc:
             status, payload = error_payload(exc)
             retry_after = exc.retry_after
+            if isinstance(exc, StoreUnavailable):
+                _outage_log(f"POST {self.prefix}{first}/{second}{self.suffix}", exc)
         except BodyTooLarge:
             status, payload = error_payload(framework_error(413, "body too large"))
         except Exception:

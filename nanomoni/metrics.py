@@ -47,6 +47,10 @@ connections_closed_total = Counter(
     ["reason"],
 )
 worker_restarts_total = Counter("nanomoni_worker_restarts_total", "Dead workers replaced")
+store_unavailable_total = Counter(
+    "nanomoni_store_unavailable_total",
+    "Requests answered 503 store_unavailable (store down or past its deadline)",
+)
 
 # Bound label children, looked up once: `.labels()` costs more than the increment.
 _payment_counts: dict[tuple[str, str], Counter] = {}
@@ -80,6 +84,10 @@ def store_time(op: str, seconds: float) -> None:
     if timer is None:
         timer = _store_times[op] = store_duration_seconds.labels(op)
     timer.observe(seconds)
+
+
+def store_unavailable() -> None:
+    store_unavailable_total.inc()
 
 
 @asynccontextmanager

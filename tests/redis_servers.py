@@ -1,7 +1,8 @@
 """Real redis-server processes for tests, on free 127.0.0.1 ports in temp dirs.
 
     with redis_server(aof=True) as server:      # standalone; server.url, server.restart()
-        ...
+        with server.paused():                    # SIGSTOP ... SIGCONT
+            ...
     with redis_cluster() as cluster:             # 3 masters; cluster.url
         ...
 
@@ -95,7 +96,9 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://{HOST}:{self.port}/0"
 
-    def start(self) -> None:
+    def start(self, *options: str, wait: bool = True) -> None:
+        """Start the server with extra `options` (e.g. "--key-load-delay", "50"); with
+        wait=False return at once (it may still be loading its data)."""
         args = [
             shutil.which("redis-server") or "redis-server",
             "--port", str(self.port),
@@ -107,6 +110,7 @@ class RedisServer:
             "--appendonly", "yes" if self.aof else "no",
             "--appendfsync", "always",
         ]  # fmt: skip
+        args += options
         if self.cluster:
             args += [
                 "--cluster-enabled", "yes",
@@ -114,7 +118,8 @@ class RedisServer:
                 "--cluster-node-timeout", "5000",
             ]  # fmt: skip
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_ready(self.port, self.process)
+        if wait:
+            _wait_ready(self.port, self.process)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown save, no final fsync (what a crash looks like)."""
@@ -133,6 +138,16 @@ class RedisServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """SIGSTOP for the duration: the port still accepts connections, nothing answers."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.process.send_signal(signal.SIGCONT)
 
     def flush(self) -> None:
         command(self.port, "FLUSHALL")
@@ -170,6 +185,32 @@ class RedisCluster:
         for node in self.nodes:
             node.flush()
 
+    def owner(self, slot: int) -> RedisServer:
+        """The master that serves `slot`, by its own account (CLUSTER NODES, "myself")."""
+        for node in self.nodes:
+            mine = next(
+                line.split()
+                for line in command(node.port, "CLUSTER", "NODES").splitlines()
+                if "myself" in line.split()[2]
+            )
+            for served in mine[8:]:
+                if served.startswith("["):  # a slot being migrated, not a served range
+                    continue
+                first, _, last = served.partition("-")
+                if int(first) <= slot <= int(last or first):
+                    return node
+        raise LookupError(f"no node serves slot {slot}")
+
+    def wait_ok(self, timeout: float = 30) -> None:
+        """Until every node reports cluster_state:ok."""
+        deadline = time.monotonic() + timeout
+        while not all(
+            "cluster_state:ok" in command(node.port, "CLUSTER", "INFO") for node in self.nodes
+        ):
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis cluster did not reach cluster_state:ok")
+            time.sleep(0.05)
+
 
 @contextmanager
 def redis_cluster(masters: int = 3) -> Iterator[RedisCluster]:
@@ -195,14 +236,9 @@ def redis_cluster(masters: int = 3) -> Iterator[RedisCluster]:
             capture_output=True,
             timeout=60,
         )
-        deadline = time.monotonic() + 30
-        while not all(
-            "cluster_state:ok" in command(node.port, "CLUSTER", "INFO") for node in nodes
-        ):
-            if time.monotonic() > deadline:
-                raise RuntimeError("redis cluster did not reach cluster_state:ok")
-            time.sleep(0.05)
-        yield RedisCluster(nodes)
+        cluster = RedisCluster(nodes)
+        cluster.wait_ok()
+        yield cluster
     finally:
         for node in nodes:
             node.stop()

@@ -6,25 +6,67 @@
     (redis://:PASSWORD@HOST:PORT/DB and redis://USER:PASSWORD@... send AUTH first.)
 
 The factories are coroutines: they connect (and for a cluster read its slot
-map) before returning, so a bad URL or an unreachable server fails at start-up.
-Call them inside the event loop that will use the store; `await store.close()`
-when done.
+map) before returning, so a bad URL or an unreachable server fails at start-up
+(StoreUnavailable). Call them inside the event loop that will use the store;
+`await store.close()` when done.
+
+Every call on a store has a deadline: `timeout` seconds (the services'
+--store-timeout; default: `set_default_timeout`, else DEFAULT_TIMEOUT). A call
+that misses it or finds the store down raises StoreUnavailable (503). The
+services' /health pings every store the process has open (`ping_open_stores`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
+from typing import TypeVar
 from urllib.parse import urlsplit
 
-from nanomoni.store.base import IssuerStore, VendorStore
+from nanomoni.store.base import DEFAULT_TIMEOUT, IssuerStore, StoreUnavailable, VendorStore
 from nanomoni.store.redis import RedisIssuerStore, RedisVendorStore
 from nanomoni.store.resp import Client, ClusterClient, RedisClient, RedisReplyError
 from nanomoni.store.sqlite import SqliteIssuerStore, SqliteVendorStore, default_path
 
-__all__ = ["IssuerStore", "VendorStore", "open_issuer_store", "open_vendor_store"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "IssuerStore",
+    "StoreUnavailable",
+    "VendorStore",
+    "open_issuer_store",
+    "open_vendor_store",
+    "ping_open_stores",
+    "set_default_timeout",
+]
 
 log = logging.getLogger(__name__)
+
+S = TypeVar("S", IssuerStore, VendorStore)
+
+_default_timeout = DEFAULT_TIMEOUT
+_open_stores: weakref.WeakSet[IssuerStore | VendorStore] = weakref.WeakSet()
+
+
+def set_default_timeout(seconds: float) -> None:
+    """The deadline of stores opened without an explicit `timeout` in this process."""
+    global _default_timeout
+    if not seconds > 0:
+        raise ValueError(f"the store timeout must be positive, got {seconds}")
+    _default_timeout = seconds
+
+
+def _opened(store: S) -> S:
+    _open_stores.add(store)
+    return store
+
+
+async def ping_open_stores(timeout: float) -> None:
+    """Raise StoreUnavailable unless every store this process has open answers within
+    `timeout` seconds (closed stores have nothing to check)."""
+    stores = list(_open_stores)
+    if stores:
+        await asyncio.gather(*(store.ping(timeout) for store in stores))
 
 
 async def _warn_unless_durable(client: Client, url: str) -> None:
@@ -46,20 +88,20 @@ async def _warn_unless_durable(client: Client, url: str) -> None:
             )  # fmt: skip
 
 
-async def _redis_client(url: str) -> Client:
+async def _redis_client(url: str, timeout: float) -> Client:
     parts = urlsplit(url)
     host = parts.hostname or "127.0.0.1"
     port = parts.port or 6379
     auth = {"username": parts.username or "", "password": parts.password or ""}
     if parts.scheme == "redis+cluster":
-        cluster = ClusterClient(host, port, **auth)
+        cluster = ClusterClient(host, port, **auth, timeout=timeout)
         await cluster.refresh_slots()
         await _warn_unless_durable(cluster, url)
         return cluster
     db_text = parts.path.strip("/") or "0"
     if not db_text.isdigit():
         raise ValueError(f"bad Redis database number in store URL {url!r}")
-    client = RedisClient(host, port, int(db_text), **auth)
+    client = RedisClient(host, port, int(db_text), **auth, timeout=timeout)
     await client.execute("PING")
     await _warn_unless_durable(client, url)
     return client
@@ -82,13 +124,15 @@ def _scheme(url: str) -> str:
     return scheme
 
 
-async def open_issuer_store(url: str) -> IssuerStore:
+async def open_issuer_store(url: str, *, timeout: float | None = None) -> IssuerStore:
+    seconds = _default_timeout if timeout is None else timeout
     if _scheme(url) == "sqlite":
-        return await asyncio.to_thread(SqliteIssuerStore, _sqlite_path(url))
-    return RedisIssuerStore(await _redis_client(url))
+        return _opened(await asyncio.to_thread(SqliteIssuerStore, _sqlite_path(url), seconds))
+    return _opened(RedisIssuerStore(await _redis_client(url, seconds)))
 
 
-async def open_vendor_store(url: str) -> VendorStore:
+async def open_vendor_store(url: str, *, timeout: float | None = None) -> VendorStore:
+    seconds = _default_timeout if timeout is None else timeout
     if _scheme(url) == "sqlite":
-        return await asyncio.to_thread(SqliteVendorStore, _sqlite_path(url))
-    return RedisVendorStore(await _redis_client(url))
+        return _opened(await asyncio.to_thread(SqliteVendorStore, _sqlite_path(url), seconds))
+    return _opened(RedisVendorStore(await _redis_client(url, seconds)))

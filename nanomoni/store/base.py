@@ -1,11 +1,17 @@
 """The storage interfaces. Every method that moves money or advances a channel
-is one atomic step in the store; the store never verifies signatures or proofs."""
+is one atomic step in the store; the store never verifies signatures or proofs.
+
+Every store call has a deadline (the `timeout` given to the store's factory):
+a call that misses it, or finds the store down, raises StoreUnavailable.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+from nanomoni import config
+from nanomoni.errors import Code, NanoMoniError
 from nanomoni.protocol.model import (
     Account,
     CasResult,
@@ -16,6 +22,37 @@ from nanomoni.protocol.model import (
     PaymentState,
     VendorView,
 )
+
+DEFAULT_TIMEOUT = config.STORE_TIMEOUT  # seconds per store call (SPEC §7 --store-timeout)
+
+
+class StoreUnavailable(NanoMoniError):
+    """The store failed or missed the call's deadline (SPEC §6: 503 `store_unavailable`).
+
+    The outcome of a write that raised this is unknown: it may never run, may
+    have been running at the deadline, or (Redis) may still run once a stalled
+    server resumes and reads the request already sent. So the answer to a 503
+    is to retry the SAME request, and every transition must be safe to repeat:
+    a stored payment comes back as its replay, a settlement by its proof
+    digest, a registration by its key, an open by its v1.1 idempotency key
+    (SPEC §4.3). A deposit is not (it adds again).
+    """
+
+    RETRY_AFTER = 1  # seconds a client is told to wait
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            Code.store_unavailable,
+            "the store is unavailable; retry shortly",
+            retry_after=self.RETRY_AFTER,
+        )
+        self.reason = reason  # for the log: which server, and what went wrong
+
+    def __str__(self) -> str:
+        return self.reason
+
+    def __repr__(self) -> str:
+        return f"StoreUnavailable({self.reason!r})"
 
 
 class IssuerStore(Protocol):
@@ -43,6 +80,10 @@ class IssuerStore(Protocol):
         same `proof_digest`, return the stored closure unchanged; with another
         digest raise already_closed. Unknown channel: channel_not_found."""
 
+    async def ping(self, timeout: float | None = None) -> None:
+        """Raise StoreUnavailable unless the store answers within `timeout` seconds
+        (default: the store's deadline). A closed store has nothing to check."""
+
     async def close(self) -> None: ...
 
 
@@ -65,5 +106,9 @@ class VendorStore(Protocol):
         """Remember the issuer's settlement (idempotent)."""
 
     async def settlement(self, channel_id: str) -> Closure | None: ...
+
+    async def ping(self, timeout: float | None = None) -> None:
+        """Raise StoreUnavailable unless the store answers within `timeout` seconds
+        (default: the store's deadline). A closed store has nothing to check."""
 
     async def close(self) -> None: ...

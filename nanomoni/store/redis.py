@@ -264,6 +264,9 @@ class RedisIssuerStore:
             _raise_refusal(reply)
         return closure_from_blob(reply[1], int(reply[2]), int(reply[3]))
 
+    async def ping(self, timeout: float | None = None) -> None:
+        await self._redis.ping(timeout)
+
     async def close(self) -> None:
         await self._redis.close()
 
@@ -324,6 +327,9 @@ class RedisVendorStore:
     async def settlement(self, channel_id: str) -> Closure | None:
         blob = await self._redis.execute("HGET", _vendor_keys(channel_id)[0], "s")
         return None if blob is None else settlement_from_blob(blob)
+
+    async def ping(self, timeout: float | None = None) -> None:
+        await self._redis.ping(timeout)
 
     async def close(self) -> None:
         await self._redis.close()

@@ -8,17 +8,28 @@ own SAVEPOINT so a refusal in one rolls back only that one. Callers' futures are
 resolved after the commit, so an acknowledged write is on disk
 (journal_mode=WAL, synchronous=FULL). busy_timeout lets several worker
 processes share one file.
+
+Deadlines: each operation's caller waits at most the store's timeout, then gets
+StoreUnavailable. An operation is claimed exactly once, either by the worker
+(once its transaction has begun, i.e. it holds the write lock) or by its
+caller's deadline: so an operation whose caller gave up before that never runs,
+even if the worker was stuck behind another process's write lock for much
+longer. Only an operation in a transaction already under way at the deadline
+may still commit; its caller got 503 like any other, and repeating a store
+transition is safe (see StoreUnavailable).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -33,6 +44,7 @@ from nanomoni.protocol.model import (
     PaymentState,
     VendorView,
 )
+from nanomoni.store.base import DEFAULT_TIMEOUT, StoreUnavailable
 from nanomoni.store.codec import (
     MAX_INT,
     check_amount,
@@ -48,7 +60,6 @@ from nanomoni.store.codec import (
 
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
-_Job = tuple[Op, asyncio.Future[Any], asyncio.AbstractEventLoop]
 
 MAX_BATCH = 512
 BUSY_TIMEOUT_MS = 10_000
@@ -91,35 +102,148 @@ def _connect(path: str) -> sqlite3.Connection:
     return conn
 
 
-def _resolve(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
-    for fut, ok, value in results:
-        if fut.done():
+QUEUED, RUNS, GIVEN_UP = 0, 1, 2  # who owns a job: nobody yet, the worker, its caller
+
+
+class _Job:
+    """One queued operation and its caller's side: future, loop and deadline."""
+
+    __slots__ = ("deadline", "fut", "loop", "op", "owner", "timeout")
+
+    def __init__(
+        self, op: Op, fut: asyncio.Future[Any], loop: asyncio.AbstractEventLoop, timeout: float
+    ) -> None:
+        self.op, self.fut, self.loop, self.timeout = op, fut, loop, timeout
+        self.deadline = time.monotonic() + timeout
+        # Set once (under the worker's claim lock), by whoever comes first: the worker
+        # (RUNS: it runs the operation) or the caller's deadline (GIVEN_UP: it never will).
+        self.owner = QUEUED
+
+
+_Result = tuple[_Job, bool, Any]  # job, succeeded, value or exception
+_Claim = Callable[[_Job, int], bool]
+
+
+def _resolve(results: list[_Result]) -> None:
+    for job, ok, value in results:
+        if job.fut.done():  # the caller's deadline came first
             continue
         if ok:
-            fut.set_result(value)
+            job.fut.set_result(value)
         else:
-            fut.set_exception(value)
+            job.fut.set_exception(value)
+
+
+def _expire(job: _Job, where: str, claim: _Claim) -> None:
+    """The caller's deadline: abandon the operation unless the worker has started it."""
+    if claim(job, GIVEN_UP):
+        reason = f"not started within {job.timeout:g}s (it will not run)"
+    else:
+        reason = f"still running after {job.timeout:g}s"
+    job.fut.set_exception(StoreUnavailable(f"sqlite {where}: {reason}"))
+
+
+class _Deadlines:
+    """The jobs one event loop queued on one worker, oldest first, watched by ONE
+    timer at the earliest deadline (a timer per job costs ~2 µs: more than the
+    rest of a coalesced write's event-loop work)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, where: str, claim: _Claim) -> None:
+        self._loop = loop
+        self._where = where
+        self._claim = claim
+        self._jobs: deque[_Job] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+
+    def watch(self, job: _Job) -> None:
+        jobs = self._jobs
+        while jobs and jobs[0].fut.done():  # answered jobs leave from the front
+            jobs.popleft()
+        jobs.append(job)
+        if job.deadline < self._timer_at:
+            self._arm(job.deadline)
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_later(max(0.0, when - time.monotonic()), self._check)
+        self._timer_at = when
+
+    def _check(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        now = time.monotonic()
+        earliest = math.inf
+        for job in self._jobs:
+            if job.fut.done():
+                continue
+            if job.deadline <= now:
+                _expire(job, self._where, self._claim)
+            else:
+                earliest = min(earliest, job.deadline)
+        while self._jobs and self._jobs[0].fut.done():
+            self._jobs.popleft()
+        if earliest < math.inf:
+            self._arm(earliest)
+
+
+def _failure(where: str, exc: Exception) -> Exception:
+    """SQLite's own failures (locked, busy, I/O, disk full, read-only) are an unavailable
+    store; everything else (refusals, bugs) reaches the caller unchanged."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return StoreUnavailable(f"sqlite {where}: {exc}")
+    return exc
 
 
 class _Worker:
     """A thread that runs queued operations in batches on its own connection."""
 
     def __init__(self, path: str, name: str, *, writer: bool) -> None:
+        self._path = path
         self._conn = _connect(path)
         self._writer = writer
         self._stopped = False
         self.batches = 0  # transactions run (for tests and metrics: ops / batches = coalescing)
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._deadlines: dict[asyncio.AbstractEventLoop, _Deadlines] = {}  # one per caller loop
+        self._claims = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    async def run(self, op: Callable[[sqlite3.Connection], T]) -> T:
+    def claim(self, job: _Job, owner: int) -> bool:
+        """Make `owner` the job's owner unless it has one: True if it did."""
+        with self._claims:  # one lock per worker: cheaper than one per job
+            if job.owner != QUEUED:
+                return False
+            job.owner = owner
+            return True
+
+    def _claim_all(self, batch: list[_Job]) -> list[_Job]:
+        """The jobs of `batch` this worker now owns: those whose callers have not
+        given up (one lock for the whole batch, taken once the transaction began)."""
+        with self._claims:
+            mine = [job for job in batch if job.owner == QUEUED]
+            for job in mine:
+                job.owner = RUNS
+        return mine
+
+    async def run(self, op: Callable[[sqlite3.Connection], T], timeout: float) -> T:
+        """`op(connection)`'s result, or StoreUnavailable after `timeout` seconds."""
         if self._stopped:
             raise RuntimeError("the SQLite store is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._jobs.put((op, fut, loop))
-        return await fut
+        job = _Job(op, fut, loop, timeout)
+        deadlines = self._deadlines.get(loop)
+        if deadlines is None:
+            deadlines = self._deadlines[loop] = _Deadlines(loop, self._path, self.claim)
+        deadlines.watch(job)
+        self._jobs.put(job)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            self.claim(job, GIVEN_UP)  # nobody waits any more: skip it if not started
+            raise
 
     def stop(self) -> None:
         self._stopped = True
@@ -146,25 +270,25 @@ class _Worker:
 
     def _execute(self, batch: list[_Job]) -> None:
         self.batches += 1
-        results: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        results: list[_Result] = []
         conn = self._conn
         try:
             # Readers take a deferred transaction: one consistent snapshot per batch.
             conn.execute("BEGIN IMMEDIATE" if self._writer else "BEGIN")
-            for op, fut, _ in batch:
+            for job in self._claim_all(batch):
                 if self._writer:
                     conn.execute("SAVEPOINT op")
                 try:
-                    value = op(conn)
+                    value = job.op(conn)
                 except Exception as exc:  # this caller's failure only; the batch goes on
                     if self._writer:
                         conn.execute("ROLLBACK TO op")
                         conn.execute("RELEASE op")
-                    results.append((fut, False, exc))
+                    results.append((job, False, _failure(self._path, exc)))
                     continue
                 if self._writer:
                     conn.execute("RELEASE op")
-                results.append((fut, True, value))
+                results.append((job, True, value))
             conn.execute("COMMIT")
         except Exception as exc:  # the whole batch failed: nobody gets an acknowledgement
             if conn.in_transaction:
@@ -172,10 +296,11 @@ class _Worker:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass  # SQLite already rolled back (e.g. after an I/O error)
-            results = [(fut, False, exc) for _, fut, _ in batch]
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
-        for (_, _, loop), result in zip(batch, results, strict=True):
-            by_loop.setdefault(loop, []).append(result)
+            failure = _failure(self._path, exc)
+            results = [(job, False, failure) for job in batch]
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Result]] = {}
+        for result in results:
+            by_loop.setdefault(result[0].loop, []).append(result)
         for loop, loop_results in by_loop.items():
             try:
                 loop.call_soon_threadsafe(_resolve, loop_results)
@@ -225,12 +350,35 @@ class _Database:
         self.read.stop()
 
 
+def _nothing(conn: sqlite3.Connection) -> None:
+    return None
+
+
 class _SqliteBase:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        if not timeout > 0:
+            raise ValueError(f"the store timeout must be positive, got {timeout}")
         self._database = _Database.acquire(path)
         self._write = self._database.write
         self._read = self._database.read
+        self._timeout = timeout
         self._closed = False
+
+    def _writing(self, op: Callable[[sqlite3.Connection], T]) -> Coroutine[Any, Any, T]:
+        """Run `op` in the writer's next transaction, within the store's deadline."""
+        return self._write.run(op, self._timeout)
+
+    def _reading(self, op: Callable[[sqlite3.Connection], T]) -> Coroutine[Any, Any, T]:
+        """Run `op` in the reader's next snapshot, within the store's deadline."""
+        return self._read.run(op, self._timeout)
+
+    async def ping(self, timeout: float | None = None) -> None:
+        """Both workers get through an (empty) transaction: the writer needs the
+        file's write lock, so another process holding it shows here."""
+        if self._closed:
+            return
+        limit = self._timeout if timeout is None else timeout
+        await asyncio.gather(self._write.run(_nothing, limit), self._read.run(_nothing, limit))
 
     async def close(self) -> None:
         if not self._closed:
@@ -272,10 +420,10 @@ class SqliteIssuerStore(_SqliteBase):
                 balance = initial_balance
             return Account(public_key_der_b64=public_key_der_b64, balance=balance)
 
-        return await self._write.run(op)
+        return await self._writing(op)
 
     async def get_account(self, public_key_der_b64: str) -> Account | None:
-        balance = await self._read.run(lambda conn: _balance(conn, public_key_der_b64))
+        balance = await self._reading(lambda conn: _balance(conn, public_key_der_b64))
         if balance is None:
             return None
         return Account(public_key_der_b64=public_key_der_b64, balance=balance)
@@ -294,7 +442,7 @@ class SqliteIssuerStore(_SqliteBase):
             )
             return Account(public_key_der_b64=public_key_der_b64, balance=balance + amount)
 
-        return await self._write.run(op)
+        return await self._writing(op)
 
     async def open_channel(self, terms: ChannelTerms) -> Opened:
         check_amount(terms.amount, allow_zero=False)
@@ -344,7 +492,7 @@ class SqliteIssuerStore(_SqliteBase):
             account = Account(public_key_der_b64=client, balance=balance - terms.amount)
             return Opened(terms=terms, account=account)
 
-        return await self._write.run(op)
+        return await self._writing(op)
 
     async def get_channel(self, channel_id: str) -> IssuerChannel | None:
         def op(conn: sqlite3.Connection) -> IssuerChannel | None:
@@ -363,7 +511,7 @@ class SqliteIssuerStore(_SqliteBase):
                 else closure_from_blob(closure, client_balance, vendor_balance),
             )
 
-        return await self._read.run(op)
+        return await self._reading(op)
 
     async def settle(self, channel_id: str, closure: Closure) -> Closure:
         check_amount(closure.owed, allow_zero=True)
@@ -402,7 +550,7 @@ class SqliteIssuerStore(_SqliteBase):
             assert client_balance is not None and vendor_balance is not None
             return closure_from_blob(blob, client_balance, vendor_balance)
 
-        return await self._write.run(op)
+        return await self._writing(op)
 
 
 def _row_state(row: Sequence[Any] | None) -> PaymentState | None:
@@ -440,7 +588,7 @@ class SqliteVendorStore(_SqliteBase):
                 state=_row_state(row), nodes=nodes, closing=row is not None and bool(row[4])
             )
 
-        return await self._read.run(op)
+        return await self._reading(op)
 
     async def compare_and_set(
         self, channel_id: str, new: PaymentState, nodes: Mapping[int, bytes]
@@ -471,7 +619,7 @@ class SqliteVendorStore(_SqliteBase):
                 )
             return CasResult(outcome=CasOutcome.stored)
 
-        return await self._write.run(op)
+        return await self._writing(op)
 
     async def begin_close(self, channel_id: str) -> PaymentState | None:
         def op(conn: sqlite3.Connection) -> PaymentState | None:
@@ -482,10 +630,10 @@ class SqliteVendorStore(_SqliteBase):
                 )
             return state
 
-        return await self._write.run(op)
+        return await self._writing(op)
 
     async def nodes(self, channel_id: str, node_keys: Sequence[int]) -> list[bytes | None]:
-        return await self._read.run(lambda conn: _read_nodes(conn, channel_id, node_keys))
+        return await self._reading(lambda conn: _read_nodes(conn, channel_id, node_keys))
 
     async def record_settlement(self, channel_id: str, closure: Closure) -> None:
         blob = settlement_to_blob(closure)
@@ -498,7 +646,7 @@ class SqliteVendorStore(_SqliteBase):
                 (channel_id, blob),
             )
 
-        await self._write.run(op)
+        await self._writing(op)
 
     async def settlement(self, channel_id: str) -> Closure | None:
         def op(conn: sqlite3.Connection) -> bytes | None:
@@ -507,7 +655,7 @@ class SqliteVendorStore(_SqliteBase):
             ).fetchone()
             return None if row is None else row[0]
 
-        blob = await self._read.run(op)
+        blob = await self._reading(op)
         return None if blob is None else settlement_from_blob(blob)
 
 

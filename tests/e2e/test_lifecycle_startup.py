@@ -1,5 +1,5 @@
 """Start-up and configuration: env-var flags, key files, the vendor registering in the
-background while the issuer is down, and store failures answered as internal errors."""
+background while the issuer is down, and store failures answered 503, not crashes."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def test_vendor_serves_and_registers_in_the_background_while_issuer_is_down(
         assert vendor.stop() == 0
 
 
-def test_store_failure_is_an_internal_error_not_a_crash(tmp_path: Path) -> None:
+def test_store_failure_is_a_503_not_a_crash(tmp_path: Path) -> None:
     with (
         start_issuer(data_dir=tmp_path / "issuer") as issuer,
         redis_server() as redis,
@@ -94,9 +94,10 @@ def test_store_failure_is_an_internal_error_not_a_crash(tmp_path: Path) -> None:
         reply = httpx.post(
             f"{vendor.url}/api/v1/vendor/channels/payword/{'D' * 43}/closure-requests", json=body
         )
-        assert reply.status_code == 500
-        assert reply.json() == {"detail": "internal error", "code": "internal_error"}
-        assert httpx.get(vendor.url + "/health").status_code == 200
+        assert reply.status_code == 503 and reply.headers["retry-after"] == "1"
+        assert reply.json()["code"] == "store_unavailable"
+        health = httpx.get(vendor.url + "/health")
+        assert health.status_code == 503 and health.json()["status"] == "degraded"
         assert vendor.stop() == 0
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from redis_servers import RedisCluster, RedisServer, command, redis_cluster, redis_server
 
-from nanomoni.store import open_vendor_store
+from nanomoni.store import StoreUnavailable, open_vendor_store
 from nanomoni.store.resp import ClusterClient, RedisClient, RedisReplyError, Script, crc16, key_slot
 
 
@@ -92,7 +92,7 @@ async def test_pending_requests_fail_when_the_server_dies_then_reconnect() -> No
         blocked = asyncio.ensure_future(client.execute("BLPOP", "never", 0))
         await asyncio.sleep(0.05)
         own.kill()
-        with pytest.raises(ConnectionError):
+        with pytest.raises(StoreUnavailable, match="connection lost"):
             await asyncio.wait_for(blocked, 5)
         own.start()
         assert await client.execute("PING") == b"PONG"  # a fresh connection
@@ -160,7 +160,7 @@ async def test_a_garbled_reply_stream_fails_requests_instead_of_hanging() -> Non
     peer = await asyncio.start_server(garble, "127.0.0.1", 0)
     port = peer.sockets[0].getsockname()[1]
     client = RedisClient("127.0.0.1", port)
-    with pytest.raises(ConnectionError):
+    with pytest.raises(StoreUnavailable, match="connection lost"):
         await asyncio.wait_for(client.execute("PING"), 5)
     await client.close()
     peer.close()
