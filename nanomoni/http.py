@@ -134,6 +134,7 @@ def _on_internal_error(request: Request[Any, Any, Any], exc: Exception) -> Respo
 
 
 def service_routes(service: str) -> list[ControllerRouterHandler]:
+    metrics.declare(service, [mode.value for mode in Mode])
     health = msgspec.json.encode(
         wire.HealthResponse(status="healthy", service=service, version=__version__)
     )

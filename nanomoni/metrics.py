@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
 from prometheus_client import (
@@ -42,10 +42,38 @@ store_duration_seconds = Histogram(
     "nanomoni_store_duration_seconds", "Time of one store operation", ["op"], buckets=_FAST
 )
 
+store_unavailable_total = Counter(
+    "nanomoni_store_unavailable_total",
+    "Requests answered 503 store_unavailable, by the store operation that failed",
+    ["op"],
+)
+
+# The outcomes each service counts (issuer/app.py, vendor/app.py), declared up front.
+SETTLEMENT_OUTCOMES = {
+    "issuer": ("settled", "replay", "rejected", "error"),
+    "vendor": ("settled", "rejected", "failed"),
+}
+PAYMENT_OUTCOMES = ("accepted", "replay", "rejected")
+
 # Bound label children, looked up once: `.labels()` costs more than the increment.
 _payment_counts: dict[tuple[str, str], Counter] = {}
 _payment_times: dict[str, Histogram] = {}
 _store_times: dict[str, Histogram] = {}
+
+
+def declare(service: str, modes: Iterable[str]) -> None:
+    """Export the series the alerts watch at 0 from the service's start: rate() and
+    increase() only see an event in a series that existed before it, so without this the
+    first failed settlement after a restart would never page."""
+    for mode in modes:
+        for outcome in SETTLEMENT_OUTCOMES.get(service, ()):
+            settlements_total.labels(mode, outcome)
+        if service == "issuer":
+            channels_opened_total.labels(mode)
+        if service == "vendor":
+            for outcome in PAYMENT_OUTCOMES:
+                _payment_counts[(mode, outcome)] = payments_total.labels(mode, outcome)
+            _payment_times[mode] = payment_duration_seconds.labels(mode)
 
 
 def payment(mode: str, outcome: str, seconds: float, code: str | None = None) -> None:
@@ -67,6 +95,11 @@ def settlement(mode: str, outcome: str) -> None:
 
 def channel_opened(mode: str) -> None:
     channels_opened_total.labels(mode).inc()
+
+
+def store_unavailable(op: str) -> None:
+    """One request answered 503 store_unavailable because store operation `op` failed."""
+    store_unavailable_total.labels(op).inc()
 
 
 def store_time(op: str, seconds: float) -> None:
