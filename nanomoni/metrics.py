@@ -42,12 +42,6 @@ store_duration_seconds = Histogram(
     "nanomoni_store_duration_seconds", "Time of one store operation", ["op"], buckets=_FAST
 )
 
-store_unavailable_total = Counter(
-    "nanomoni_store_unavailable_total",
-    "Requests answered 503 store_unavailable, by the store operation that failed",
-    ["op"],
-)
-
 # The outcomes each service counts (issuer/app.py, vendor/app.py), declared up front.
 SETTLEMENT_OUTCOMES = {
     "issuer": ("settled", "replay", "rejected", "error"),
@@ -95,11 +89,6 @@ def settlement(mode: str, outcome: str) -> None:
 
 def channel_opened(mode: str) -> None:
     channels_opened_total.labels(mode).inc()
-
-
-def store_unavailable(op: str) -> None:
-    """One request answered 503 store_unavailable because store operation `op` failed."""
-    store_unavailable_total.labels(op).inc()
 
 
 def store_time(op: str, seconds: float) -> None:
