@@ -144,7 +144,8 @@ def jobs_selected(matchers: list[tuple[str, str, str]]) -> list[str]:
 def test_dashboard_shows_every_spec_metric() -> None:
     names = {m.group(1) for _, expr in queries() for m in SELECTOR.finditer(expr)}
     bases = {re.sub(r"_(bucket|sum|count)$", "", name) for name in names}
-    assert bases == SPEC_METRICS
+    # Alerts may watch more than SPEC §9 names; the test below finds each one exported.
+    assert SPEC_METRICS <= bases
 
 
 @pytest.mark.parametrize("where,expr", queries(), ids=[w for w, _ in queries()])

@@ -358,7 +358,7 @@ def test_pending_metrics_are_still_not_emitted(loop: Loop) -> None:
         emitted = {name for name, _, _ in samples} & PENDING_METRICS.keys()
         assert not emitted, (
             f"{job} emits {emitted} now: delete it from PENDING_METRICS in tests/monitoring.py "
-            "and make apply_load() cause it")
+            "and see that apply_load() causes it")
 
 
 def _rules_by_name(loop: Loop) -> dict[str, dict[str, Any]]:
