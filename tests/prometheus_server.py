@@ -69,7 +69,7 @@ class PrometheusServer:
             binary("prometheus"),
             f"--config.file={self.config_file}",
             f"--storage.tsdb.path={self.directory / 'data'}",
-            "--storage.tsdb.retention.time=1h",
+            "--storage.tsdb.retention.time=10m",
             f"--web.listen-address={HOST}:{self.port}",
             "--log.level=warn",
         ]
