@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
-# prometheus ships `prometheus` and `promtool`, which the alert/dashboard tests run.
-APT_PACKAGES := build-essential pkg-config libssl-dev libsodium-dev libsecp256k1-dev redis-server redis-tools \
-	prometheus
+APT_PACKAGES := build-essential pkg-config libssl-dev libsodium-dev libsecp256k1-dev redis-server redis-tools
+# Only the tests need these: `prometheus` and `promtool` run the alerts and the dashboard.
+TEST_APT_PACKAGES := prometheus
 
 .PHONY: demo test system-deps venv install inplace sanitize bench lint clean
 
@@ -17,7 +17,7 @@ test: install lint
 	NANOMONI_REQUIRE_INSTALLED=1 $(VENV)/bin/pytest -q
 
 system-deps:
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@missing=$$(for p in $(APT_PACKAGES) $(TEST_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
