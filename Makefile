@@ -5,6 +5,8 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 BUILD_APT_PACKAGES := build-essential pkg-config libssl-dev libsodium-dev libsecp256k1-dev
 APT_PACKAGES := $(BUILD_APT_PACKAGES) redis-server redis-tools
+# Only the tests need these: `prometheus` and `promtool` run the alerts and the dashboard.
+TEST_APT_PACKAGES := prometheus
 
 # What the installed package is built from. An install stamp older than one of
 # these means the installed copy may be stale; otherwise pip is not run again.
@@ -25,14 +27,14 @@ test: install lint
 apt_install = missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
 build-deps:
 	@$(call apt_install,$(BUILD_APT_PACKAGES))
 
 system-deps:
-	@$(call apt_install,$(APT_PACKAGES))
+	@$(call apt_install,$(APT_PACKAGES) $(TEST_APT_PACKAGES))
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)

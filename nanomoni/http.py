@@ -167,6 +167,7 @@ class StoreHealth:
 
 
 def service_routes(service: str) -> list[ControllerRouterHandler]:
+    metrics.declare(service, [mode.value for mode in Mode])
     health = msgspec.json.encode(
         wire.HealthResponse(status="healthy", service=service, version=__version__)
     )

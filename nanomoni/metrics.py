@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
 from prometheus_client import (
@@ -52,10 +52,32 @@ store_unavailable_total = Counter(
     "Requests answered 503 store_unavailable (store down or past its deadline)",
 )
 
+# The outcomes each service counts (issuer/app.py, vendor/app.py), declared up front.
+SETTLEMENT_OUTCOMES = {
+    "issuer": ("settled", "replay", "rejected", "error"),
+    "vendor": ("settled", "rejected", "failed"),
+}
+PAYMENT_OUTCOMES = ("accepted", "replay", "rejected")
+
 # Bound label children, looked up once: `.labels()` costs more than the increment.
 _payment_counts: dict[tuple[str, str], Counter] = {}
 _payment_times: dict[str, Histogram] = {}
 _store_times: dict[str, Histogram] = {}
+
+
+def declare(service: str, modes: Iterable[str]) -> None:
+    """Export the series the alerts watch at 0 from the service's start: rate() and
+    increase() only see an event in a series that existed before it, so without this the
+    first failed settlement after a restart would never page."""
+    for mode in modes:
+        for outcome in SETTLEMENT_OUTCOMES.get(service, ()):
+            settlements_total.labels(mode, outcome)
+        if service == "issuer":
+            channels_opened_total.labels(mode)
+        if service == "vendor":
+            for outcome in PAYMENT_OUTCOMES:
+                _payment_counts[(mode, outcome)] = payments_total.labels(mode, outcome)
+            _payment_times[mode] = payment_duration_seconds.labels(mode)
 
 
 def payment(mode: str, outcome: str, seconds: float, code: str | None = None) -> None:

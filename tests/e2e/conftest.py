@@ -105,6 +105,18 @@ class Channel:
         message = canonical_json({"action": action, "channel_id": self.channel_id})
         return self.client.sign_b64(message)
 
+    def payword_settlement(self, key: crypto.SigningKey, vendor_pk: str, k: int) -> dict[str, Any]:
+        """The settlement body a vendor would send for payword index k (SPEC §4.5)."""
+        assert self.chain is not None
+        token = b64encode(self.chain.token(k))
+        message = canonical_json({"channel_id": self.channel_id, "k": k, "token_b64": token})
+        return {
+            "vendor_public_key_der_b64": vendor_pk,
+            "k": k,
+            "token_b64": token,
+            "vendor_signature_b64": b64encode(key.sign(message)),
+        }
+
     def _is_known(self, level: int, pos: int) -> bool:
         assert self.tree is not None
         return level == self.tree.depth or (level, pos) in self.known

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import monitoring
 import pytest
 import yaml  # type: ignore[import-untyped]
 from prometheus_client.parser import text_string_to_metric_families
@@ -36,8 +37,6 @@ from nanomoni.protocol.model import Mode
 pytestmark = pytest.mark.redis
 
 REPO = Path(__file__).resolve().parents[2]
-DASHBOARD = REPO / "services" / "grafana" / "dashboards" / "nanomoni.json"
-ALERTS = REPO / "services" / "prometheus" / "alerts.yml"
 WORKERS = 2
 # `python -m nanomoni` would otherwise import the source tree when run from the
 # repository instead of the installed package the suite tests.
@@ -73,13 +72,9 @@ Deployed = tuple[Scraped, dict[str, ServiceProcess]]  # scrapes and the running 
 
 
 def queries() -> list[tuple[str, str]]:
-    """(where, PromQL) of every dashboard panel target and every alert rule."""
-    dashboard = json.loads(DASHBOARD.read_text())
-    found = [(f"panel {panel['title']!r}", target["expr"])
-             for panel in dashboard["panels"] for target in panel["targets"]]
-    for group in yaml.safe_load(ALERTS.read_text())["groups"]:
-        found += [(f"alert {rule['alert']}", rule["expr"]) for rule in group["rules"]]
-    return found
+    """(where, PromQL) of every dashboard panel target and every alert rule, but those over
+    metrics no service emits yet (test_prometheus_loop.py reports those)."""
+    return [(q.where, q.expr) for q in monitoring.queries() if not monitoring.pending_in(q.expr)]
 
 
 def scrape(url: str) -> list[Sample]:
@@ -149,7 +144,8 @@ def jobs_selected(matchers: list[tuple[str, str, str]]) -> list[str]:
 def test_dashboard_shows_every_spec_metric() -> None:
     names = {m.group(1) for _, expr in queries() for m in SELECTOR.finditer(expr)}
     bases = {re.sub(r"_(bucket|sum|count)$", "", name) for name in names}
-    assert bases == SPEC_METRICS
+    # Alerts may watch more than SPEC §9 names; the test below finds each one exported.
+    assert SPEC_METRICS <= bases
 
 
 @pytest.mark.parametrize("where,expr", queries(), ids=[w for w, _ in queries()])

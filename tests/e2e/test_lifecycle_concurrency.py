@@ -15,7 +15,6 @@ import httpx
 import pytest
 
 from nanomoni import crypto
-from nanomoni.encoding import b64encode, canonical_json
 from nanomoni.protocol.model import Mode
 
 MODES = [mode.value for mode in Mode]
@@ -124,7 +123,7 @@ def test_settlement_the_vendor_never_recorded_is_repaired(
         assert stack.pay(channel, 4).status_code == 201
         # What the vendor would have sent, signed with its own key from its data directory.
         key = crypto.SigningKey.from_pem((tmp_path / "vendor" / "vendor-key.pem").read_bytes())
-        settlement = _payword_settlement(channel, key, stack.vendor_pk, 4)
+        settlement = channel.payword_settlement(key, stack.vendor_pk, 4)
         path = f"/channels/payword/{channel.channel_id}/settlements"
         first = stack.issuer.post(path, json=settlement)
         assert first.status_code == 200, first.text
@@ -145,7 +144,7 @@ def test_settlement_the_vendor_never_recorded_is_repaired(
         assert stack.balance(stack.vendor_pk) == vendor_before + 40
         assert stack.balance(client.pk) == 1_000_000 - 40
         # A different proof on the closed channel is refused.
-        other = _payword_settlement(channel, key, stack.vendor_pk, 3)
+        other = channel.payword_settlement(key, stack.vendor_pk, 3)
         stack.expect_error(stack.issuer.post(path, json=other), 400, "already_closed")
     finally:
         stack.close()
@@ -197,7 +196,7 @@ def test_issuer_refusal_is_a_settlement_failure(
         channel = stack.open("payword", client, amount=640, max_index=64)
         assert stack.pay(channel, 4).status_code == 201
         key = crypto.SigningKey.from_pem((tmp_path / "vendor" / "vendor-key.pem").read_bytes())
-        earlier = _payword_settlement(channel, key, stack.vendor_pk, 3)
+        earlier = channel.payword_settlement(key, stack.vendor_pk, 3)
         path = f"/channels/payword/{channel.channel_id}/settlements"
         assert stack.issuer.post(path, json=earlier).status_code == 200
         vendor_balance = stack.balance(stack.vendor_pk)
@@ -210,16 +209,3 @@ def test_issuer_refusal_is_a_settlement_failure(
         stack.close()
         assert vendor.stop() == 0
 
-
-def _payword_settlement(
-    channel: Any, key: crypto.SigningKey, vendor_pk: str, k: int
-) -> dict[str, Any]:
-    """The settlement body a vendor would send for payword index k (SPEC §4.5)."""
-    token = b64encode(channel.chain.token(k))
-    message = canonical_json({"channel_id": channel.channel_id, "k": k, "token_b64": token})
-    return {
-        "vendor_public_key_der_b64": vendor_pk,
-        "k": k,
-        "token_b64": token,
-        "vendor_signature_b64": b64encode(key.sign(message)),
-    }
