@@ -33,6 +33,7 @@ from litestar.types import (
 
 from nanomoni import __version__, config, metrics, wire
 from nanomoni.errors import Code, NanoMoniError
+from nanomoni.protocol.modes import ALL
 from nanomoni.store import StoreUnavailable, ping_open_stores
 from nanomoni.wire import ValidationFailed
 
@@ -167,7 +168,7 @@ class StoreHealth:
 
 
 def service_routes(service: str) -> list[ControllerRouterHandler]:
-    metrics.declare(service, [mode.value for mode in Mode])
+    metrics.declare(service, [rules.mode.value for rules in ALL])
     health = msgspec.json.encode(
         wire.HealthResponse(status="healthy", service=service, version=__version__)
     )

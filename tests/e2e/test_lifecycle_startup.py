@@ -90,9 +90,9 @@ def test_store_failure_is_a_503_not_a_crash(tmp_path: Path) -> None:
         ) as vendor,
     ):
         redis.stop()
-        body = {"channel_id": "D" * 43}
+        body = {"channel_id": "A" * 43, "client_signature_b64": "c2lnbmVk"}
         reply = httpx.post(
-            f"{vendor.url}/api/v1/vendor/channels/payword/{'D' * 43}/closure-requests", json=body
+            f"{vendor.url}/api/v1/vendor/channels/payword/{'A' * 43}/closure-requests", json=body
         )
         assert reply.status_code == 503 and reply.headers["retry-after"] == "1"
         assert reply.json()["code"] == "store_unavailable"

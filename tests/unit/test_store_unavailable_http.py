@@ -19,7 +19,7 @@ from litestar.testing import AsyncTestClient
 from sqlite_locks import held_write_lock
 
 from nanomoni import http
-from nanomoni.cli import _parser
+from nanomoni.cli import build_parser
 from nanomoni.http import HotPath, build_app
 from nanomoni.store import (
     DEFAULT_TIMEOUT,
@@ -32,7 +32,7 @@ from nanomoni.store.sqlite import SqliteVendorStore
 OUTAGE = StoreUnavailable("redis 127.0.0.1:6390: no reply for 2s")
 
 
-async def _refuse(first: str, second: str, raw: bytes) -> tuple[int, bytes]:
+async def _refuse(first: str, second: str, raw: bytes, client: str) -> tuple[int, bytes]:
     raise OUTAGE
 
 
@@ -127,13 +127,13 @@ async def test_health_is_degraded_while_the_store_does_not_answer(tmp_path: Path
 def test_store_timeout_flag_reads_the_environment_and_refuses_nonsense(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert _parser().parse_args(["issuer"]).store_timeout == 2.0
+    assert build_parser().parse_args(["issuer"]).store_timeout == 2.0
     monkeypatch.setenv("NANOMONI_VENDOR_STORE_TIMEOUT", "0.25")
-    vendor = _parser().parse_args(["vendor", "--issuer-url", "http://127.0.0.1:9"])
+    vendor = build_parser().parse_args(["vendor", "--issuer-url", "http://127.0.0.1:9"])
     assert vendor.store_timeout == 0.25
     for bad in ("0", "-1", "nan", "inf", "soon"):
         with pytest.raises(SystemExit):
-            _parser().parse_args(["issuer", "--store-timeout", bad])
+            build_parser().parse_args(["issuer", "--store-timeout", bad])
     assert "--store-timeout" in capsys.readouterr().err
 
 
