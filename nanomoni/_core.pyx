@@ -379,7 +379,7 @@ def verify_merkle(bytes leaf not None, i, siblings, bytes root not None, depth, 
     cdef uint64_t index
     _to_u64(i, "i", &index)
     if levels < 64 and (index >> levels) != 0:
-        raise ValueError(f"i must be below 2**depth = {1 << levels}, got {i}")
+        raise ValueError(f"i must be below 2**depth = {2 ** depth}, got {i}")
     if len(siblings) != levels:
         return False
     cdef uint8_t path[NM_MERKLE_MAX_DEPTH * 32]

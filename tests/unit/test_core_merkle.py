@@ -166,6 +166,9 @@ def test_core_verify_merkle_bad_input() -> None:
     good = bytes(32)
     with pytest.raises(ValueError, match="i must be below 2\\*\\*depth"):
         crypto.verify_merkle(good, 4, [good, good], good, 2)
+    # Deep trees: the message's 2**depth is computed without overflow (found by fuzzing).
+    with pytest.raises(ValueError, match=f"2\\*\\*depth = {2**56}, got {2**57}"):
+        crypto.verify_merkle(good, 2**57, [good] * 56, good, 56)
     with pytest.raises(ValueError, match="i must be"):
         crypto.verify_merkle(good, -1, [good], good, 1)
     for depth in (-1, 65, 2**70):
