@@ -46,8 +46,19 @@ static uint8_t *copy_bytes(const uint8_t *data, size_t len) {
     return copy;
 }
 
+/* The key's public half is the one its private half gives: a PKCS#8 key may
+ * carry a public key of its own, which OpenSSL takes as it is, and that is the
+ * key we would hand out for our signatures. */
+static int key_pair_matches(EVP_PKEY *pkey) {
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
+    int ok = ctx != NULL && EVP_PKEY_pairwise_check(ctx) == 1;
+    EVP_PKEY_CTX_free(ctx);
+    return ok;
+}
+
 /* Pulls what each kind's signing library needs out of the parsed key. */
 static nm_status load_secret(nm_signer *signer, EVP_PKEY *pkey) {
+    if (signer->kind != NM_KEY_NONE && !key_pair_matches(pkey)) return NM_ERR_KEY_INVALID;
     switch (signer->kind) {
     case NM_KEY_P256: {
         signer->p256 = EVP_PKEY_get1_EC_KEY(pkey);
