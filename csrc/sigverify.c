@@ -35,13 +35,25 @@ static void pubkey_release(nm_pubkey *key) {
     free(key);
 }
 
+/* Predicate: der is exactly how OpenSSL writes the key it parsed from it.
+ * OpenSSL's parser lets some non-DER slip through (e.g. unused bits in the
+ * key's BIT STRING); refusing those keeps one encoding per key (and per
+ * point form), as for signatures. */
+static int is_canonical(EVP_PKEY *pkey, const uint8_t *der, size_t len) {
+    unsigned char *encoded = NULL;
+    int encoded_len = i2d_PUBKEY(pkey, &encoded);
+    int same = encoded_len > 0 && (size_t)encoded_len == len && memcmp(encoded, der, len) == 0;
+    OPENSSL_free(encoded);
+    return same;
+}
+
 /* Parses a SubjectPublicKeyInfo into a fresh key holding one reference. */
 static nm_pubkey *pubkey_parse(const uint8_t *der, size_t len) {
     if (der == NULL || len == 0 || len > LONG_MAX) return NULL;
     const unsigned char *p = der;
     EVP_PKEY *pkey = d2i_PUBKEY(NULL, &p, (long)len);
     nm_pubkey *key = NULL;
-    if (pkey == NULL || p != der + len) goto done;
+    if (pkey == NULL || p != der + len || !is_canonical(pkey, der, len)) goto done;
     key = calloc(1, sizeof *key);
     if (key == NULL) goto done;
     key->refs = 1;

@@ -22,7 +22,8 @@ typedef struct {
 } nm_sig_item;
 
 /* The nm_key_kind of a DER SubjectPublicKeyInfo (NM_KEY_NONE if unsupported or
- * malformed, including trailing bytes). */
+ * malformed, including trailing bytes and any encoding but canonical DER;
+ * compressed and uncompressed EC points are both fine). */
 nm_key_kind nm_public_key_kind(const uint8_t *der, size_t len);
 
 /* Predicate: the signature is valid (anything malformed is simply not valid). */
