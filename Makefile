@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 APT_PACKAGES := build-essential pkg-config libssl-dev libsodium-dev libsecp256k1-dev redis-server redis-tools
 
-.PHONY: demo test system-deps venv install inplace sanitize bench lint clean
+.PHONY: demo test system-deps venv install inplace sanitize fuzz-build fuzz fuzz-ci bench lint clean
 
 demo: install
 	$(VENV)/bin/nanomoni demo
@@ -61,12 +61,36 @@ sanitize: venv
 	  --deselect tests/unit/test_core_merkle.py::test_core_native_memory_is_released
 # (That one measures RSS, which ASan's quarantine keeps high; the main suite runs it.)
 
+# Fuzzing (fuzz/run.py): every target in fuzz/targets/ under atheris, against a
+# copy of the package whose core clang built with ASan + UBSan + libFuzzer
+# coverage (build/fuzz-pkg). Any crash, failed check or uncaught exception
+# fails the run. `fuzz-ci` is the CI budget: 180 s for all targets, at most
+# 8 s each, so targets added later (HTTP body decoding) still fit.
+FUZZ_DEPS = $(PY) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+	d = p["optional-dependencies"]; print(" ".join(p["dependencies"] + d["test"] + d["fuzz"]))'
+fuzz-build: APT_PACKAGES += clang
+fuzz-build: venv
+	$(PIP) install -q scikit-build-core cython cmake ninja $$($(FUZZ_DEPS))
+	$(VENV)/bin/cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=Debug -DNANOMONI_FUZZ=ON \
+	  -DCMAKE_C_COMPILER=clang -DPython_EXECUTABLE=$(abspath $(PY)) >/dev/null
+	$(VENV)/bin/cmake --build build/fuzz
+	rm -rf build/fuzz-pkg && mkdir -p build/fuzz-pkg && cp -r nanomoni build/fuzz-pkg/ \
+	  && rm -f build/fuzz-pkg/nanomoni/_core*.so && cp build/fuzz/_core*.so build/fuzz-pkg/nanomoni/
+
+FUZZ_SECONDS ?= 600
+fuzz: fuzz-build
+	$(PY) fuzz/run.py --seconds $(FUZZ_SECONDS) --keep-corpus
+
+fuzz-ci: fuzz-build
+	$(PY) fuzz/run.py --seconds 180 --max-share 8
+
 bench: install
 	$(VENV)/bin/pytest bench -q --benchmark-columns=mean,median,ops,rounds
 
 lint: install
-	$(VENV)/bin/ruff check nanomoni tests bench
+	$(VENV)/bin/ruff check nanomoni tests bench fuzz
 	$(VENV)/bin/mypy
+	cd fuzz && ../$(VENV)/bin/mypy --config-file ../pyproject.toml --explicit-package-bases .
 
 clean:
 	rm -rf build dist nanomoni/_core*.so
