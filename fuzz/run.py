@@ -107,6 +107,18 @@ def run_target(name: str, share: float, args: argparse.Namespace) -> Outcome:
     )
 
 
+FINDING = re.compile(
+    r"ERROR: AddressSanitizer|runtime error:|=== Uncaught Python exception|ERROR: libFuzzer"
+)
+
+
+def report(log: Path) -> str:
+    """The finding's own lines: from the first sanitizer or Python report on."""
+    lines = log.read_text(errors="replace").splitlines()
+    start = next((n for n, line in enumerate(lines) if FINDING.search(line)), len(lines) - 40)
+    return "\n".join("    " + line for line in lines[max(start, 0) : start + 40])
+
+
 def child_env(args: argparse.Namespace) -> dict[str, str]:
     import atheris  # the parent needs it only to find its sanitizer runtime
 
@@ -176,8 +188,7 @@ def main() -> int:
             flush=True,
         )
         if not outcome.ok:
-            lines = outcome.log.read_text(errors="replace").splitlines()
-            print("\n".join("    " + line for line in lines[-40:]), flush=True)
+            print(report(outcome.log), flush=True)
     failed = [o.target for o in outcomes if not o.ok]
     total = sum(o.seconds for o in outcomes)
     print(f"{sum(o.runs for o in outcomes)} runs in {total:.0f} s; failed: {failed or 'none'}")

@@ -38,7 +38,7 @@ def test_one_input(data: bytes) -> None:
     levels = reference.merkle_levels(leaves, alg)
     depth = len(levels) - 1
     tree = _core.MerkleTree(items, value, from_secrets)
-    assert (tree.depth, tree.leaf_count, tree.root) == (depth, count, levels[-1][0])
+    assert (tree.depth, tree.leaf_count, tree.root) == (depth, count, levels[-1][0]), count
     for _ in range(1 + inp.below(12)):
         level, pos = inp.below(depth + 3), inp.uint(2) % (2 * len(levels[0]) + 2)
         if level <= depth and pos < len(levels[level]):
