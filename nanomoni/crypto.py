@@ -11,54 +11,56 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from enum import IntEnum
-from typing import Literal, cast
+from typing import Literal, Self, cast
 
 from nanomoni import _core
 
 
-class HashAlg(IntEnum):
-    """A channel's hash suite; the values are the core's (csrc/hash.h)."""
+class _WireEnum(IntEnum):
+    """Values from the core, named on the wire by their lowercase member names."""
+
+    @property
+    def label(self) -> str:
+        """The member's name on the wire and the command line: "sha256", "p256", ..."""
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, value: str | Self) -> Self:
+        """The member `value` names (or `value` itself); ValueError for anything else."""
+        if isinstance(value, cls):
+            return value
+        for member in cls:
+            if member.label == value:
+                return member
+        labels = tuple(member.label for member in cls)
+        raise ValueError(f"unknown {cls._noun()} {value!r}; expected one of {labels}")
+
+    @classmethod
+    def _noun(cls) -> str:
+        raise NotImplementedError
+
+
+class HashAlg(_WireEnum):
+    """A channel's hash suite (csrc/hash.h)."""
 
     SHA256 = _core.HASH_SHA256
     BLAKE3 = _core.HASH_BLAKE3
 
-    @property
-    def label(self) -> str:
-        """The suite's name on the wire: "sha256", "blake3"."""
-        return self.name.lower()
-
     @classmethod
-    def parse(cls, alg: str | HashAlg) -> HashAlg:
-        """The suite named `alg` (or `alg` itself); ValueError for any other value."""
-        if isinstance(alg, HashAlg):
-            return alg
-        try:
-            return _HASH_ALG_BY_LABEL[alg]
-        except (KeyError, TypeError):
-            raise ValueError(f"unknown hash alg {alg!r}; expected one of {HASH_ALGS}") from None
+    def _noun(cls) -> str:
+        return "hash alg"
 
 
-class KeyKind(IntEnum):
-    """A signature key type; the values are the core's (csrc/sigkeys.h)."""
+class KeyKind(_WireEnum):
+    """A signature key type (csrc/sigkeys.h)."""
 
     P256 = _core.KEY_P256
     SECP256K1 = _core.KEY_SECP256K1
     ED25519 = _core.KEY_ED25519
 
-    @property
-    def label(self) -> str:
-        """The kind's name in configuration and on the command line: "p256", ..."""
-        return self.name.lower()
-
     @classmethod
-    def parse(cls, kind: str | KeyKind) -> KeyKind:
-        """The kind named `kind` (or `kind` itself); ValueError for any other value."""
-        if isinstance(kind, KeyKind):
-            return kind
-        try:
-            return _KEY_KIND_BY_LABEL[kind]
-        except (KeyError, TypeError):
-            raise ValueError(f"unknown key kind {kind!r}; expected one of {KEY_KINDS}") from None
+    def _noun(cls) -> str:
+        return "key kind"
 
 
 class Status(IntEnum):
@@ -86,9 +88,7 @@ KEY_KINDS: tuple[str, ...] = tuple(kind.label for kind in KeyKind)
 HashAlgName = Literal["sha256", "blake3"]
 KeyKindName = Literal["p256", "secp256k1", "ed25519"]
 
-_HASH_ALG_BY_LABEL = {alg.label: alg for alg in HashAlg}
 _HASH_ALG_VALUE = {alg.label: alg.value for alg in HashAlg}
-_KEY_KIND_BY_LABEL = {kind.label: kind for kind in KeyKind}
 _KEY_KIND_LABEL = {kind.value: cast(KeyKindName, kind.label) for kind in KeyKind}
 
 # Above this many hash steps (about 1 ms) a service verifies a PayWord payment
