@@ -88,7 +88,7 @@ KEY_KINDS: tuple[str, ...] = tuple(kind.label for kind in KeyKind)
 HashAlgName = Literal["sha256", "blake3"]
 KeyKindName = Literal["p256", "secp256k1", "ed25519"]
 
-_HASH_ALG_VALUE = {alg.label: alg.value for alg in HashAlg}
+_HASH_ALG_VALUE: dict[object, int] = {alg.label: alg.value for alg in HashAlg}
 _KEY_KIND_LABEL = {kind.value: cast(KeyKindName, kind.label) for kind in KeyKind}
 
 # Above this many hash steps (about 1 ms) a service verifies a PayWord payment
@@ -97,9 +97,10 @@ INLINE_HASHES: int = _core.INLINE_HASHES
 
 
 def _alg(alg: str | HashAlg) -> int:
-    # The plain string lookup first: it is what every hot path passes.
-    value = _HASH_ALG_VALUE.get(alg) if isinstance(alg, str) else None
-    return value if value is not None else HashAlg.parse(alg).value
+    try:  # a wire name: what every hot path passes
+        return _HASH_ALG_VALUE[alg]
+    except (KeyError, TypeError):
+        return HashAlg.parse(alg).value
 
 
 # --- hashing and PayWord -----------------------------------------------------
