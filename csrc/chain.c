@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "parallel.h"
+#include "thresholds.h"
 
 int nm_payword_verify(nm_alg alg, const uint8_t token[32], uint64_t k, const uint8_t anchor[32]) {
     uint8_t word[32];
@@ -38,8 +39,8 @@ void nm_payword_verify_batch(nm_alg alg, size_t count, const uint8_t *tokens, co
     nm_parallel_for(count, threads, verify_range, &batch);
 }
 
-int nm_chain_init(nm_chain *chain, nm_alg alg, const uint8_t seed[32], uint64_t max_k,
-                  uint64_t checkpoints) {
+nm_status nm_chain_init(nm_chain *chain, nm_alg alg, const uint8_t seed[32], uint64_t max_k,
+                        uint64_t checkpoints) {
     /* The max_k + 1 words w_0 .. w_max_k spread over the checkpoints:
      * interval = ceil((max_k + 1) / checkpoints), written without overflow. */
     if (checkpoints == 0 || max_k == UINT64_MAX) return NM_ERR_RANGE;

@@ -1,5 +1,6 @@
 /* PayWord hash chains (SPEC §5.2): w_0 = seed, w_j = H(w_{j-1}),
- * root = w_max_k, token(k) = w_{max_k - k}, so H^k(token(k)) = root. */
+ * root = w_max_k, token(k) = w_{max_k - k}, so H^k(token(k)) = root.
+ * Results: see status.h. */
 #ifndef NANOMONI_CHAIN_H
 #define NANOMONI_CHAIN_H
 
@@ -8,12 +9,12 @@
 
 #include "hash.h"
 
-/* 1 iff H^k(token) == anchor. alg must be valid. */
+/* Predicate: H^k(token) == anchor. alg must be valid. */
 int nm_payword_verify(nm_alg alg, const uint8_t token[32], uint64_t k, const uint8_t anchor[32]);
 
 /* count independent checks: tokens and anchors are count * 32 bytes packed,
- * results[j] = 1 iff H^ks[j](token_j) == anchor_j. Batches with enough hashing
- * run on all cores. alg must be valid. */
+ * results[j] = nm_payword_verify of item j. Batches of at least
+ * NM_PARALLEL_MIN_HASHES hash steps run on all cores. alg must be valid. */
 void nm_payword_verify_batch(nm_alg alg, size_t count, const uint8_t *tokens, const uint64_t *ks,
                              const uint8_t *anchors, uint8_t *results);
 
@@ -30,10 +31,10 @@ typedef struct {
 
 /* Hashes the whole chain once (max_k hashes) keeping at most `checkpoints`
  * words (checkpoints >= 1), so that any token later costs fewer than
- * ceil((max_k + 1) / checkpoints) hashes. Returns NM_OK, NM_ERR_RANGE
- * (checkpoints = 0 or max_k = UINT64_MAX) or NM_ERR_NO_MEMORY;
- * on success nm_chain_free must be called. alg must be valid. */
-int nm_chain_init(nm_chain *chain, nm_alg alg, const uint8_t seed[32], uint64_t max_k,
+ * ceil((max_k + 1) / checkpoints) hashes. NM_OK, NM_ERR_RANGE (checkpoints = 0
+ * or max_k = UINT64_MAX) or NM_ERR_NO_MEMORY; after NM_OK nm_chain_free must
+ * be called. alg must be valid. */
+nm_status nm_chain_init(nm_chain *chain, nm_alg alg, const uint8_t seed[32], uint64_t max_k,
                   uint64_t checkpoints);
 
 /* token(k) = w_{max_k - k} for 0 <= k <= max_k (checked by the caller). */

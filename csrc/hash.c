@@ -3,9 +3,9 @@
 #include "blake3.h"
 #include "sha256.h"
 
-int nm_alg_valid(int alg) { return alg == NM_SHA256 || alg == NM_BLAKE3; }
+int nm_alg_valid(int alg) { return alg >= 0 && alg < NM_ALG_COUNT; }
 
-int nm_hash(int alg, const uint8_t *data, size_t len, uint8_t out[32]) {
+nm_status nm_hash(int alg, const uint8_t *data, size_t len, uint8_t out[32]) {
     switch (alg) {
     case NM_SHA256:
         nm_sha256(data, len, out);
@@ -39,9 +39,10 @@ void nm_hash_iterate(nm_alg alg, const uint8_t in[32], uint64_t n, uint8_t out[3
         nm_sha256_iterate(in, n, out);
 }
 
-int nm_hash_n(int alg, const uint8_t *data, size_t len, uint64_t n, uint8_t out[32]) {
-    if (n == 0) return nm_alg_valid(alg) ? NM_OK : NM_ERR_ALG;
-    int status = nm_hash(alg, data, len, out);
+nm_status nm_hash_n(int alg, const uint8_t *data, size_t len, uint64_t n, uint8_t out[32]) {
+    if (!nm_alg_valid(alg)) return NM_ERR_ALG;
+    if (n == 0) return NM_ERR_RANGE;
+    nm_status status = nm_hash(alg, data, len, out);
     if (status != NM_OK) return status;
     nm_hash_iterate((nm_alg)alg, out, n - 1, out);
     return NM_OK;

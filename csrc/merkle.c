@@ -4,12 +4,13 @@
 #include <string.h>
 
 #include "parallel.h"
+#include "thresholds.h"
 
 static unsigned bit_length(uint64_t x) {
     return x == 0 ? 0 : 64u - (unsigned)__builtin_clzll(x);
 }
 
-int nm_merkle_alloc(nm_merkle *tree, nm_alg alg, uint64_t leaf_count) {
+nm_status nm_merkle_alloc(nm_merkle *tree, nm_alg alg, uint64_t leaf_count) {
     if (leaf_count == 0 || leaf_count > SIZE_MAX / 64) return NM_ERR_RANGE;
     memset(tree, 0, sizeof *tree);
     tree->alg = alg;

@@ -3,6 +3,8 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include "thresholds.h"
+
 /* Workers take blocks of `grain` items from a shared counter until none are left,
  * so a thread that is slowed down (other load on the box, dearer items) simply
  * ends up doing fewer blocks. */
@@ -26,7 +28,7 @@ static void *run_worker(void *arg) {
 int nm_parallel_threads(size_t n, int requested) {
     long threads = requested;
     if (threads <= 0) {
-        if (n < NM_PARALLEL_AUTO_MIN) return 1;
+        if (n < NM_PARALLEL_MIN_ITEMS) return 1;
         threads = sysconf(_SC_NPROCESSORS_ONLN);
     }
     if (threads > NM_PARALLEL_MAX_THREADS) threads = NM_PARALLEL_MAX_THREADS;

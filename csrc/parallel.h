@@ -7,13 +7,12 @@
 /* Processes items [begin, end) of a batch; ctx is the caller's batch state. */
 typedef void (*nm_chunk_fn)(void *ctx, size_t begin, size_t end);
 
-/* Batches at least this long use every core when the caller passes threads = 0. */
-#define NM_PARALLEL_AUTO_MIN 64
+#define NM_PARALLEL_MAX_THREADS 64
 
 /* How many threads a batch of n items gets: requested > 0 is honoured (but never
- * more threads than items, nor more than NM_PARALLEL_MAX_THREADS); 0 picks 1 for
- * small batches and the number of online cores for large ones. */
-#define NM_PARALLEL_MAX_THREADS 64
+ * more threads than items, nor more than NM_PARALLEL_MAX_THREADS); 0 picks 1
+ * below NM_PARALLEL_MIN_ITEMS (thresholds.h) and the number of online cores
+ * from there on. */
 int nm_parallel_threads(size_t n, int requested);
 
 /* Calls fn over disjoint blocks covering [0, n) from `threads` threads (the

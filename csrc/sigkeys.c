@@ -10,7 +10,7 @@
 #include <sodium.h>
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
-static int init_status = -1;
+static nm_status init_status = NM_ERR_INIT;
 static secp256k1_context *secp_ctx;
 
 static void init_libraries(void) {
@@ -23,17 +23,17 @@ static void init_libraries(void) {
     int ok = secp256k1_context_randomize(secp_ctx, seed);
     sodium_memzero(seed, sizeof seed);
     if (!ok) return;
-    init_status = 0;
+    init_status = NM_OK;
 }
 
-int nm_sig_init(void) {
+nm_status nm_sig_init(void) {
     pthread_once(&init_once, init_libraries);
     return init_status;
 }
 
 const secp256k1_context *nm_secp256k1(void) { return secp_ctx; }
 
-int nm_evp_key_kind(const EVP_PKEY *pkey) {
+nm_key_kind nm_evp_key_kind(const EVP_PKEY *pkey) {
     if (pkey == NULL) return NM_KEY_NONE;
     int id = EVP_PKEY_get_base_id(pkey);
     if (id == EVP_PKEY_ED25519) return NM_KEY_ED25519;
@@ -49,12 +49,12 @@ int nm_evp_key_kind(const EVP_PKEY *pkey) {
     return NM_KEY_NONE;
 }
 
-int nm_ecdsa_digest(const uint8_t *msg, size_t len, uint8_t out[32]) {
+nm_status nm_ecdsa_digest(const uint8_t *msg, size_t len, uint8_t out[32]) {
     /* OpenSSL 3's one-shot SHA256() and EVP_Digest fetch the algorithm on every
      * call, which takes a global lock that threads of a batch contend on; the
      * low-level functions run the same assembly without it. */
     SHA256_CTX ctx;
     int ok = SHA256_Init(&ctx) && (len == 0 || SHA256_Update(&ctx, msg, len)) &&
              SHA256_Final(out, &ctx);
-    return ok;
+    return ok ? NM_OK : NM_ERR_CRYPTO;
 }

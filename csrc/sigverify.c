@@ -20,7 +20,7 @@
 /* A parsed public key, shared by the cache and the verifiers using it. */
 typedef struct {
     int refs; /* atomic: one for the cache slot, one per verifier holding it */
-    int kind;
+    nm_key_kind kind;
     size_t der_len;
     uint8_t *der;
     EC_KEY *p256;
@@ -35,13 +35,25 @@ static void pubkey_release(nm_pubkey *key) {
     free(key);
 }
 
+/* Predicate: der is exactly how OpenSSL writes the key it parsed from it.
+ * OpenSSL's parser lets some non-DER slip through (e.g. unused bits in the
+ * key's BIT STRING); refusing those keeps one encoding per key (and per
+ * point form), as for signatures. */
+static int is_canonical(EVP_PKEY *pkey, const uint8_t *der, size_t len) {
+    unsigned char *encoded = NULL;
+    int encoded_len = i2d_PUBKEY(pkey, &encoded);
+    int same = encoded_len > 0 && (size_t)encoded_len == len && memcmp(encoded, der, len) == 0;
+    OPENSSL_free(encoded);
+    return same;
+}
+
 /* Parses a SubjectPublicKeyInfo into a fresh key holding one reference. */
 static nm_pubkey *pubkey_parse(const uint8_t *der, size_t len) {
     if (der == NULL || len == 0 || len > LONG_MAX) return NULL;
     const unsigned char *p = der;
     EVP_PKEY *pkey = d2i_PUBKEY(NULL, &p, (long)len);
     nm_pubkey *key = NULL;
-    if (pkey == NULL || p != der + len) goto done;
+    if (pkey == NULL || p != der + len || !is_canonical(pkey, der, len)) goto done;
     key = calloc(1, sizeof *key);
     if (key == NULL) goto done;
     key->refs = 1;
@@ -103,7 +115,7 @@ static int same_der(const nm_pubkey *key, const uint8_t *der, size_t len) {
 
 /* The parsed key for `der` with one reference for the caller, or NULL. */
 static nm_pubkey *pubkey_acquire(const uint8_t *der, size_t len) {
-    if (der == NULL || len == 0 || nm_sig_init() != 0) return NULL;
+    if (der == NULL || len == 0 || nm_sig_init() != NM_OK) return NULL;
     pthread_once(&cache_once, cache_init);
     size_t slot = cache_slot(der, len);
 
@@ -128,9 +140,9 @@ static nm_pubkey *pubkey_acquire(const uint8_t *der, size_t len) {
     return key;
 }
 
-int nm_public_key_kind(const uint8_t *der, size_t len) {
+nm_key_kind nm_public_key_kind(const uint8_t *der, size_t len) {
     nm_pubkey *key = pubkey_acquire(der, len);
-    int kind = key != NULL ? key->kind : NM_KEY_NONE;
+    nm_key_kind kind = key != NULL ? key->kind : NM_KEY_NONE;
     pubkey_release(key);
     return kind;
 }
@@ -139,7 +151,8 @@ int nm_public_key_kind(const uint8_t *der, size_t len) {
 
 static int verify_p256(const nm_pubkey *key, const nm_sig_item *item) {
     uint8_t digest[32];
-    if (item->sig_len > NM_SIG_MAX || !nm_ecdsa_digest(item->msg, item->msg_len, digest)) return 0;
+    if (item->sig_len > NM_SIG_MAX || nm_ecdsa_digest(item->msg, item->msg_len, digest) != NM_OK)
+        return 0;
     /* ECDSA_verify insists on canonical DER and accepts both low and high S. */
     int ok = ECDSA_verify(0, digest, sizeof digest, item->sig, (int)item->sig_len, key->p256) == 1;
     if (!ok) ERR_clear_error();
@@ -160,7 +173,7 @@ static int verify_secp256k1(const nm_pubkey *key, const nm_sig_item *item) {
         return 0;
     /* libsecp256k1 only verifies low-S; high-S signatures are equally valid here. */
     secp256k1_ecdsa_signature_normalize(ctx, &sig, &sig);
-    if (!nm_ecdsa_digest(item->msg, item->msg_len, digest)) return 0;
+    if (nm_ecdsa_digest(item->msg, item->msg_len, digest) != NM_OK) return 0;
     return secp256k1_ecdsa_verify(ctx, &sig, digest, &key->secp256k1);
 }
 

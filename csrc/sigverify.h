@@ -1,5 +1,6 @@
 /* Signature verification: SPKI public keys parsed once into a bounded,
- * thread-safe cache, then verified one at a time or as a threaded batch. */
+ * thread-safe cache, then verified one at a time or as a threaded batch.
+ * Results: see status.h. */
 #ifndef NANOMONI_SIGVERIFY_H
 #define NANOMONI_SIGVERIFY_H
 
@@ -21,10 +22,11 @@ typedef struct {
 } nm_sig_item;
 
 /* The nm_key_kind of a DER SubjectPublicKeyInfo (NM_KEY_NONE if unsupported or
- * malformed, including trailing bytes). */
-int nm_public_key_kind(const uint8_t *der, size_t len);
+ * malformed, including trailing bytes and any encoding but canonical DER;
+ * compressed and uncompressed EC points are both fine). */
+nm_key_kind nm_public_key_kind(const uint8_t *der, size_t len);
 
-/* 1 if the signature is valid, 0 for anything else (never fails otherwise). */
+/* Predicate: the signature is valid (anything malformed is simply not valid). */
 int nm_verify_one(const nm_sig_item *item);
 
 /* out[i] = nm_verify_one(&items[i]); `threads` as in nm_parallel_threads. */

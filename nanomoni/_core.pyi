@@ -1,9 +1,50 @@
-"""Type stubs for the native core (nanomoni/_core.pyx)."""
+"""Type stubs for the native core (nanomoni/_core.pyx).
+
+Checked against the built extension by tests/unit/test_core_stubs.py (stubtest).
+"""
 
 from collections.abc import Sequence
 
+from typing_extensions import disjoint_base
+
+# === constants of the core (csrc/*.h); nanomoni.crypto wraps them in IntEnums ===
+
+HASH_SHA256: int
+HASH_BLAKE3: int
+HASH_ALG_COUNT: int
+
+KEY_NONE: int
+KEY_P256: int
+KEY_SECP256K1: int
+KEY_ED25519: int
+KEY_KIND_COUNT: int
+
+STATUS_OK: int
+STATUS_ERR_ALG: int
+STATUS_ERR_RANGE: int
+STATUS_ERR_NO_MEMORY: int
+STATUS_ERR_INIT: int
+STATUS_ERR_KEY_FORMAT: int
+STATUS_ERR_KEY_TYPE: int
+STATUS_ERR_KEY_INVALID: int
+STATUS_ERR_KIND: int
+STATUS_ERR_CRYPTO: int
+STATUS_COUNT: int
+
+NOGIL_HASHES: int
+NOGIL_BYTES: int
+PARALLEL_MIN_HASHES: int
+PARALLEL_MIN_ITEMS: int
+INLINE_HASHES: int
+
+MERKLE_MAX_DEPTH: int
+SIG_MAX: int
+KEY_CACHE_SLOTS: int
+
+def status_message(status: int) -> str: ...
+
 # === hashing, PayWord, Merkle ===
-# alg: 0 = sha256, 1 = blake3. Hashes, tokens, anchors, seeds, leaves and
+# alg: HASH_SHA256 or HASH_BLAKE3. Hashes, tokens, anchors, seeds, leaves and
 # siblings are 32 bytes; wrong lengths, negative counts and unknown algs raise
 # ValueError.
 
@@ -12,12 +53,14 @@ def hash_n(data: bytes, n: int, alg: int) -> bytes: ...
 def verify_payword(token: bytes, k: int, anchor: bytes, alg: int) -> bool: ...
 def verify_payword_batch(items: Sequence[tuple[bytes, int, bytes]], alg: int) -> list[bool]: ...
 
+@disjoint_base
 class PaywordChain:
     def __init__(self, seed: bytes, max_k: int, alg: int, checkpoints: int) -> None: ...
     @property
     def root(self) -> bytes: ...
     def token(self, k: int) -> bytes: ...
 
+@disjoint_base
 class MerkleTree:
     def __init__(self, items: Sequence[bytes], alg: int, from_secrets: bool) -> None: ...
     @property
@@ -35,15 +78,16 @@ def verify_merkle(
 def merkle_fold(leaf: bytes, i: int, siblings: Sequence[bytes], alg: int) -> bytes: ...
 
 # === signatures ===
-
-KEY_CACHE_SLOTS: int
+# Keys are DER SubjectPublicKeyInfo; kinds are KEY_P256, KEY_SECP256K1, KEY_ED25519.
 
 def public_key_kind(der: bytes) -> int: ...
+def verify_signature(key: bytes, message: bytes, signature: bytes) -> bool: ...
 def verify_signatures(
     items: Sequence[tuple[bytes, bytes, bytes]], threads: int = 0
 ) -> list[bool]: ...
 def generate_private_key(kind: int) -> bytes: ...
 
+@disjoint_base
 class SigningKey:
     def __init__(self, pkcs8_der: bytes) -> None: ...
     @property

@@ -1,7 +1,15 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Thin binding over csrc/: argument checks, GIL release around C calls, nothing else."""
+# cython: auto_pickle=False, autotestdict=False
+"""Thin binding over csrc/: argument checks, GIL release around C calls, nothing else.
 
-# === hashing, PayWord, Merkle (csrc/sha256, blake3, hash, chain, merkle) ===
+The core's enums, status codes and thresholds are exported below as plain ints;
+nanomoni.crypto wraps them once in IntEnums. _core.pyi must match this module
+(tests/unit/test_core_stubs.py runs stubtest on the built extension).
+
+The classes do their work in __cinit__, which Cython runs even when __init__
+is bypassed (cls.__new__(cls)), so no object is ever half made; their
+__init__ does nothing but give the constructor a signature stubtest can read.
+"""
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_New, PyList_SET_ITEM
@@ -15,31 +23,86 @@ from nanomoni.includes.chain cimport (
     nm_chain, nm_chain_free, nm_chain_init, nm_chain_token, nm_payword_verify,
     nm_payword_verify_batch,
 )
-from nanomoni.includes.hash cimport (
-    NM_BLAKE3, NM_ERR_ALG, NM_ERR_NO_MEMORY, NM_ERR_RANGE, NM_OK, NM_SHA256, nm_alg, nm_hash,
-    nm_hash_n,
-)
+from nanomoni.includes.hash cimport NM_ALG_COUNT, NM_BLAKE3, NM_SHA256, nm_alg, nm_hash, nm_hash_n
 from nanomoni.includes.merkle cimport (
     NM_MERKLE_MAX_DEPTH, nm_merkle, nm_merkle_alloc, nm_merkle_build, nm_merkle_fold,
     nm_merkle_free, nm_merkle_has_node, nm_merkle_level0, nm_merkle_node, nm_merkle_proof,
     nm_merkle_verify,
 )
+from nanomoni.includes.sig cimport (
+    NM_KEY_CACHE_SLOTS, NM_KEY_ED25519, NM_KEY_KIND_COUNT, NM_KEY_NONE, NM_KEY_P256,
+    NM_KEY_SECP256K1, NM_PKCS8_MAX, NM_SIG_MAX, nm_generate_private_key, nm_public_key_kind,
+    nm_sig_init, nm_sig_item, nm_sign, nm_sign_many, nm_signer, nm_signer_free, nm_signer_kind,
+    nm_signer_new, nm_signer_private_der, nm_signer_public_der, nm_verify_batch, nm_verify_one,
+)
+from nanomoni.includes.status cimport (
+    NM_ERR_ALG, NM_ERR_CRYPTO, NM_ERR_INIT, NM_ERR_KEY_FORMAT, NM_ERR_KEY_INVALID,
+    NM_ERR_KEY_TYPE, NM_ERR_KIND, NM_ERR_NO_MEMORY, NM_ERR_RANGE, NM_OK, NM_STATUS_COUNT,
+    nm_status, nm_status_message,
+)
+from nanomoni.includes.thresholds cimport (
+    NM_INLINE_HASHES, NM_NOGIL_BYTES, NM_NOGIL_HASHES, NM_PARALLEL_MIN_HASHES,
+    NM_PARALLEL_MIN_ITEMS,
+)
 
-# Hash runs at least this long (about 10 µs) give the GIL away; shorter ones
-# would spend more on the hand-over than on the hashing.
-cdef enum:
-    _NOGIL_STEPS = 256
-    _NOGIL_BYTES = 1 << 16
+# === constants of the core (csrc/*.h) ===
 
+# Hash suites (hash.h).
+HASH_SHA256 = NM_SHA256
+HASH_BLAKE3 = NM_BLAKE3
+HASH_ALG_COUNT = NM_ALG_COUNT
+
+# Signature key kinds (sigkeys.h); KEY_NONE marks an unsupported or malformed key.
+KEY_NONE = NM_KEY_NONE
+KEY_P256 = NM_KEY_P256
+KEY_SECP256K1 = NM_KEY_SECP256K1
+KEY_ED25519 = NM_KEY_ED25519
+KEY_KIND_COUNT = NM_KEY_KIND_COUNT
+
+# Status codes of fallible operations (status.h).
+STATUS_OK = NM_OK
+STATUS_ERR_ALG = NM_ERR_ALG
+STATUS_ERR_RANGE = NM_ERR_RANGE
+STATUS_ERR_NO_MEMORY = NM_ERR_NO_MEMORY
+STATUS_ERR_INIT = NM_ERR_INIT
+STATUS_ERR_KEY_FORMAT = NM_ERR_KEY_FORMAT
+STATUS_ERR_KEY_TYPE = NM_ERR_KEY_TYPE
+STATUS_ERR_KEY_INVALID = NM_ERR_KEY_INVALID
+STATUS_ERR_KIND = NM_ERR_KIND
+STATUS_ERR_CRYPTO = NM_ERR_CRYPTO
+STATUS_COUNT = NM_STATUS_COUNT
+
+# When work moves off the calling thread (thresholds.h).
+NOGIL_HASHES = NM_NOGIL_HASHES
+NOGIL_BYTES = NM_NOGIL_BYTES
+PARALLEL_MIN_HASHES = NM_PARALLEL_MIN_HASHES
+PARALLEL_MIN_ITEMS = NM_PARALLEL_MIN_ITEMS
+INLINE_HASHES = NM_INLINE_HASHES
+
+# Sizes and limits.
+MERKLE_MAX_DEPTH = NM_MERKLE_MAX_DEPTH
+SIG_MAX = NM_SIG_MAX
+KEY_CACHE_SLOTS = NM_KEY_CACHE_SLOTS  # distinct public keys kept parsed at once
+
+
+def status_message(int status):
+    """The core's description of a status code."""
+    return nm_status_message(status).decode()
+
+
+cdef int _raise_status(nm_status status) except -1:
+    if status == NM_ERR_NO_MEMORY:
+        raise MemoryError()
+    raise ValueError(nm_status_message(status).decode())
+
+
+# === hashing, PayWord, Merkle (csrc/sha256, blake3, hash, chain, merkle) ===
 
 cdef inline int _suite(object alg) except -1:
     # Checked on the Python object, so no int is too large to get a clear error.
-    if PyLong_CheckExact(alg):
-        if alg == 0:
-            return NM_SHA256
-        if alg == 1:
-            return NM_BLAKE3
-    raise ValueError(f"unknown hash alg {alg!r}; expected 0 (sha256) or 1 (blake3)")
+    if PyLong_CheckExact(alg) and 0 <= alg < NM_ALG_COUNT:
+        return <int>alg
+    raise ValueError(f"unknown hash alg {alg!r}; expected an int in [0, {NM_ALG_COUNT - 1}]")
 
 
 cdef inline int _small_int(object value, str what, int limit) except -1:
@@ -83,16 +146,6 @@ cdef inline bytes _new_hash():
     return PyBytes_FromStringAndSize(NULL, 32)
 
 
-cdef int _raise_status(int status) except -1:
-    if status == NM_ERR_NO_MEMORY:
-        raise MemoryError()
-    if status == NM_ERR_ALG:
-        raise ValueError("unknown hash alg")
-    if status == NM_ERR_RANGE:
-        raise ValueError("count or size out of range for the native core")
-    raise ValueError(f"native core error {status}")
-
-
 cdef unsigned _siblings_into(object siblings, Py_ssize_t count, uint8_t *out) except? 0:
     cdef Py_ssize_t j
     for j in range(count):
@@ -106,8 +159,8 @@ def digest(bytes data not None, alg):
     cdef const uint8_t *src = <const uint8_t *>PyBytes_AS_STRING(data)
     cdef size_t length = <size_t>PyBytes_GET_SIZE(data)
     cdef uint8_t *dst = <uint8_t *>PyBytes_AS_STRING(out)
-    cdef int status
-    if length >= _NOGIL_BYTES:
+    cdef nm_status status
+    if length >= NM_NOGIL_BYTES:
         with nogil:
             status = nm_hash(suite, src, length, dst)
     else:
@@ -127,8 +180,8 @@ def hash_n(bytes data not None, n, alg):
     cdef const uint8_t *src = <const uint8_t *>PyBytes_AS_STRING(data)
     cdef size_t length = <size_t>PyBytes_GET_SIZE(data)
     cdef uint8_t *dst = <uint8_t *>PyBytes_AS_STRING(out)
-    cdef int status
-    if steps >= _NOGIL_STEPS or length >= _NOGIL_BYTES:
+    cdef nm_status status
+    if steps >= NM_NOGIL_HASHES or length >= NM_NOGIL_BYTES:
         with nogil:
             status = nm_hash_n(suite, src, length, steps, dst)
     else:
@@ -145,7 +198,7 @@ def verify_payword(bytes token not None, k, bytes anchor not None, alg):
     cdef uint64_t steps
     _to_u64(k, "k", &steps)
     cdef int ok
-    if steps >= _NOGIL_STEPS:
+    if steps >= NM_NOGIL_HASHES:
         with nogil:
             ok = nm_payword_verify(suite, tok, steps, anc)
     else:
@@ -165,6 +218,7 @@ def verify_payword_batch(items, alg):
     cdef uint8_t *anchors = buffer + 32 * count
     cdef uint64_t *ks = <uint64_t *>(buffer + 64 * count)
     cdef uint8_t *results = buffer + 72 * count
+    cdef uint64_t hashes = 0  # counted up to the GIL threshold only
     cdef list out
     try:
         for j in range(count):
@@ -175,7 +229,12 @@ def verify_payword_batch(items, alg):
             memcpy(tokens + 32 * j, _item32(token, "items", j, " token"), 32)
             memcpy(anchors + 32 * j, _item32(anchor, "items", j, " anchor"), 32)
             _to_u64(k, "k", &ks[j], j)
-        with nogil:
+            if hashes < NM_NOGIL_HASHES:
+                hashes += ks[j] if ks[j] < NM_NOGIL_HASHES else NM_NOGIL_HASHES
+        if hashes >= NM_NOGIL_HASHES:
+            with nogil:
+                nm_payword_verify_batch(suite, <size_t>count, tokens, ks, anchors, results)
+        else:
             nm_payword_verify_batch(suite, <size_t>count, tokens, ks, anchors, results)
         out = PyList_New(count)
         for j in range(count):
@@ -197,7 +256,7 @@ cdef class PaywordChain:
     cdef nm_chain _chain
     cdef bint _ready
 
-    def __cinit__(self, bytes seed not None, max_k, int alg, checkpoints):
+    def __cinit__(self, bytes seed not None, max_k, alg, checkpoints):
         cdef nm_alg suite = <nm_alg>_suite(alg)
         cdef const uint8_t *seed_bytes = _hash32(seed, "seed")
         cdef uint64_t top, kept
@@ -207,12 +266,15 @@ cdef class PaywordChain:
             raise ValueError(f"max_k must be below 2**63, got {max_k}")
         if kept == 0:
             raise ValueError("checkpoints must be at least 1")
-        cdef int status
+        cdef nm_status status
         with nogil:
             status = nm_chain_init(&self._chain, suite, seed_bytes, top, kept)
         if status != NM_OK:
             _raise_status(status)
         self._ready = True
+
+    def __init__(self, bytes seed not None, max_k, alg, checkpoints):
+        pass
 
     def __dealloc__(self):
         if self._ready:
@@ -229,7 +291,7 @@ cdef class PaywordChain:
             raise ValueError(f"k must be in [0, {self._chain.max_k}], got {k}")
         cdef bytes out = _new_hash()
         cdef uint8_t *dst = <uint8_t *>PyBytes_AS_STRING(out)
-        if self._chain.interval > _NOGIL_STEPS:
+        if self._chain.interval > NM_NOGIL_HASHES:
             with nogil:
                 nm_chain_token(&self._chain, index, dst)
         else:
@@ -243,12 +305,12 @@ cdef class MerkleTree:
     cdef nm_merkle _tree
     cdef bint _ready
 
-    def __cinit__(self, items, int alg, bint from_secrets):
+    def __cinit__(self, items, alg, bint from_secrets):
         cdef nm_alg suite = <nm_alg>_suite(alg)
         cdef Py_ssize_t count = len(items), j
         if count == 0:
             raise ValueError("a Merkle tree needs at least one leaf")
-        cdef int status = nm_merkle_alloc(&self._tree, suite, <uint64_t>count)
+        cdef nm_status status = nm_merkle_alloc(&self._tree, suite, <uint64_t>count)
         if status != NM_OK:
             _raise_status(status)
         self._ready = True
@@ -256,8 +318,14 @@ cdef class MerkleTree:
         what = "secrets" if from_secrets else "leaves"
         for j in range(count):
             memcpy(level0 + 32 * j, _item32(items[j], what, j, ""), 32)
-        with nogil:
+        if 2 * count >= NM_NOGIL_HASHES:  # about 2 hashes per leaf
+            with nogil:
+                nm_merkle_build(&self._tree, from_secrets)
+        else:
             nm_merkle_build(&self._tree, from_secrets)
+
+    def __init__(self, items, alg, bint from_secrets):
+        pass
 
     def __dealloc__(self):
         if self._ready:
@@ -311,7 +379,7 @@ def verify_merkle(bytes leaf not None, i, siblings, bytes root not None, depth, 
     cdef uint64_t index
     _to_u64(i, "i", &index)
     if levels < 64 and (index >> levels) != 0:
-        raise ValueError(f"i must be below 2**depth = {1 << levels}, got {i}")
+        raise ValueError(f"i must be below 2**depth = {2 ** depth}, got {i}")
     if len(siblings) != levels:
         return False
     cdef uint8_t path[NM_MERKLE_MAX_DEPTH * 32]
@@ -335,23 +403,10 @@ def merkle_fold(bytes leaf not None, i, siblings, alg):
     return out
 
 
-# === signatures (csrc/sigverify, sign) ===
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from libc.stdint cimport uint8_t
+# === signatures (csrc/sigkeys, sigverify, sign) ===
 
-from includes.sig cimport (
-    NM_KEY_CACHE_SLOTS, NM_KEY_ED25519, NM_KEY_P256, NM_PKCS8_MAX, NM_SIG_MAX,
-    nm_generate_private_key, nm_public_key_kind, nm_sig_init, nm_sig_item, nm_sign,
-    nm_sign_many, nm_signer, nm_signer_free, nm_signer_kind, nm_signer_new,
-    nm_signer_private_der, nm_signer_public_der, nm_verify_batch,
-)
-
-if nm_sig_init() != 0:
-    raise ImportError("cannot initialise libsodium / libsecp256k1")
-
-# How many distinct public keys stay parsed at once.
-KEY_CACHE_SLOTS = NM_KEY_CACHE_SLOTS
+if nm_sig_init() != NM_OK:
+    raise ImportError(nm_status_message(NM_ERR_INIT).decode())
 
 
 cdef object _sig_bytes(object value):
@@ -372,17 +427,40 @@ cdef int _sig_threads(int threads) except -1:
     return threads
 
 
+cdef void _set_item(nm_sig_item *item, bytes key, bytes msg, bytes sig) noexcept:
+    """Points item at the three buffers, which the caller keeps alive."""
+    item.key = <const uint8_t *>PyBytes_AS_STRING(key)
+    item.key_len = <size_t>PyBytes_GET_SIZE(key)
+    item.msg = <const uint8_t *>PyBytes_AS_STRING(msg)
+    item.msg_len = <size_t>PyBytes_GET_SIZE(msg)
+    item.sig = <const uint8_t *>PyBytes_AS_STRING(sig)
+    item.sig_len = <size_t>PyBytes_GET_SIZE(sig)
+
+
 def public_key_kind(der):
-    """0 = P-256, 1 = secp256k1, 2 = Ed25519, -1 = unsupported or malformed SPKI."""
+    """KEY_P256, KEY_SECP256K1, KEY_ED25519, or KEY_NONE for an unsupported or malformed SPKI."""
     cdef object data = _sig_bytes(der)
     if data is None:
-        return -1
+        return NM_KEY_NONE
     cdef const uint8_t *ptr = <const uint8_t *>PyBytes_AS_STRING(data)
     cdef size_t length = <size_t>PyBytes_GET_SIZE(data)
     cdef int kind
     with nogil:
         kind = nm_public_key_kind(ptr, length)
     return kind
+
+
+def verify_signature(key, message, signature):
+    """One (SPKI DER, message, signature) check; anything malformed verifies False."""
+    cdef object k = _sig_bytes(key), m = _sig_bytes(message), s = _sig_bytes(signature)
+    if k is None or m is None or s is None:
+        return False
+    cdef nm_sig_item item
+    _set_item(&item, k, m, s)  # k, m and s stay referenced while the GIL is released
+    cdef int ok
+    with nogil:
+        ok = nm_verify_one(&item)
+    return ok != 0
 
 
 def verify_signatures(items, int threads=0):
@@ -417,12 +495,7 @@ def verify_signatures(items, int threads=0):
                 c_items[i].sig_len = 0
                 continue
             alive.append((key, msg, sig))
-            c_items[i].key = <const uint8_t *>PyBytes_AS_STRING(key)
-            c_items[i].key_len = <size_t>PyBytes_GET_SIZE(key)
-            c_items[i].msg = <const uint8_t *>PyBytes_AS_STRING(msg)
-            c_items[i].msg_len = <size_t>PyBytes_GET_SIZE(msg)
-            c_items[i].sig = <const uint8_t *>PyBytes_AS_STRING(sig)
-            c_items[i].sig_len = <size_t>PyBytes_GET_SIZE(sig)
+            _set_item(&c_items[i], key, msg, sig)
         with nogil:
             nm_verify_batch(c_items, <size_t>n, threads, out)
         return [out[i] != 0 for i in range(n)]
@@ -432,15 +505,18 @@ def verify_signatures(items, int threads=0):
 
 
 def generate_private_key(int kind):
-    """A fresh private key of `kind` (0, 1, 2) as PKCS#8 DER, from OpenSSL's CSPRNG."""
-    if kind < NM_KEY_P256 or kind > NM_KEY_ED25519:
-        raise ValueError(f"unknown key kind {kind}; expected 0 (P-256), 1 (secp256k1) or 2 (Ed25519)")
+    """A fresh private key of `kind` (KEY_P256, ...) as PKCS#8 DER, from OpenSSL's CSPRNG."""
     cdef uint8_t buf[NM_PKCS8_MAX]
-    cdef size_t length
+    cdef size_t length = 0
+    cdef nm_status status
     with nogil:
-        length = nm_generate_private_key(kind, buf)
-    if length == 0:
-        raise RuntimeError(f"key generation failed for kind {kind}")
+        status = nm_generate_private_key(kind, buf, &length)
+    if status == NM_ERR_KIND:
+        raise ValueError(
+            f"unknown key kind {kind}; expected 0 (P-256), 1 (secp256k1) or 2 (Ed25519)"
+        )
+    if status != NM_OK:
+        raise RuntimeError(f"key generation failed for kind {kind}: {status_message(status)}")
     return PyBytes_FromStringAndSize(<const char *>buf, <Py_ssize_t>length)
 
 
@@ -455,11 +531,16 @@ cdef class SigningKey:
             raise TypeError(f"PKCS#8 key must be bytes, not {type(pkcs8_der).__name__}")
         cdef const uint8_t *ptr = <const uint8_t *>PyBytes_AS_STRING(data)
         cdef size_t length = <size_t>PyBytes_GET_SIZE(data)
-        cdef const char *error = NULL
+        cdef nm_status status
         with nogil:
-            self._signer = nm_signer_new(ptr, length, &error)
-        if self._signer == NULL:
-            raise ValueError(f"invalid private key: {error.decode()}")
+            status = nm_signer_new(ptr, length, &self._signer)
+        if status == NM_ERR_NO_MEMORY:
+            raise MemoryError()
+        if status != NM_OK:
+            raise ValueError(f"invalid private key: {status_message(status)}")
+
+    def __init__(self, pkcs8_der):
+        pass
 
     def __dealloc__(self):
         nm_signer_free(self._signer)
@@ -488,11 +569,11 @@ cdef class SigningKey:
         cdef size_t length = <size_t>PyBytes_GET_SIZE(data)
         cdef uint8_t sig[NM_SIG_MAX]
         cdef size_t sig_len = 0
-        cdef int ok
+        cdef nm_status status
         with nogil:
-            ok = nm_sign(self._signer, ptr, length, sig, &sig_len)
-        if not ok:
-            raise RuntimeError("signing failed")
+            status = nm_sign(self._signer, ptr, length, sig, &sig_len)
+        if status != NM_OK:
+            raise RuntimeError(f"signing failed: {status_message(status)}")
         return PyBytes_FromStringAndSize(<const char *>sig, <Py_ssize_t>sig_len)
 
     def sign_many(self, messages, int threads=0):
@@ -510,7 +591,7 @@ cdef class SigningKey:
         cdef size_t *lens = <size_t *>PyMem_Malloc(count * sizeof(size_t))
         cdef uint8_t *sigs = <uint8_t *>PyMem_Malloc(count * NM_SIG_MAX)
         cdef size_t *sig_lens = <size_t *>PyMem_Malloc(count * sizeof(size_t))
-        cdef size_t failed
+        cdef nm_status status
         try:
             if ptrs == NULL or lens == NULL or sigs == NULL or sig_lens == NULL:
                 raise MemoryError()
@@ -518,8 +599,9 @@ cdef class SigningKey:
                 ptrs[i] = <const uint8_t *>PyBytes_AS_STRING(msgs[i])
                 lens[i] = <size_t>PyBytes_GET_SIZE(msgs[i])
             with nogil:
-                failed = nm_sign_many(self._signer, ptrs, lens, <size_t>n, threads, sigs, sig_lens)
-            if failed:
+                status = nm_sign_many(self._signer, ptrs, lens, <size_t>n, threads, sigs, sig_lens)
+            if status != NM_OK:
+                failed = sum(1 for i in range(n) if sig_lens[i] == 0)
                 raise RuntimeError(f"signing failed for {failed} of {n} messages")
             return [
                 PyBytes_FromStringAndSize(<const char *>(sigs + i * NM_SIG_MAX),

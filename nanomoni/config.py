@@ -26,9 +26,8 @@ MAX_INDEX = 2**24  # largest max_k / max_i a channel may commit to
 
 # --- vendor ------------------------------------------------------------------------------
 MAX_HASHES = 2**20  # hashes one PayWord payment may make the vendor walk
-# A walk beyond this (~1 ms) is expensive: it leaves the event loop, and when it
-# fails it spends from the failed-work budgets below (SPEC §6 rate_limited).
-EXPENSIVE_HASHES = 2**14
+# Failed walks longer than crypto.INLINE_HASHES (2^14, one place: csrc/thresholds.h) are
+# expensive: they spend from these budgets (SPEC §6 rate_limited).
 HASH_BUDGET_PER_CLIENT = 2**24  # failed expensive hashes per minute per (channel, address)
 HASH_BUDGET_PER_WORKER = 2**26  # ... and per worker, whoever sends them
 HASH_BUDGET_CLIENTS = 100_000  # (channel, address) pairs a worker remembers

@@ -1,50 +1,128 @@
 """The public verification API (SPEC §10): a typed façade over the native core.
 
-Hash suites are named by strings here ("sha256", "blake3") and by small ints in
-the core. Everything that loops over hashes or signatures runs in C with the
-GIL released; the pure-Python helpers at the end only do index arithmetic.
+Hash suites and key kinds are named by strings on the wire ("sha256",
+"p256", ...) and by small ints in the core; HashAlg and KeyKind map one to
+the other, with the ints taken from the core itself. Everything that loops
+over hashes or signatures runs in C with the GIL released; the pure-Python
+helpers at the end only do index arithmetic.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal
+from enum import IntEnum
+from typing import Literal, Self, cast
 
 from nanomoni import _core
 
-HashAlg = Literal["sha256", "blake3"]
-HASH_ALGS: tuple[str, ...] = ("sha256", "blake3")
-KeyKind = Literal["p256", "secp256k1", "ed25519"]
-KEY_KINDS: tuple[str, ...] = ("p256", "secp256k1", "ed25519")
+
+class _WireEnum(IntEnum):
+    """Values from the core, named on the wire by their lowercase member names."""
+
+    @property
+    def label(self) -> str:
+        """The member's name on the wire and the command line: "sha256", "p256", ..."""
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, value: str | Self) -> Self:
+        """The member `value` names (or `value` itself); ValueError for anything else."""
+        if isinstance(value, cls):
+            return value
+        for member in cls:
+            if member.label == value:
+                return member
+        labels = tuple(member.label for member in cls)
+        raise ValueError(f"unknown {cls._noun()} {value!r}; expected one of {labels}")
+
+    @classmethod
+    def _noun(cls) -> str:
+        raise NotImplementedError
 
 
-def _alg(alg: str) -> int:
-    try:
-        return HASH_ALGS.index(alg)
-    except ValueError:
-        raise ValueError(f"unknown hash alg {alg!r}; expected one of {HASH_ALGS}") from None
+class HashAlg(_WireEnum):
+    """A channel's hash suite (csrc/hash.h)."""
+
+    SHA256 = _core.HASH_SHA256
+    BLAKE3 = _core.HASH_BLAKE3
+
+    @classmethod
+    def _noun(cls) -> str:
+        return "hash alg"
+
+
+class KeyKind(_WireEnum):
+    """A signature key type (csrc/sigkeys.h)."""
+
+    P256 = _core.KEY_P256
+    SECP256K1 = _core.KEY_SECP256K1
+    ED25519 = _core.KEY_ED25519
+
+    @classmethod
+    def _noun(cls) -> str:
+        return "key kind"
+
+
+class Status(IntEnum):
+    """Why a native operation failed (csrc/status.h); the binding turns these into exceptions."""
+
+    OK = _core.STATUS_OK
+    ERR_ALG = _core.STATUS_ERR_ALG
+    ERR_RANGE = _core.STATUS_ERR_RANGE
+    ERR_NO_MEMORY = _core.STATUS_ERR_NO_MEMORY
+    ERR_INIT = _core.STATUS_ERR_INIT
+    ERR_KEY_FORMAT = _core.STATUS_ERR_KEY_FORMAT
+    ERR_KEY_TYPE = _core.STATUS_ERR_KEY_TYPE
+    ERR_KEY_INVALID = _core.STATUS_ERR_KEY_INVALID
+    ERR_KIND = _core.STATUS_ERR_KIND
+    ERR_CRYPTO = _core.STATUS_ERR_CRYPTO
+
+    @property
+    def message(self) -> str:
+        return _core.status_message(self.value)
+
+
+# The wire names, in the core's order, for callers that list or validate them.
+HASH_ALGS: tuple[str, ...] = tuple(alg.label for alg in HashAlg)
+KEY_KINDS: tuple[str, ...] = tuple(kind.label for kind in KeyKind)
+HashAlgName = Literal["sha256", "blake3"]
+KeyKindName = Literal["p256", "secp256k1", "ed25519"]
+
+_HASH_ALG_VALUE: dict[object, int] = {alg.label: alg.value for alg in HashAlg}
+_KEY_KIND_LABEL = {kind.value: cast(KeyKindName, kind.label) for kind in KeyKind}
+
+# Above this many hash steps (about 1 ms) a service verifies a PayWord payment
+# off its event loop (csrc/thresholds.h).
+INLINE_HASHES: int = _core.INLINE_HASHES
+
+
+def _alg(alg: str | HashAlg) -> int:
+    try:  # a wire name: what every hot path passes
+        return _HASH_ALG_VALUE[alg]
+    except (KeyError, TypeError):
+        return HashAlg.parse(alg).value
 
 
 # --- hashing and PayWord -----------------------------------------------------
 
 
-def digest(data: bytes, alg: str = "sha256") -> bytes:
+def digest(data: bytes, alg: str | HashAlg = "sha256") -> bytes:
     """H(data), 32 bytes."""
     return _core.digest(data, _alg(alg))
 
 
-def hash_n(data: bytes, n: int, alg: str = "sha256") -> bytes:
+def hash_n(data: bytes, n: int, alg: str | HashAlg = "sha256") -> bytes:
     """H applied n times (n = 0 returns data unchanged)."""
     return _core.hash_n(data, n, _alg(alg))
 
 
-def verify_payword(token: bytes, k: int, anchor: bytes, alg: str = "sha256") -> bool:
+def verify_payword(token: bytes, k: int, anchor: bytes, alg: str | HashAlg = "sha256") -> bool:
     """H^k(token) == anchor."""
     return _core.verify_payword(token, k, anchor, _alg(alg))
 
 
 def verify_payword_batch(
-    items: Sequence[tuple[bytes, int, bytes]], alg: str = "sha256"
+    items: Sequence[tuple[bytes, int, bytes]], alg: str | HashAlg = "sha256"
 ) -> list[bool]:
     """Many (token, k, anchor) triples in one native call."""
     return _core.verify_payword_batch(items, _alg(alg))
@@ -60,11 +138,12 @@ class PaywordChain:
     """
 
     def __init__(
-        self, seed: bytes, max_k: int, alg: str = "sha256", checkpoints: int = 1024
+        self, seed: bytes, max_k: int, alg: str | HashAlg = "sha256", checkpoints: int = 1024
     ) -> None:
-        self._chain = _core.PaywordChain(seed, max_k, _alg(alg), checkpoints)
+        suite = _alg(alg)
+        self._chain = _core.PaywordChain(seed, max_k, suite, checkpoints)
         self.max_k = max_k
-        self.alg = alg
+        self.alg: str = HashAlg(suite).label
 
     @property
     def root(self) -> bytes:
@@ -85,13 +164,15 @@ class MerkleTree:
         self.alg = alg
 
     @classmethod
-    def from_leaves(cls, leaves: Sequence[bytes], alg: str = "sha256") -> MerkleTree:
-        return cls(_core.MerkleTree(leaves, _alg(alg), False), alg)
+    def from_leaves(cls, leaves: Sequence[bytes], alg: str | HashAlg = "sha256") -> MerkleTree:
+        suite = _alg(alg)
+        return cls(_core.MerkleTree(leaves, suite, False), HashAlg(suite).label)
 
     @classmethod
-    def from_secrets(cls, secrets: Sequence[bytes], alg: str = "sha256") -> MerkleTree:
+    def from_secrets(cls, secrets: Sequence[bytes], alg: str | HashAlg = "sha256") -> MerkleTree:
         """Leaf j = H(secret_j)."""
-        return cls(_core.MerkleTree(secrets, _alg(alg), True), alg)
+        suite = _alg(alg)
+        return cls(_core.MerkleTree(secrets, suite, True), HashAlg(suite).label)
 
     @property
     def root(self) -> bytes:
@@ -117,22 +198,29 @@ class MerkleTree:
         return self._tree.proof(i)
 
 
-def merkle_root(leaves: Sequence[bytes], alg: str = "sha256") -> bytes:
+def merkle_root(leaves: Sequence[bytes], alg: str | HashAlg = "sha256") -> bytes:
     return MerkleTree.from_leaves(leaves, alg).root
 
 
-def merkle_proof(leaves: Sequence[bytes], i: int, alg: str = "sha256") -> list[bytes]:
+def merkle_proof(leaves: Sequence[bytes], i: int, alg: str | HashAlg = "sha256") -> list[bytes]:
     return MerkleTree.from_leaves(leaves, alg).proof(i)
 
 
 def verify_merkle(
-    leaf: bytes, i: int, siblings: Sequence[bytes], root: bytes, depth: int, alg: str = "sha256"
+    leaf: bytes,
+    i: int,
+    siblings: Sequence[bytes],
+    root: bytes,
+    depth: int,
+    alg: str | HashAlg = "sha256",
 ) -> bool:
     """Valid iff exactly `depth` siblings fold leaf i up to root."""
     return _core.verify_merkle(leaf, i, siblings, root, depth, _alg(alg))
 
 
-def merkle_fold(leaf: bytes, i: int, siblings: Sequence[bytes], alg: str = "sha256") -> bytes:
+def merkle_fold(
+    leaf: bytes, i: int, siblings: Sequence[bytes], alg: str | HashAlg = "sha256"
+) -> bytes:
     """Fold leaf i through len(siblings) levels: node(t, i >> t) for t = len(siblings)."""
     return _core.merkle_fold(leaf, i, siblings, _alg(alg))
 
@@ -174,19 +262,18 @@ def second_opt_levels(
 # --- signatures -----------------------------------------------------------------
 
 
-def public_key_kind(public_key_der: bytes) -> KeyKind | None:
+def public_key_kind(public_key_der: bytes) -> KeyKindName | None:
     """The key type read from a DER SubjectPublicKeyInfo, or None if unsupported."""
     kind = _core.public_key_kind(public_key_der)
-    return None if kind < 0 else KEY_KINDS[kind]  # type: ignore[return-value]
+    return None if kind == _core.KEY_NONE else _KEY_KIND_LABEL[kind]
 
 
 def verify_signature(public_key_der: bytes, message: bytes, signature: bytes) -> bool:
-    return _core.verify_signatures([(public_key_der, message, signature)], 1)[0]
+    """One signature; malformed keys, messages or signatures verify False."""
+    return _core.verify_signature(public_key_der, message, signature)
 
 
-def verify_signatures(
-    items: Sequence[tuple[bytes, bytes, bytes]], threads: int = 0
-) -> list[bool]:
+def verify_signatures(items: Sequence[tuple[bytes, bytes, bytes]], threads: int = 0) -> list[bool]:
     """(public key DER, message, signature) triples verified as one native batch.
 
     threads = 0 lets the core choose (all cores for large batches).
@@ -200,13 +287,11 @@ class SigningKey:
 
     def __init__(self, pkcs8_der: bytes) -> None:
         self._key = _core.SigningKey(pkcs8_der)
-        self.kind: KeyKind = KEY_KINDS[self._key.kind]  # type: ignore[assignment]
+        self.kind: KeyKindName = _KEY_KIND_LABEL[self._key.kind]
 
     @classmethod
-    def generate(cls, kind: str = "p256") -> SigningKey:
-        if kind not in KEY_KINDS:
-            raise ValueError(f"unknown key kind {kind!r}; expected one of {KEY_KINDS}")
-        return cls(_core.generate_private_key(KEY_KINDS.index(kind)))
+    def generate(cls, kind: str | KeyKind = "p256") -> SigningKey:
+        return cls(_core.generate_private_key(KeyKind.parse(kind).value))
 
     @classmethod
     def from_pem(cls, pem: bytes) -> SigningKey:

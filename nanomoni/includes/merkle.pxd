@@ -1,6 +1,7 @@
 from libc.stdint cimport uint8_t, uint64_t
 
 from nanomoni.includes.hash cimport nm_alg
+from nanomoni.includes.status cimport nm_status
 
 
 cdef extern from "merkle.h" nogil:
@@ -12,7 +13,7 @@ cdef extern from "merkle.h" nogil:
         unsigned depth
         uint64_t leaf_count
 
-    int nm_merkle_alloc(nm_merkle *tree, nm_alg alg, uint64_t leaf_count)
+    nm_status nm_merkle_alloc(nm_merkle *tree, nm_alg alg, uint64_t leaf_count)
     uint8_t *nm_merkle_level0(nm_merkle *tree)
     void nm_merkle_build(nm_merkle *tree, int from_secrets)
     const uint8_t *nm_merkle_node(const nm_merkle *tree, unsigned level, uint64_t pos)

@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 from litestar import MediaType, Request, Response, get, post
 
-from nanomoni import config, encoding, metrics, wire
+from nanomoni import config, crypto, encoding, metrics, wire
 from nanomoni.encoding import require_channel_id
 from nanomoni.errors import Code, NanoMoniError
 from nanomoni.http import HotPath, build_app, empty_response, json_response
@@ -200,7 +200,7 @@ class Vendor:
         )
         accepted = view.state.index if view.state is not None else 0
         walk = rules.hash_walk(terms, accepted, payment)
-        if walk <= config.EXPENSIVE_HASHES:
+        if walk <= crypto.INLINE_HASHES:
             decision = decide()
         else:
             self.budget.check(channel_id, client)

@@ -3,7 +3,7 @@
 A PayWord payment may make the vendor walk up to `--max-hashes` hashes. A
 client that sends such payments with wrong tokens costs the vendor ~45 ms of
 CPU each and gets nothing; unbounded, a few of them slow every other client.
-So failed walks longer than `config.EXPENSIVE_HASHES` spend from two token
+So failed walks longer than `crypto.INLINE_HASHES` (2^14) spend from two token
 buckets: one per (channel, client address) and one for the whole worker.
 Neither is keyed by channel alone, so a stranger cannot use up a channel's
 budget for its owner; cheap failures never count.

@@ -166,6 +166,9 @@ def test_core_verify_merkle_bad_input() -> None:
     good = bytes(32)
     with pytest.raises(ValueError, match="i must be below 2\\*\\*depth"):
         crypto.verify_merkle(good, 4, [good, good], good, 2)
+    # Deep trees: the message's 2**depth is computed without overflow (found by fuzzing).
+    with pytest.raises(ValueError, match=f"2\\*\\*depth = {2**56}, got {2**57}"):
+        crypto.verify_merkle(good, 2**57, [good] * 56, good, 56)
     with pytest.raises(ValueError, match="i must be"):
         crypto.verify_merkle(good, -1, [good], good, 1)
     for depth in (-1, 65, 2**70):
@@ -217,7 +220,8 @@ def test_core_tree_bad_input() -> None:
 def test_core_large_tree_built_on_several_threads(alg: str) -> None:
     """Big levels are split across threads; every slice must land in place."""
     rng = random.Random(alg)
-    secrets = random_leaves(50_001, rng)  # > 2 × the per-thread minimum, odd
+    secrets = random_leaves(50_001, rng)  # odd, and level 0 and 1 above the threading minimum
+    assert 50_001 // 2 > _core.PARALLEL_MIN_HASHES
     leaves = [h(s, alg) for s in secrets]
     levels = reference_levels(leaves, alg)
     tree = crypto.MerkleTree.from_secrets(secrets, alg)
@@ -225,7 +229,8 @@ def test_core_large_tree_built_on_several_threads(alg: str) -> None:
     for level in range(tree.depth + 1):
         for pos in {0, len(levels[level]) // 2, len(levels[level]) - 1}:
             assert tree.node(level, pos) == levels[level][pos]
-    for i in (0, 16_383, 16_384, 25_000, 50_000, rng.randrange(50_001)):
+    split = _core.PARALLEL_MIN_HASHES
+    for i in (0, split - 1, split, 25_000, 50_000, rng.randrange(50_001)):
         assert tree.proof(i) == [levels[lv][(i >> lv) ^ 1] for lv in range(tree.depth)]
 
 

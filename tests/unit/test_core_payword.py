@@ -192,5 +192,5 @@ def test_core_verify_payword_batch_on_several_threads(alg: str) -> None:
         honest = j % 3 != 0
         items.append((seed, k if honest else k - 1, anchor))
         expected.append(honest)
-    assert sum(k for _, k, _ in items) > 16384  # above the core's threading threshold
+    assert sum(k for _, k, _ in items) > _core.PARALLEL_MIN_HASHES  # threads are used
     assert crypto.verify_payword_batch(items, alg) == expected

@@ -423,6 +423,24 @@ def test_invalid_private_keys_raise_value_error(keys: dict[str, PrivateKey]) -> 
             _core.generate_private_key(kind)
 
 
+@pytest.mark.parametrize("kind", ECDSA_KINDS)
+def test_private_key_with_another_keys_public_key_is_refused(kind: str) -> None:
+    """PKCS#8 EC keys carry their public key; one that does not match the private
+    scalar would make us hand out a key our signatures fail under (found by fuzzing)."""
+    key, other = reference_key(kind), reference_key(kind)
+    der = pkcs8(key)  # type: ignore[arg-type]
+
+    def point(k: PrivateKey) -> bytes:
+        return k.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+
+    assert der.count(point(key)) == 1
+    with pytest.raises(ValueError, match="private key"):
+        crypto.SigningKey(der.replace(point(key), point(other)))
+    assert crypto.SigningKey(der).public_key_der == spki(key)
+
+
 @pytest.mark.parametrize("kind", crypto.KEY_KINDS)
 def test_sign_many_matches_sign(core_keys: dict[str, crypto.SigningKey], kind: str) -> None:
     key = core_keys[kind]
@@ -439,3 +457,44 @@ def test_sign_many_matches_sign(core_keys: dict[str, crypto.SigningKey], kind: s
         key.sign_many([b"ok", "not bytes"])  # type: ignore[list-item]
     with pytest.raises(TypeError):
         key.sign(None)  # type: ignore[arg-type]
+
+
+# --- one encoding per key -------------------------------------------------------------------
+
+
+def compressed_spki(key: ec.EllipticCurvePrivateKey) -> bytes:
+    """The SPKI of key with its point compressed (cryptography only writes it uncompressed)."""
+    uncompressed = spki(key)
+    point = key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint
+    )
+    body = uncompressed[2:-68] + bytes([0x03, len(point) + 1, 0]) + point  # AlgorithmIdentifier
+    return bytes([0x30, len(body)]) + body
+
+
+@pytest.mark.parametrize("kind", ECDSA_KINDS)
+def test_compressed_ec_keys_verify(keys: dict[str, PrivateKey], kind: str) -> None:
+    key = keys[kind]
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    public = compressed_spki(key)
+    assert serialization.load_der_public_key(public) == key.public_key()
+    assert crypto.public_key_kind(public) == kind
+    assert verify(public, b"m", reference_sign(key, b"m")) is True
+
+
+@pytest.mark.parametrize("kind", crypto.KEY_KINDS)
+def test_non_canonical_key_encodings_are_refused(keys: dict[str, PrivateKey], kind: str) -> None:
+    """OpenSSL parses some BER; we take DER only, so a key has one encoding (found by fuzzing)."""
+    key = keys[kind]
+    public, signature = spki(key), reference_sign(key, b"m")
+    assert public[0] == 0x30 and public[1] < 0x80
+    long_length = b"\x30\x81" + public[1:]  # the outer length in a needless long form
+    point = 32 if kind == "ed25519" else 65  # the key ends in BIT STRING {0 unused bits, point}
+    assert public[-point - 3 : -point] == bytes([0x03, point + 1, 0])
+    unused_bits = bytearray(public)
+    unused_bits[-point - 1] = 0x07  # the same BIT STRING claiming 7 unused bits
+    for bent in (long_length, bytes(unused_bits)):
+        assert bent != public
+        assert crypto.public_key_kind(bent) is None
+        assert verify(bent, b"m", signature) is False
+    assert verify(public, b"m", signature) is True
