@@ -129,6 +129,12 @@ class _GuardedHttp(HttpToolsProtocol):
         super().connection_made(transport)
         self.guard.admit(self)
 
+    def send_400_response(self, msg: str) -> None:
+        """A request uvicorn cannot parse (a raw path that is no text, a broken
+        header): a JSON 400 like any other error (SPEC §1, §6), then close."""
+        self.transport.write(_UNPARSABLE_RESPONSE)
+        self.transport.close()
+
 
 class _Lingering(asyncio.Protocol):
     """A refused connection after its 503: drops what the client still sends, so
@@ -148,16 +154,29 @@ class _Lingering(asyncio.Protocol):
         self.timer.cancel()
 
 
-def _busy_response() -> bytes:
-    status, body = error_payload(NanoMoniError(Code.service_busy, _BUSY_DETAIL))
+def _closing_response(exc: NanoMoniError, reason: str, extra: str = "") -> bytes:
+    """A whole HTTP/1.1 answer carrying the SPEC §6 error body, closing the connection."""
+    status, body = error_payload(exc)
     head = (
-        f"HTTP/1.1 {status} Service Unavailable\r\n"
+        f"HTTP/1.1 {status} {reason}\r\n"
         "content-type: application/json\r\n"
         f"content-length: {len(body)}\r\n"
-        "retry-after: 1\r\n"
-        "connection: close\r\n\r\n"
+        f"{extra}connection: close\r\n\r\n"
     )
     return head.encode() + body
+
+
+def _busy_response() -> bytes:
+    busy = NanoMoniError(Code.service_busy, _BUSY_DETAIL)
+    return _closing_response(busy, "Service Unavailable", "retry-after: 1\r\n")
+
+
+_UNPARSABLE_RESPONSE = _closing_response(
+    NanoMoniError(
+        Code.invalid_encoding, "the request cannot be parsed (its path or a header is not valid)"
+    ),
+    "Bad Request",
+)
 
 
 class _ConnectionGuard:

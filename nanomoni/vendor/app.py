@@ -203,7 +203,7 @@ class Vendor:
         if walk <= crypto.INLINE_HASHES:
             decision = decide()
         else:
-            self.budget.check(channel_id, client)
+            self.budget.check(channel_id, client, walk)
             try:
                 # The native core releases the GIL: a thread keeps this worker's loop serving.
                 decision = await asyncio.to_thread(decide)

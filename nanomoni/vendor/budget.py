@@ -51,15 +51,16 @@ class HashBudget:
         bucket.updated = now
         return bucket.level
 
-    def check(self, channel_id: str, client: str) -> None:
-        """429 `rate_limited` (with a Retry-After) if either bucket is spent."""
+    def check(self, channel_id: str, client: str, hashes: int) -> None:
+        """429 `rate_limited` (with a Retry-After) unless both buckets could pay for a
+        failed walk of `hashes` hashes."""
         now = self.clock()
         waits = []
         bucket = self._clients.get((channel_id, client))
-        if bucket is not None and self._refill(bucket, self.per_client, now) <= 0:
-            waits.append(-bucket.level * 60.0 / self.per_client)
-        if self._refill(self._worker, self.per_worker, now) <= 0:
-            waits.append(-self._worker.level * 60.0 / self.per_worker)
+        if bucket is not None and self._refill(bucket, self.per_client, now) < hashes:
+            waits.append((hashes - bucket.level) * 60.0 / self.per_client)
+        if self._refill(self._worker, self.per_worker, now) < hashes:
+            waits.append((hashes - self._worker.level) * 60.0 / self.per_worker)
         if waits:
             raise NanoMoniError(
                 Code.rate_limited,

@@ -66,6 +66,7 @@ class Channel:
     chain: crypto.PaywordChain | None = None
     tree: crypto.MerkleTree | None = None
     secrets: list[bytes] = field(default_factory=list)  # leaf j = H(secrets[j])
+    open_body: dict[str, Any] = field(default_factory=dict)  # the signed open request
     last: int | None = None  # highest index the vendor accepted (first-opt pruning)
     known: set[tuple[int, int]] = field(default_factory=set)  # second-opt K
     sent: dict[int, dict[str, Any]] = field(default_factory=dict)  # accepted bodies, for replays
@@ -203,7 +204,10 @@ class Stack:
         alg: str | None,
         root: bytes | None,
         vendor_pk: str | None = None,
+        nonce: bytes | None = None,
+        issuer_key: str | None = None,
     ) -> dict[str, Any]:
+        """A signed open body; a fresh 16-byte nonce unless one is given."""
         body: dict[str, Any] = {
             "client_public_key_der_b64": client.pk,
             "vendor_public_key_der_b64": vendor_pk or self.vendor_pk,
@@ -212,7 +216,9 @@ class Stack:
         if alg is not None:
             body["hash_alg"] = alg
         # A fresh nonce: equal terms are then a new channel, not a replay of an earlier open.
-        body["nonce_b64"] = b64encode(os.urandom(16))
+        body["nonce_b64"] = b64encode(os.urandom(16) if nonce is None else nonce)
+        if issuer_key is not None:
+            body["issuer_public_key_der_b64"] = issuer_key
         if mode != "signature":
             assert root is not None
             body[f"{mode}_root_b64"] = b64encode(root)
@@ -269,6 +275,7 @@ class Stack:
             chain,
             tree,
             secrets,
+            body,
         )
 
     def pay(
