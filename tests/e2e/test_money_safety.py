@@ -1,6 +1,6 @@
 """Regression tests for the holes an outside review found (issue 10, SPEC v1.1 §1,
 §4.3, §5.3, §5.6, §6): each attack as the reviewer ran it, over real HTTP, on
-SQLite and Redis (Redis Cluster: tests/e2e/test_lifecycle_cluster.py).
+SQLite, Redis and a Redis Cluster.
 
 Every refusal is checked to change nothing: balances and channel state.
 """
@@ -10,12 +10,14 @@ from __future__ import annotations
 import base64
 import os
 import socket
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
-from e2e.conftest import ADMIN_TOKEN
+from e2e.conftest import ADMIN_TOKEN, Deployment
+from redis_servers import redis_cluster, redis_server
 
 from nanomoni import crypto
 from nanomoni.encoding import b64encode, canonical_json
@@ -23,6 +25,23 @@ from nanomoni.encoding import b64encode, canonical_json
 Stack = Any  # the `stack` fixture of conftest.py
 
 INITIAL = 1_000_000
+
+
+@pytest.fixture(scope="module", params=["sqlite", "redis", "cluster"])
+def deployment(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    """conftest's deployments plus both services on a 3-master Redis Cluster."""
+    root = tmp_path_factory.mktemp(f"money-{request.param}")
+    if request.param == "sqlite":
+        yield Deployment(root, None, None)
+    elif request.param == "redis":
+        with redis_server() as redis:
+            base = redis.url.rsplit("/", 1)[0]
+            yield Deployment(root, f"{base}/0", f"{base}/1")
+    else:
+        with redis_cluster() as cluster:
+            yield Deployment(root, cluster.url, cluster.url)
 
 
 def issuer_key(stack: Stack) -> str:
