@@ -178,10 +178,12 @@ class ModeRules(ABC, Generic[P, S]):
     # --- the client ---------------------------------------------------------------------
 
     @abstractmethod
-    def create_payer(self, key: Signer, *, max_index: int, hash_alg: str) -> Payer:
-        """Fresh secrets (if the mode commits to any) and the payer holding them.
-
-        `channel_id` is set on the payer once the issuer opened the channel."""
+    def create_payer(
+        self, key: Signer, *, max_index: int, hash_alg: str, seed: bytes | None = None
+    ) -> Payer:
+        """Fresh secrets (if the mode commits to any) and the payer holding them; every
+        secret derives from `seed` (32 random bytes unless given: a given seed makes the
+        commitment reproducible). `channel_id` is set once the issuer opened the channel."""
 
 
 # --- helpers the modes share ------------------------------------------------------------

@@ -174,8 +174,11 @@ class TreeRules(ModeRules[TreePayment, TreeSettlement]):
 
     # --- the client ---------------------------------------------------------------------
 
-    def create_payer(self, key: Signer, *, max_index: int, hash_alg: str) -> PaytreePayer:
-        return self.payer_type.create(os.urandom(HASH_LEN), max_index, hash_alg)
+    def create_payer(
+        self, key: Signer, *, max_index: int, hash_alg: str, seed: bytes | None = None
+    ) -> PaytreePayer:
+        seed = os.urandom(HASH_LEN) if seed is None else seed
+        return self.payer_type.create(seed, max_index, hash_alg)
 
     @property
     def payer_type(self) -> type[PaytreePayer]:

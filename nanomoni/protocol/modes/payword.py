@@ -86,9 +86,11 @@ class PaywordRules(ModeRules[PaywordPayment, PaywordSettlement]):
             raise invalid_proof("invalid token: hash chain mismatch with the channel root")
         return SettledProof(index=body.k, proof=body.token)
 
-    def create_payer(self, key: Signer, *, max_index: int, hash_alg: str) -> PaywordPayer:
+    def create_payer(
+        self, key: Signer, *, max_index: int, hash_alg: str, seed: bytes | None = None
+    ) -> PaywordPayer:
         checkpoints = min(MAX_CHECKPOINTS, max_index + 1)
-        seed = os.urandom(HASH_LEN)
+        seed = os.urandom(HASH_LEN) if seed is None else seed
         return PaywordPayer(crypto.PaywordChain(seed, max_index, hash_alg, checkpoints))
 
 

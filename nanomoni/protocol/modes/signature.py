@@ -102,7 +102,9 @@ class SignatureRules(ModeRules[SignaturePayment, SignatureSettlement]):
             vendor_close_signature_b64=b64encode(body.vendor_signature),
         )
 
-    def create_payer(self, key: Signer, *, max_index: int, hash_alg: str) -> SignaturePayer:
+    def create_payer(
+        self, key: Signer, *, max_index: int, hash_alg: str, seed: bytes | None = None
+    ) -> SignaturePayer:
         return SignaturePayer(key, max_index)
 
 
