@@ -1,313 +1,37 @@
-"""The vendor service (SPEC §5): payments for all five modes and channel closure.
+"""The vendor service (SPEC §5): HTTP in front of `vendor.core`.
 
-Handlers only translate: decode → protocol decision (native verification) →
-one atomic store compare-and-set → response. Channel terms never change after
-open, so every worker caches them in memory after learning them from the issuer.
+Handlers only translate: validate the path, decode the body at the edge, call
+the vendor core (decision, one atomic store step), encode the answer.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import functools
-import hashlib
-import hmac
-import logging
-import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import msgspec
 from litestar import MediaType, Request, Response, get, post
 
-from nanomoni import config, crypto, encoding, metrics, wire
+from nanomoni import wire
 from nanomoni.encoding import require_channel_id
-from nanomoni.errors import Code, NanoMoniError
 from nanomoni.http import HotPath, build_app, empty_response, json_response
-from nanomoni.protocol.consent import VENDOR_CLOSE, check_consent
-from nanomoni.protocol.model import CasOutcome, ChannelTerms, Closure, PaymentState
-from nanomoni.protocol.modes import AnyRules, rules_for
-from nanomoni.protocol.payments import decide_payment, learned_terms, require_mode
-from nanomoni.serve import load_or_create_key
-from nanomoni.store import open_vendor_store
-from nanomoni.store.base import VendorStore
-from nanomoni.vendor.budget import HashBudget
-from nanomoni.vendor.issuer_client import IssuerClient
-
-log = logging.getLogger("nanomoni.vendor")
+from nanomoni.protocol.modes import rules_for
+from nanomoni.vendor.core import Vendor, VendorConfig
 
 PREFIX = "/api/v1/vendor"
-
-
-@dataclass(frozen=True, kw_only=True)
-class VendorConfig:
-    data_dir: Path
-    issuer_url: str
-    store: str | None = None  # default: sqlite file in data_dir
-    key_file: Path | None = None  # default: vendor-key.pem in data_dir
-    max_body: int = config.MAX_BODY
-    max_hashes: int = config.MAX_HASHES
-    issuer_timeout: float = config.ISSUER_TIMEOUT
-    terms_cache: int = config.TERMS_CACHE
-    admin_token: str | None = None  # lets the operator ask for a closure (SPEC §5.6)
-
-    @property
-    def store_url(self) -> str:
-        return self.store or f"sqlite:{self.data_dir / 'vendor.sqlite3'}"
-
-    @property
-    def key_path(self) -> Path:
-        return self.key_file or self.data_dir / "vendor-key.pem"
-
-
-class Vendor:
-    """One worker's state: store connection, key, issuer client, cached channel terms."""
-
-    def __init__(self, config: VendorConfig) -> None:
-        self.config = config
-        self.key = load_or_create_key(config.key_path)
-        self.public_key_b64 = encoding.b64encode(self.key.public_key_der)
-        self.issuer = IssuerClient(config.issuer_url, timeout=config.issuer_timeout)
-        self._store: VendorStore | None = None
-        self._terms: dict[str, ChannelTerms] = {}
-        self._learning: dict[str, asyncio.Future[ChannelTerms]] = {}
-        self._registration: asyncio.Task[None] | None = None
-        self.budget = HashBudget()
-
-    @property
-    def store(self) -> VendorStore:
-        if self._store is None:
-            raise RuntimeError("vendor store used before start-up")
-        return self._store
-
-    async def start(self) -> None:
-        self._store = await open_vendor_store(self.config.store_url)
-        self._registration = asyncio.create_task(self._register_until_done())
-
-    async def stop(self) -> None:
-        if self._registration is not None:
-            self._registration.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._registration
-        await self.issuer.close()
-        if self._store is not None:
-            await self._store.close()
-            self._store = None
-
-    async def _register_until_done(self) -> None:
-        """Register our key at the issuer, retrying with back-off; we serve meanwhile."""
-        delay = 0.1
-        while True:
-            try:
-                await self.issuer.register(self.public_key_b64)
-                return
-            except NanoMoniError as exc:
-                log.warning(
-                    "registration at the issuer failed, retrying in %.1fs: %s", delay, exc.detail
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-    # --- channel terms ---------------------------------------------------------
-
-    async def terms(self, rules: AnyRules, channel_id: str) -> ChannelTerms:
-        """Cached terms, or learned from the issuer once even under concurrent first payments."""
-        terms = self._terms.get(channel_id)
-        if terms is not None:
-            return terms
-        pending = self._learning.get(channel_id)
-        if pending is None:
-            pending = asyncio.get_running_loop().create_future()
-            self._learning[channel_id] = pending
-            try:
-                channel = await self.issuer.channel(rules, channel_id)
-                terms = learned_terms(channel, self.public_key_b64)
-                if len(self._terms) >= self.config.terms_cache:
-                    # Bounded memory: forget the longest-known channel (re-learned on demand).
-                    del self._terms[next(iter(self._terms))]
-                self._terms[channel_id] = terms
-                pending.set_result(terms)
-            except asyncio.CancelledError:
-                pending.cancel()
-                raise
-            except Exception as exc:
-                pending.set_exception(exc)
-                pending.exception()  # mark retrieved: waiters may not exist
-                raise
-            finally:
-                del self._learning[channel_id]
-            return terms
-        try:
-            return await asyncio.shield(pending)
-        except asyncio.CancelledError:
-            if pending.cancelled():  # the learning request went away, not us: learn it ourselves
-                return await self.terms(rules, channel_id)
-            raise
-
-    async def settlement_terms(self, rules: AnyRules, channel_id: str) -> ChannelTerms:
-        """Terms for building a settlement, also for a channel the issuer already closed
-        (a retry after a crash between the issuer's settlement and our record of it)."""
-        terms = self._terms.get(channel_id)
-        if terms is not None:
-            return terms
-        channel = await self.issuer.channel(rules, channel_id)
-        return learned_terms(
-            msgspec.structs.replace(channel, is_closed=False), self.public_key_b64
-        )
-
-    # --- payments ----------------------------------------------------------------
-
-    async def pay(
-        self, mode_segment: str, channel_id: str, raw: bytes, client: str
-    ) -> tuple[int, bytes]:
-        """Status and JSON body of one payment (served by the hot path, see create_app);
-        `client` is the sender's address (it keys the failed-work budget)."""
-        require_channel_id(channel_id)
-        rules = rules_for(mode_segment)
-        mode = rules.mode.value
-        started = time.perf_counter()
-        try:
-            status, state, terms = await self._pay(rules, channel_id, raw, client)
-        except NanoMoniError as exc:
-            metrics.payment(mode, "rejected", time.perf_counter() - started, exc.code.value)
-            raise
-        metrics.payment(
-            mode, "accepted" if status == 201 else "replay", time.perf_counter() - started
-        )
-        return status, wire.payment_response(rules, terms, state)
-
-    async def _pay(
-        self, rules: AnyRules, channel_id: str, raw: bytes, client: str
-    ) -> tuple[int, PaymentState, ChannelTerms]:
-        payment = wire.decode_payment(rules, raw)
-        if payment.channel_id is not None and payment.channel_id != channel_id:
-            raise NanoMoniError(Code.id_mismatch, "body channel_id differs from the path")
-        terms = await self.terms(rules, channel_id)
-        require_mode(rules, terms, "payment")
-        store = self.store
-        started = time.perf_counter()
-        view = await store.load(channel_id, rules.payment_node_keys(terms, payment))
-        metrics.store_time("load", time.perf_counter() - started)
-        decide = functools.partial(
-            decide_payment,
-            rules,
-            terms,
-            view,
-            payment,
-            now=encoding.utc_now(),
-            max_hashes=self.config.max_hashes,
-        )
-        accepted = view.state.index if view.state is not None else 0
-        walk = rules.hash_walk(terms, accepted, payment)
-        if walk <= crypto.INLINE_HASHES:
-            decision = decide()
-        else:
-            self.budget.check(channel_id, client, walk)
-            try:
-                # The native core releases the GIL: a thread keeps this worker's loop serving.
-                decision = await asyncio.to_thread(decide)
-            except NanoMoniError as exc:
-                if exc.code is Code.invalid_proof:  # the walk was done for nothing
-                    self.budget.spend(channel_id, client, walk)
-                raise
-        if decision.replay:
-            return 200, decision.state, terms
-        started = time.perf_counter()
-        result = await store.compare_and_set(channel_id, decision.state, decision.nodes)
-        metrics.store_time("compare_and_set", time.perf_counter() - started)
-        if result.outcome is CasOutcome.stored:
-            return 201, decision.state, terms
-        if result.outcome is CasOutcome.closing:
-            raise NanoMoniError(Code.channel_closed, "the channel is closed: no more payments")
-        current = result.current
-        if current is not None and (current.index, current.proof) == (
-            decision.state.index,
-            decision.state.proof,
-        ):
-            return 200, current, terms  # an identical payment won the race: this is its replay
-        raise NanoMoniError(Code.non_monotonic, "payment index must be strictly increasing")
-
-    # --- closure -------------------------------------------------------------------
-
-    async def close_channel(
-        self, mode_segment: str, channel_id: str, raw: bytes, authorization: str | None
-    ) -> Response[bytes]:
-        require_channel_id(channel_id)
-        rules = rules_for(mode_segment)
-        try:
-            await self._close(rules, channel_id, raw, authorization)
-        except NanoMoniError as exc:
-            metrics.settlement(rules.mode.value, "rejected" if exc.status < 500 else "failed")
-            raise
-        return empty_response(204)
-
-    def _operator(self, authorization: str | None) -> bool:
-        """True for the operator's bearer token; 401 for any other Authorization."""
-        if authorization is None:
-            return False
-        token = self.config.admin_token
-        expected = f"Bearer {token}".encode()
-        if not token or not hmac.compare_digest(authorization.encode(), expected):
-            raise NanoMoniError(
-                Code.unauthorized, "the Authorization header is not the admin token"
-            )
-        return True
-
-    async def _close(
-        self, rules: AnyRules, channel_id: str, raw: bytes, authorization: str | None
-    ) -> None:
-        """SPEC §5.6: bad id 404, no credential 401, nothing accepted 400, wrong
-        signature 401; then settle at the issuer once."""
-        body = wire.decode_closure(raw)
-        if body.channel_id != channel_id:
-            raise NanoMoniError(Code.id_mismatch, "body channel_id differs from the path")
-        operator = self._operator(authorization)
-        if not operator and body.client_signature is None:
-            raise NanoMoniError(
-                Code.unauthorized,
-                "a closure needs the client's signature (client_signature_b64) "
-                "or the vendor's admin token",
-            )
-        store = self.store
-        async with metrics.timed_store("settlement"):
-            settled = await store.settlement(channel_id) is not None
-        # An empty channel stays open for payments: only a channel with a state is frozen.
-        async with metrics.timed_store("load"):
-            view = await store.load(channel_id)
-        if view.state is None and not settled:
-            raise NanoMoniError(Code.no_payments, "no payment was ever accepted on this channel")
-        terms = await self.settlement_terms(rules, channel_id)
-        require_mode(rules, terms, "closure")
-        if body.client_signature is not None and not operator:
-            check_consent(terms, VENDOR_CLOSE, body.client_signature)
-        if settled:
-            return  # already settled: 204 again, nothing moves twice
-        async with metrics.timed_store("begin_close"):
-            state = await store.begin_close(channel_id)
-        if state is None:
-            raise NanoMoniError(Code.no_payments, "no payment was ever accepted on this channel")
-        node_keys = rules.settlement_node_keys(terms, state)
-        nodes: list[bytes | None] = []
-        if node_keys:
-            async with metrics.timed_store("nodes"):
-                nodes = await store.nodes(channel_id, node_keys)
-        settlement = rules.build_settlement(terms, state, nodes, self.key)
-        result = await self.issuer.settle(rules, channel_id, settlement)
-        closure = Closure(
-            owed=state.owed,
-            proof_digest=hashlib.sha256(state.proof).digest(),
-            client_balance=result.client_balance,
-            vendor_balance=result.vendor_balance,
-            closed_at=encoding.utc_now(),
-        )
-        async with metrics.timed_store("record_settlement"):
-            await store.record_settlement(channel_id, closure)
-        metrics.settlement(rules.mode.value, "settled")
+__all__ = ["PREFIX", "VendorConfig", "create_app"]
 
 
 def create_app(config: VendorConfig) -> HotPath:
     vendor = Vendor(config)
+
+    async def pay_raw(
+        mode_segment: str, channel_id: str, raw: bytes, client: str
+    ) -> tuple[int, bytes]:
+        """Status and JSON body of one payment (what the hot path serves)."""
+        require_channel_id(channel_id)
+        rules = rules_for(mode_segment)
+        accepted = await vendor.pay(rules, channel_id, wire.decode_payment(rules, raw), client)
+        body = wire.payment_response(rules, accepted.terms, accepted.state)
+        return (200 if accepted.replay else 201), body
 
     @get(f"{PREFIX}/keys/public", sync_to_thread=False)
     def public_key() -> Response[bytes]:
@@ -317,13 +41,16 @@ def create_app(config: VendorConfig) -> HotPath:
     async def pay(mode: str, channel_id: str, request: Request[Any, Any, Any]) -> Response[bytes]:
         """Documents the route; requests are answered by the HotPath in front (same handler)."""
         address = request.client.host if request.client else ""
-        status, payload = await vendor.pay(mode, channel_id, await request.body(), address)
+        status, payload = await pay_raw(mode, channel_id, await request.body(), address)
         return Response(content=payload, status_code=status, media_type=MediaType.JSON)
 
     @post(f"{PREFIX}/channels/{{mode:str}}/{{channel_id:str}}/closure-requests")
     async def close(mode: str, channel_id: str, request: Request[Any, Any, Any]) -> Response[bytes]:
-        authorization = request.headers.get("authorization")
-        return await vendor.close_channel(mode, channel_id, await request.body(), authorization)
+        require_channel_id(channel_id)
+        rules = rules_for(mode)
+        body = wire.decode_closure(await request.body())
+        await vendor.close(rules, channel_id, body, request.headers.get("authorization"))
+        return empty_response(204)
 
     app = build_app(
         service="vendor",
@@ -336,6 +63,6 @@ def create_app(config: VendorConfig) -> HotPath:
         app,
         prefix=f"{PREFIX}/channels/",
         suffix="/payments",
-        handler=vendor.pay,
+        handler=pay_raw,
         max_body=config.max_body,
     )
