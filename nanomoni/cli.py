@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from nanomoni import __version__, config
+from nanomoni.errors import StartupError
 
 
 class _Flags:
@@ -57,22 +58,42 @@ class _Flags:
         )
 
 
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
 def _positive(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
 def _non_negative(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
 def _positive_float(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not 0 < value < math.inf:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
     return value
@@ -204,8 +225,8 @@ def _bench(parser: argparse.ArgumentParser) -> None:
     target = parser.add_argument_group("services (default: start them here)")
     target.add_argument("--issuer-url", help="a running issuer (loopback only)")
     target.add_argument("--vendor-url", help="a running vendor (loopback only)")
-    target.add_argument("--vendor-pid", type=int, help="vendor PID, for CPU per payment")
-    target.add_argument("--redis-pid", type=int, help="redis-server PID, for CPU per payment")
+    target.add_argument("--vendor-pid", type=_positive, help="vendor PID, for CPU per payment")
+    target.add_argument("--redis-pid", type=_positive, help="redis-server PID, for CPU per payment")
     target.add_argument("--admin-token", help="deposit the funds the run needs (issuers at 0)")
     target.add_argument(
         "--store",
@@ -253,7 +274,7 @@ def _bench(parser: argparse.ArgumentParser) -> None:
     )
     load.add_argument(
         "--rate",
-        type=float,
+        type=_non_negative_float,
         default=0.0,
         help="payments/s per mode, 0 for as fast as possible (default: %(default)s)",
     )
@@ -339,7 +360,12 @@ def _issuer_factory(args: argparse.Namespace) -> Callable[[], Any]:
         max_body=args.max_body,
         max_index=args.max_index,
     )
-    _prepare(config.data_dir, config.key_path, lambda: open_issuer_store(config.store_url))
+    _prepare(
+        config.data_dir,
+        config.key_path,
+        config.store_url,
+        lambda: open_issuer_store(config.store_url),
+    )
     return lambda: create_app(config)
 
 
@@ -358,19 +384,33 @@ def _vendor_factory(args: argparse.Namespace) -> Callable[[], Any]:
         terms_cache=args.terms_cache,
         admin_token=args.admin_token or None,
     )
-    _prepare(config.data_dir, config.key_path, lambda: open_vendor_store(config.store_url))
+    _prepare(
+        config.data_dir,
+        config.key_path,
+        config.store_url,
+        lambda: open_vendor_store(config.store_url),
+    )
     return lambda: create_app(config)
 
 
-def _prepare(data_dir: Path, key_path: Path, open_store: Callable[[], Awaitable[Any]]) -> None:
+def _prepare(
+    data_dir: Path, key_path: Path, store_url: str, open_store: Callable[[], Awaitable[Any]]
+) -> None:
     """Before any worker starts: create the data directory and the key, and open the
     store once, so its schema exists before workers race to create it and a bad or
-    unreachable store fails here, with a message, instead of inside every worker."""
+    unreachable store fails here, in one line, instead of inside every worker."""
     from nanomoni.serve import load_or_create_key
-    from nanomoni.store import StoreUnavailable
+    from nanomoni.store import describe_failure, masked
 
-    data_dir.mkdir(parents=True, exist_ok=True)
-    load_or_create_key(key_path)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StartupError(f"cannot create the data directory {data_dir}: {exc.strerror}") from None
+    try:
+        load_or_create_key(key_path)
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise StartupError(f"cannot use the key file {key_path}: {why}") from None
 
     async def touch() -> None:
         store = await open_store()
@@ -378,8 +418,10 @@ def _prepare(data_dir: Path, key_path: Path, open_store: Callable[[], Awaitable[
 
     try:
         asyncio.run(touch())
-    except (OSError, ValueError, StoreUnavailable) as exc:
-        raise SystemExit(f"nanomoni: cannot open the store: {exc}") from None
+    except Exception as exc:  # every way a store can fail to open says so in one line
+        raise StartupError(
+            f"cannot open the store {masked(store_url)}: {describe_failure(exc)}"
+        ) from None
 
 
 def _run_tool(args: argparse.Namespace, subparser: argparse.ArgumentParser) -> int:
@@ -395,15 +437,26 @@ def _run_tool(args: argparse.Namespace, subparser: argparse.ArgumentParser) -> i
     problem = check(args) if check is not None else None
     if problem:
         subparser.error(problem)
-    return int(tool.main(args))
+    try:
+        return int(tool.main(args))
+    except KeyboardInterrupt:  # Ctrl-C: what it started is stopped on the way out
+        print(f"nanomoni {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser, subparsers = _parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    args, unknown = parser.parse_known_args(sys.argv[1:] if argv is None else list(argv))
+    subparser = subparsers[args.command]
+    if unknown:  # said with the subcommand's usage, not the top-level one
+        subparser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command in ("issuer", "vendor"):
-        return _run_service(args)
-    return _run_tool(args, subparsers[args.command])
+        try:
+            return _run_service(args)
+        except StartupError as exc:
+            print(f"nanomoni {args.command}: {exc}", file=sys.stderr)
+            return 1
+    return _run_tool(args, subparser)
 
 
 if __name__ == "__main__":

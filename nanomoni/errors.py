@@ -68,6 +68,10 @@ def http_status(code: Code) -> int:
     return _STATUS.get(code, 400)
 
 
+class StartupError(Exception):
+    """A service cannot start: `nanomoni <command>: <what>: <why>`, one line, exit 1."""
+
+
 class NanoMoniError(Exception):
     """A refusal with a SPEC code and a human sentence."""
 

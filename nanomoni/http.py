@@ -167,29 +167,41 @@ class StoreHealth:
         return self._failure
 
 
-def service_routes(service: str) -> list[ControllerRouterHandler]:
+# A service's own readiness besides its store: None when ready, else why not.
+Readiness = Callable[[], NanoMoniError | None]
+
+
+def service_routes(
+    service: str, readiness: Readiness | None = None
+) -> list[ControllerRouterHandler]:
     metrics.declare(service, [rules.mode.value for rules in ALL])
     health = msgspec.json.encode(
         wire.HealthResponse(status="healthy", service=service, version=__version__)
     )
-    degraded = msgspec.json.encode(
-        {
+    stores = StoreHealth()
+
+    def degraded(problem: NanoMoniError) -> Response[bytes]:
+        body = {
             "status": "degraded",
             "service": service,
             "version": __version__,
-            "detail": "the store does not answer",
-            "code": Code.store_unavailable.value,
+            "detail": problem.detail,
+            "code": problem.code.value,
         }
-    )
-    stores = StoreHealth()
+        headers = {"retry-after": str(problem.retry_after or StoreUnavailable.RETRY_AFTER)}
+        return Response(
+            content=msgspec.json.encode(body), status_code=503, media_type=JSON, headers=headers
+        )
 
     @get("/health", include_in_schema=True)
     async def health_endpoint() -> Response[bytes]:
         failure = await stores.failure()
-        if failure is None:
-            return Response(content=health, media_type=JSON)
-        headers = {"retry-after": str(StoreUnavailable.RETRY_AFTER)}
-        return Response(content=degraded, status_code=503, media_type=JSON, headers=headers)
+        if failure is not None:
+            return degraded(NanoMoniError(Code.store_unavailable, "the store does not answer"))
+        problem = readiness() if readiness is not None else None
+        if problem is not None:
+            return degraded(problem)
+        return Response(content=health, media_type=JSON)
 
     @get("/metrics", sync_to_thread=False, include_in_schema=False)
     def metrics_endpoint() -> Response[bytes]:
@@ -205,6 +217,7 @@ def build_app(
     on_startup: Sequence[LifespanHook],
     on_shutdown: Sequence[LifespanHook],
     max_body: int,
+    readiness: Readiness | None = None,
 ) -> Litestar:
     handlers: dict[Any, Callable[..., Response[bytes]]] = {
         NanoMoniError: _on_nanomoni_error,
@@ -212,7 +225,7 @@ def build_app(
         Exception: _on_internal_error,
     }
     return Litestar(
-        route_handlers=[*service_routes(service), *routes],
+        route_handlers=[*service_routes(service, readiness), *routes],
         on_startup=list(on_startup),
         on_shutdown=list(on_shutdown),
         exception_handlers=handlers,

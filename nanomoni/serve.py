@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import logging
 import os
 import resource
@@ -37,7 +38,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from nanomoni import crypto, metrics
-from nanomoni.errors import Code, NanoMoniError
+from nanomoni.errors import Code, NanoMoniError, StartupError
 from nanomoni.http import error_payload
 
 AppFactory = Callable[[], Any]
@@ -302,7 +303,12 @@ def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        why = "the address is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise StartupError(f"cannot listen on {host}:{port}: {why}") from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock

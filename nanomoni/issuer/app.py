@@ -24,7 +24,7 @@ from nanomoni.protocol.opening import open_channel_terms
 from nanomoni.protocol.payments import require_mode
 from nanomoni.protocol.settlement import check_settlement
 from nanomoni.serve import load_or_create_key
-from nanomoni.store import open_issuer_store
+from nanomoni.store import open_issuer_store, store_url
 from nanomoni.store.base import IssuerStore
 from nanomoni.wire import decode
 
@@ -43,7 +43,7 @@ class IssuerConfig:
 
     @property
     def store_url(self) -> str:
-        return self.store or f"sqlite:{self.data_dir / 'issuer.sqlite3'}"
+        return store_url(self.store, self.data_dir / "issuer.sqlite3")
 
     @property
     def key_path(self) -> Path:

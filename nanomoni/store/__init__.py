@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -34,10 +35,13 @@ __all__ = [
     "IssuerStore",
     "StoreUnavailable",
     "VendorStore",
+    "describe_failure",
+    "masked",
     "open_issuer_store",
     "open_vendor_store",
     "ping_open_stores",
     "set_default_timeout",
+    "store_url",
 ]
 
 log = logging.getLogger(__name__)
@@ -69,6 +73,35 @@ async def ping_open_stores(timeout: float) -> None:
         await asyncio.gather(*(store.ping(timeout) for store in stores))
 
 
+def store_url(given: str | None, default_file: Path) -> str:
+    """The --store URL a service uses: SQLite in its data directory unless another is
+    given (also for `sqlite:` with an empty path, which has no file of its own)."""
+    if not given or given in ("sqlite:", "sqlite://"):
+        return f"sqlite:{default_file}"
+    return given
+
+
+def masked(url: str) -> str:
+    """The store URL with its password hidden: URLs in logs and messages never show it."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    user = f"{parts.username}:***" if parts.username else ":***"
+    host = parts.hostname or ""
+    netloc = f"{user}@{host}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One short line saying why a store could not be opened."""
+    if isinstance(exc, StoreUnavailable):
+        return exc.reason
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:200]
+
+
 async def _warn_unless_durable(client: Client, url: str) -> None:
     """SPEC §7: an acknowledged payment must survive a crash. Redis guarantees that
     only with `appendonly yes` and `appendfsync always`; say so when it is not set."""
@@ -84,7 +117,7 @@ async def _warn_unless_durable(client: Client, url: str) -> None:
                 "Redis at %s:%s does not fsync every write (appendonly=%s, appendfsync=%s): "
                 "acknowledged writes of %s can be lost if that server crashes",
                 node.host, node.port, config.get(b"appendonly", b"?").decode(),
-                config.get(b"appendfsync", b"?").decode(), url,
+                config.get(b"appendfsync", b"?").decode(), masked(url),
             )  # fmt: skip
 
 
@@ -100,7 +133,7 @@ async def _redis_client(url: str, timeout: float) -> Client:
         return cluster
     db_text = parts.path.strip("/") or "0"
     if not db_text.isdigit():
-        raise ValueError(f"bad Redis database number in store URL {url!r}")
+        raise ValueError(f"bad Redis database number {db_text!r}")
     client = RedisClient(host, port, int(db_text), **auth, timeout=timeout)
     await client.execute("PING")
     await _warn_unless_durable(client, url)

@@ -58,6 +58,7 @@ def create_app(config: VendorConfig) -> HotPath:
         on_startup=[vendor.start],
         on_shutdown=[vendor.stop],
         max_body=config.max_body,
+        readiness=lambda: vendor.unregistered,
     )
     return HotPath(
         app,

@@ -29,7 +29,7 @@ from nanomoni.protocol.model import CasOutcome, ChannelTerms, Closure, PaymentSt
 from nanomoni.protocol.modes import AnyRules
 from nanomoni.protocol.payments import decide_payment, learned_terms, require_mode
 from nanomoni.serve import load_or_create_key
-from nanomoni.store import open_vendor_store
+from nanomoni.store import open_vendor_store, store_url
 from nanomoni.store.base import VendorStore
 from nanomoni.vendor.budget import HashBudget
 from nanomoni.vendor.issuer_client import IssuerClient
@@ -61,7 +61,7 @@ class VendorConfig:
 
     @property
     def store_url(self) -> str:
-        return self.store or f"sqlite:{self.data_dir / 'vendor.sqlite3'}"
+        return store_url(self.store, self.data_dir / "vendor.sqlite3")
 
     @property
     def key_path(self) -> Path:
@@ -80,6 +80,10 @@ class Vendor:
         self._terms: dict[str, ChannelTerms] = {}
         self._learning: dict[str, asyncio.Future[ChannelTerms]] = {}
         self._registration: asyncio.Task[None] | None = None
+        # Why the vendor is not registered at the issuer yet (None once it is).
+        self.unregistered: NanoMoniError | None = NanoMoniError(
+            Code.issuer_unavailable, "not registered at the issuer yet"
+        )
         self.budget = HashBudget()
 
     @property
@@ -108,8 +112,12 @@ class Vendor:
         while True:
             try:
                 await self.issuer.register(self.public_key_b64)
+                self.unregistered = None
                 return
             except NanoMoniError as exc:
+                self.unregistered = NanoMoniError(
+                    Code.issuer_unavailable, f"not registered at the issuer yet: {exc.detail}"
+                )
                 log.warning(
                     "registration at the issuer failed, retrying in %.1fs: %s", delay, exc.detail
                 )

@@ -47,7 +47,7 @@ class IssuerClient:
             ) as reply:
                 return reply.status, await reply.read()
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise NanoMoniError(Code.issuer_unavailable, f"{_ISSUER_DOWN}: {exc!r}") from None
+            raise NanoMoniError(Code.issuer_unavailable, f"{_ISSUER_DOWN}: {_why(exc)}") from None
 
     async def register(self, public_key_der_b64: str) -> None:
         body = wire.encode(wire.RegisterRequest(client_public_key_der_b64=public_key_der_b64))
@@ -94,6 +94,17 @@ class IssuerClient:
         raise NanoMoniError(
             Code.issuer_unavailable, f"issuer answered {status}: {_detail(payload)}"
         )
+
+
+def _why(exc: BaseException) -> str:
+    """A short reason for a failed request to the issuer (one log line, no repr)."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = exc.os_error.strerror or type(exc.os_error).__name__
+        return f"cannot connect to {exc.host}:{exc.port} ({reason.lower()})"
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text[:120]}" if text else type(exc).__name__
 
 
 def _detail(payload: bytes) -> str:

@@ -60,7 +60,12 @@ def test_vendor_serves_and_registers_in_the_background_while_issuer_is_down(
         env={"NANOMONI_VENDOR_ISSUER_TIMEOUT": "2"},
     ) as vendor:
         base = vendor.url + "/api/v1/vendor"
-        assert httpx.get(vendor.url + "/health").json()["status"] == "healthy"
+        # Serving, but degraded until it is registered at the issuer (one short reason).
+        health = httpx.get(vendor.url + "/health")
+        assert health.status_code == 503 and health.json()["status"] == "degraded"
+        assert health.json()["code"] == "issuer_unavailable"
+        assert "cannot connect to 127.0.0.1" in health.json()["detail"]
+        assert len(health.json()["detail"]) < 160
         vendor_pk = httpx.get(base + "/keys/public").json()["public_key_der_b64"]
         body = {"k": 1, "token_b64": base64.b64encode(bytes(32)).decode()}
         reply = httpx.post(base + "/channels/payword/" + "A" * 43 + "/payments", json=body)
@@ -75,6 +80,9 @@ def test_vendor_serves_and_registers_in_the_background_while_issuer_is_down(
                     break
                 assert time.monotonic() < deadline, "the vendor never registered"
                 time.sleep(0.1)
+            while httpx.get(vendor.url + "/health").json()["status"] != "healthy":
+                assert time.monotonic() < deadline, "registered but never healthy"
+                time.sleep(0.05)
             reply = httpx.post(base + "/channels/payword/" + "A" * 43 + "/payments", json=body)
             assert reply.status_code == 404 and reply.json()["code"] == "channel_not_found"
             assert issuer.stop() == 0

@@ -57,7 +57,7 @@ def test_help_names_the_limit_flags_and_their_variables(service: str) -> None:
         (["--header-timeout", "-1"], {}, "must be positive"),
         (["--max-connections", "0"], {}, "at least 1"),
         ([], {"NANOMONI_ISSUER_HEADER_TIMEOUT": "nan"}, "must be positive"),
-        ([], {"NANOMONI_ISSUER_MAX_CONNECTIONS": "lots"}, "invalid literal"),
+        ([], {"NANOMONI_ISSUER_MAX_CONNECTIONS": "lots"}, "expected a whole number"),
     ],
 )
 def test_bad_limits_are_refused_before_starting(
