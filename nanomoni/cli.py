@@ -299,6 +299,9 @@ def _bench(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=Path, default=config.BENCH_OUT, help="output folder (default: %(default)s)"
     )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace a result already in the output folder"
+    )
 
 
 _COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], str]] = {

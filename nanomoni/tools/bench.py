@@ -40,7 +40,7 @@ from nanomoni.client.http import api_error, require_loopback
 from nanomoni.client.session import Channel, Client
 from nanomoni.client.wallet import Wallet
 from nanomoni.launch import free_port
-from nanomoni.tools.cpu import cpu_seconds, process_tree
+from nanomoni.tools.cpu import TICKS_PER_SECOND, cpu_seconds, process_tree
 from nanomoni.tools.demo import wait_for_account
 from nanomoni.tools.display import Display
 from nanomoni.tools.local import local_services
@@ -53,6 +53,7 @@ T = TypeVar("T")
 UNIT = 1
 SERVER_CPU, LOAD_CPU = 0, 1
 SETUP_CONCURRENCY = 16  # channel opens and closures in flight outside the timed phase
+MIN_CPU_TICKS = 2  # fewer /proc ticks than this cannot tell a CPU figure from rounding
 
 
 @dataclass
@@ -324,11 +325,27 @@ def describe(
         min(measured.latencies_s, default=1e-4) * 1e3, max(measured.latencies_s, default=1e-3) * 1e3
     )
 
-    def per_payment(cpu_s: float | None, count: int) -> float | None:
-        return None if cpu_s is None or not count else cpu_s * 1e6 / count
+    warnings: list[str] = []
 
-    vendor_us = per_payment(measured.vendor_cpu_s, measured.accepted)
-    floor_us = None if floor is None else per_payment(floor.vendor_cpu_s, floor.accepted)
+    def per_payment(what: str, cpu_s: float | None, count: int) -> float | None:
+        """µs per payment, or None (and a warning) below what /proc ticks can tell."""
+        if cpu_s is None or not count:
+            return None
+        if cpu_s < MIN_CPU_TICKS / TICKS_PER_SECOND:
+            warnings.append(
+                f"{plan.run.label}: {what} CPU was {round(cpu_s * TICKS_PER_SECOND)} tick(s) of "
+                f"{1000 // TICKS_PER_SECOND} ms over {count} payments, below what can be "
+                "measured: not reported (send more payments)"
+            )
+            return None
+        return cpu_s * 1e6 / count
+
+    vendor_us = per_payment("vendor", measured.vendor_cpu_s, measured.accepted)
+    floor_us = (
+        None if floor is None else per_payment("floor", floor.vendor_cpu_s, floor.accepted)
+    )
+    redis_us = per_payment("redis", measured.redis_cpu_s, measured.accepted)
+    client_us = per_payment("load generator", measured.client_cpu_s, measured.accepted)
     return {
         "label": plan.run.label,
         "mode": plan.run.mode.value,
@@ -345,13 +362,14 @@ def describe(
         "latency_ms": summary_ms(measured.latencies_s),
         "latency_histogram": {"edges_ms": edges, "counts": histogram(measured.latencies_s, edges)},
         "vendor_cpu_us_per_payment": vendor_us,
-        "redis_cpu_us_per_payment": per_payment(measured.redis_cpu_s, measured.accepted),
-        "client_cpu_us_per_payment": per_payment(measured.client_cpu_s, measured.accepted),
+        "redis_cpu_us_per_payment": redis_us,
+        "client_cpu_us_per_payment": client_us,
         "floor_cpu_us_per_request": floor_us,
         "vendor_to_floor": None if vendor_us is None or not floor_us else vendor_us / floor_us,
         "owed_total": owed,
         "settled_total": settled_total,
         "settled_exact": exact,
+        "warnings": warnings,
     }
 
 
@@ -431,7 +449,7 @@ def render(runs: list[dict[str, Any]]) -> list[tuple[str, ...]]:
             run["label"],
             str(run["accepted"]),
             str(sum(run["errors"].values())),
-            f"{run['throughput_per_s']:,.0f}",
+            f"{run['throughput_per_s']:,.3g}",
             f"{run['latency_ms']['p50']:.2f}",
             f"{run['latency_ms']['p99']:.2f}",
             micros(run["vendor_cpu_us_per_payment"]),
@@ -506,12 +524,19 @@ def collect(args: argparse.Namespace, display: Display) -> dict[str, Any]:
 def main(args: argparse.Namespace) -> int:
     """`nanomoni bench` (its options are defined with the other commands in `nanomoni.cli`)."""
     display = Display()
-    result = collect(args, display)
     out: Path = args.out
+    if (out / "result.json").exists() and not args.overwrite:
+        raise SystemExit(
+            f"nanomoni bench: {out} already holds a result: choose another --out or --overwrite"
+        )
+    result = collect(args, display)
     out.mkdir(parents=True, exist_ok=True)
     (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     plots = write_plots(result, out)
     runs = result["runs"]
     display.table("NanoMoni bench", HEADERS, render(runs))
+    for run in runs:
+        for warning in run["warnings"]:
+            display.print(f"[yellow]warning: {warning}[/yellow]")
     display.print(f"wrote {out / 'result.json'} and {', '.join(p.name for p in plots)}")
     return 0 if all(run["settled_exact"] and not run["errors"] for run in runs) else 1

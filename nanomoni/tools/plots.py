@@ -22,11 +22,20 @@ def _save(figure: Any, path: Path, plotted: dict[str, Any]) -> None:
     plt.close(figure)
 
 
+def run_conditions(result: dict[str, Any]) -> str:
+    """What a figure was measured under, for every plot's title."""
+    setup = result["config"]
+    return (
+        f"{result['store']} store, {setup['workers']} worker(s), "
+        f"{setup['concurrency']} in flight, {setup['payments']:,} payments per mode"
+    )
+
+
 def _bars(path: Path, title: str, ylabel: str, values: dict[str, float]) -> None:
     figure, axes = plt.subplots(figsize=(8, 4.5))
     labels = list(values)
     bars = axes.bar(labels, [values[label] for label in labels], color="tab:blue")
-    axes.bar_label(bars, fmt="%.1f")
+    axes.bar_label(bars, labels=[f"{values[label]:,.3g}" for label in labels])
     axes.set_title(title)
     axes.set_ylabel(ylabel)
     axes.tick_params(axis="x", labelrotation=20)
@@ -40,7 +49,8 @@ def write_plots(result: dict[str, Any], out: Path) -> list[Path]:
 
     throughput = {run["label"]: run["throughput_per_s"] for run in runs}
     paths.append(out / "throughput.png")
-    _bars(paths[-1], "Accepted payments per second", "payments/s", throughput)
+    conditions = run_conditions(result)
+    _bars(paths[-1], f"Accepted payments per second\n{conditions}", "payments/s", throughput)
 
     figure, axes = plt.subplots(figsize=(8, 4.5))
     plotted: dict[str, Any] = {}
@@ -53,7 +63,7 @@ def write_plots(result: dict[str, Any], out: Path) -> list[Path]:
     axes.set_xscale("log")
     axes.set_xlabel("latency (ms, log scale)")
     axes.set_ylabel("payments")
-    axes.set_title("Payment latency distribution")
+    axes.set_title(f"Payment latency distribution\n{conditions}")
     axes.legend(fontsize="small")
     paths.append(out / "latency.png")
     _save(figure, paths[-1], plotted)
@@ -80,7 +90,7 @@ def write_plots(result: dict[str, Any], out: Path) -> list[Path]:
         axes.set_xticks([j + width * (len(cpu) - 1) / 2 for j in range(len(labels))], labels)
         axes.tick_params(axis="x", labelrotation=20)
         axes.set_ylabel("µs CPU / accepted payment")
-        axes.set_title("CPU per accepted payment")
+        axes.set_title(f"CPU per accepted payment\n{conditions}")
         axes.legend()
         paths.append(out / "cpu.png")
         _save(figure, paths[-1], cpu)
