@@ -30,7 +30,7 @@ from redis_servers import RedisCluster, RedisServer, redis_cluster, redis_server
 
 from nanomoni.protocol.model import CasOutcome, PaymentState
 from nanomoni.store import VendorStore, open_vendor_store
-from nanomoni.store.redis import _VENDOR_CAS, _vendor_keys
+from nanomoni.store.redis import _VENDOR_CAS, vendor_keys
 from nanomoni.store.resp import RedisClient, _Connection
 
 OPS = 2000
@@ -189,7 +189,7 @@ def test_redis_baselines(benchmark: Any, server: RedisServer) -> None:
     async def redis_py_cas() -> int:
         client = redis_py.Redis(host="127.0.0.1", port=server.port)
         sha = await client.script_load(_VENDOR_CAS.source)
-        keys = _vendor_keys(secrets.token_urlsafe(32)[:43])
+        keys = vendor_keys(secrets.token_urlsafe(32)[:43])
         for index in range(1, OPS + 1):
             await client.evalsha(sha, 2, *keys, index, index, PROOF, CREATED_AT)
         await client.aclose()
@@ -207,7 +207,7 @@ def test_redis_baselines(benchmark: Any, server: RedisServer) -> None:
         sha = await client.script_load(_VENDOR_CAS.source)
 
         async def payer() -> None:
-            keys = _vendor_keys(secrets.token_urlsafe(32)[:43])
+            keys = vendor_keys(secrets.token_urlsafe(32)[:43])
             for index in range(1, OPS * 2 // CONCURRENCY + 1):
                 await client.evalsha(sha, 2, *keys, index, index, PROOF, CREATED_AT)
 
@@ -362,7 +362,7 @@ def test_deadline_cost(benchmark: Any, server: RedisServer) -> None:
             client = RedisClient("127.0.0.1", server.port)
 
             async def payer() -> None:
-                keys = _vendor_keys(secrets.token_urlsafe(32)[:43])
+                keys = vendor_keys(secrets.token_urlsafe(32)[:43])
                 for index in range(1, OPS * 2 // CONCURRENCY + 1):
                     call = client.evalsha(_VENDOR_CAS, keys, (index, index, PROOF, CREATED_AT))
                     reply = await (wrap(call) if wrap else call)

@@ -165,15 +165,15 @@ return {'', ARGV[3], cb, vb}
 """
 )
 
-_ISSUER_TAG = "{nm-issuer}"
-_ACCOUNTS = f"{_ISSUER_TAG}:accounts"
-_SUPPLY = f"{_ISSUER_TAG}:supply"
-_ROOTS = f"{_ISSUER_TAG}:roots"
-_OPENS = f"{_ISSUER_TAG}:opens"
+ISSUER_TAG = "{nm-issuer}"
+_ACCOUNTS = f"{ISSUER_TAG}:accounts"
+_SUPPLY = f"{ISSUER_TAG}:supply"
+_ROOTS = f"{ISSUER_TAG}:roots"
+_OPENS = f"{ISSUER_TAG}:opens"
 
 
 def _channel_key(channel_id: str) -> str:
-    return f"{_ISSUER_TAG}:ch:{channel_id}"
+    return f"{ISSUER_TAG}:ch:{channel_id}"
 
 
 def _state(i: bytes | None, o: bytes, p: bytes, t: bytes) -> PaymentState | None:
@@ -271,7 +271,7 @@ class RedisIssuerStore:
         await self._redis.close()
 
 
-def _vendor_keys(channel_id: str) -> tuple[str, str]:
+def vendor_keys(channel_id: str) -> tuple[str, str]:
     return f"v:{{{channel_id}}}", f"n:{{{channel_id}}}"
 
 
@@ -280,7 +280,7 @@ class RedisVendorStore:
         self._redis = client
 
     async def load(self, channel_id: str, node_keys: Sequence[int] = ()) -> VendorView:
-        state_key, nodes_key = _vendor_keys(channel_id)
+        state_key, nodes_key = vendor_keys(channel_id)
         if node_keys:
             fields = [pack_node_key(k) for k in node_keys]
             reply = await self._redis.evalsha(_VENDOR_LOAD, (state_key, nodes_key), fields)
@@ -302,30 +302,30 @@ class RedisVendorStore:
         for key, value in nodes.items():
             args.append(pack_node_key(key))
             args.append(value)
-        reply = await self._redis.evalsha(_VENDOR_CAS, _vendor_keys(channel_id), args)
+        reply = await self._redis.evalsha(_VENDOR_CAS, vendor_keys(channel_id), args)
         if reply[0] == 0:
             return CasResult(outcome=CasOutcome.stored)
         outcome = CasOutcome.lost if reply[0] == 1 else CasOutcome.closing
         return CasResult(outcome=outcome, current=_state(*reply[1:5]))
 
     async def begin_close(self, channel_id: str) -> PaymentState | None:
-        reply = await self._redis.evalsha(_VENDOR_BEGIN_CLOSE, _vendor_keys(channel_id)[:1], ())
+        reply = await self._redis.evalsha(_VENDOR_BEGIN_CLOSE, vendor_keys(channel_id)[:1], ())
         return _state(*reply)
 
     async def nodes(self, channel_id: str, node_keys: Sequence[int]) -> list[bytes | None]:
         if not node_keys:
             return []
         reply: list[bytes | None] = await self._redis.execute(
-            "HMGET", _vendor_keys(channel_id)[1], *(pack_node_key(k) for k in node_keys)
+            "HMGET", vendor_keys(channel_id)[1], *(pack_node_key(k) for k in node_keys)
         )
         return reply
 
     async def record_settlement(self, channel_id: str, closure: Closure) -> None:
         blob = settlement_to_blob(closure)
-        await self._redis.execute("HSET", _vendor_keys(channel_id)[0], "s", blob, "c", "1")
+        await self._redis.execute("HSET", vendor_keys(channel_id)[0], "s", blob, "c", "1")
 
     async def settlement(self, channel_id: str) -> Closure | None:
-        blob = await self._redis.execute("HGET", _vendor_keys(channel_id)[0], "s")
+        blob = await self._redis.execute("HGET", vendor_keys(channel_id)[0], "s")
         return None if blob is None else settlement_from_blob(blob)
 
     async def ping(self, timeout: float | None = None) -> None:
