@@ -131,8 +131,24 @@ fuzz: fuzz-build
 fuzz-ci: fuzz-build
 	$(PY) fuzz/run.py --seconds 180 --max-share 7
 
+# Benchmarks for people: `make bench` runs bench/ (or BENCH_FILES) and saves the
+# run in .benchmarks/ (pytest-benchmark's history); `make bench-compare` runs it
+# again and fails where a figure got BENCH_FAIL worse than in the last saved run.
+# Absolute times: compare runs of one machine.
+BENCH_FILES ?= bench
+BENCH_FAIL ?= min:25%
+BENCH_PYTEST = $(VENV)/bin/pytest $(BENCH_FILES) -q --benchmark-columns=min,median,ops,rounds
+.PHONY: bench-compare bench-guard
 bench: install
-	$(VENV)/bin/pytest bench -q --benchmark-columns=mean,median,ops,rounds
+	$(BENCH_PYTEST) --benchmark-save=bench
+
+bench-compare: install
+	@ls .benchmarks/*/*_bench.json >/dev/null 2>&1 || { echo "no saved run: make bench first"; exit 1; }
+	$(BENCH_PYTEST) --benchmark-compare --benchmark-compare-fail=$(BENCH_FAIL)
+
+# The regression guard (CI): cost ratios measured in one run against bench/guard.toml.
+bench-guard: install
+	$(PY) bench/guard.py
 
 lint: install
 	$(VENV)/bin/ruff check nanomoni tests bench scripts fuzz examples

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from measured import MEASURED, record
 
 from nanomoni.cli import build_parser
 from nanomoni.protocol.modes import ALL
@@ -50,18 +51,19 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any
     return {run["mode"]: run for run in runs}
 
 
+@MEASURED
 @pytest.mark.parametrize("mode", [rules.mode.value for rules in ALL])
 def test_vendor_cpu_per_payment(
     results: dict[str, dict[str, Any]], mode: str, benchmark: Any
 ) -> None:
     run = results[mode]
-    # The measurement ran once above; pytest-benchmark records its figures.
+    # The measurement ran once above; its time here is vendor CPU per payment.
     benchmark.extra_info.update(
         vendor_cpu_us_per_payment=round(run["vendor_cpu_us_per_payment"], 1),
         floor_cpu_us_per_request=round(run["floor_cpu_us_per_request"], 1),
         ratio_to_floor=round(run["vendor_to_floor"], 2),
         payments=run["timed"],
     )
-    benchmark.pedantic(lambda: run["vendor_cpu_us_per_payment"], rounds=1, iterations=1)
+    record(benchmark, run["vendor_cpu_us_per_payment"] * 1e-6)
     assert run["errors"] == {} and run["timed"] == CONNECTIONS * PAYMENTS_PER_CHANNEL
     assert run["settled_exact"]  # every channel settled at exactly its last payment

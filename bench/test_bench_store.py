@@ -167,19 +167,44 @@ def test_compare_and_set(
         benchmark.extra_info.update(baseline_naive_commit=base._asdict())
 
 
-async def naive_sqlite(path: Path, ops: int) -> int:
+def naive_sqlite_connection(path: Path) -> sqlite3.Connection:
+    """The naive baseline's database: durable as ours (WAL, synchronous=FULL)."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
-    conn.execute("CREATE TABLE s (cid TEXT PRIMARY KEY, idx INTEGER, proof BLOB)")
+    conn.execute("CREATE TABLE IF NOT EXISTS s (cid TEXT PRIMARY KEY, idx INTEGER, proof BLOB)")
+    return conn
+
+
+def naive_sqlite_cas(conn: sqlite3.Connection, index: int) -> None:
+    """One compare-and-set as its own synchronous transaction, on the calling thread."""
+    conn.execute("BEGIN IMMEDIATE")
+    row = conn.execute("SELECT idx FROM s WHERE cid = 'c'").fetchone()
+    assert row is None or row[0] < index
+    conn.execute("INSERT OR REPLACE INTO s VALUES ('c', ?, ?)", (index, PROOF))
+    conn.execute("COMMIT")
+
+
+async def naive_sqlite(path: Path, ops: int) -> int:
+    conn = naive_sqlite_connection(path)
     for index in range(1, ops + 1):
-        conn.execute("BEGIN IMMEDIATE")
-        row = conn.execute("SELECT idx FROM s WHERE cid = 'c'").fetchone()
-        assert row is None or row[0] < index
-        conn.execute("INSERT OR REPLACE INTO s VALUES ('c', ?, ?)", (index, PROOF))
-        conn.execute("COMMIT")
+        naive_sqlite_cas(conn, index)
     conn.close()
     return ops
+
+
+async def redis_py_cas_on(
+    client: redis_py.Redis,
+) -> Callable[[int], Coroutine[Any, Any, None]]:
+    """Our compare-and-set script through redis-py, on a fresh channel: call with rising
+    indices."""
+    sha = await client.script_load(_VENDOR_CAS.source)
+    keys = vendor_keys(secrets.token_urlsafe(32)[:43])
+
+    async def cas(index: int) -> None:
+        await client.evalsha(sha, 2, *keys, index, index, PROOF, CREATED_AT)
+
+    return cas
 
 
 def test_redis_baselines(benchmark: Any, server: RedisServer) -> None:
@@ -188,10 +213,9 @@ def test_redis_baselines(benchmark: Any, server: RedisServer) -> None:
 
     async def redis_py_cas() -> int:
         client = redis_py.Redis(host="127.0.0.1", port=server.port)
-        sha = await client.script_load(_VENDOR_CAS.source)
-        keys = vendor_keys(secrets.token_urlsafe(32)[:43])
+        cas = await redis_py_cas_on(client)
         for index in range(1, OPS + 1):
-            await client.evalsha(sha, 2, *keys, index, index, PROOF, CREATED_AT)
+            await cas(index)
         await client.aclose()
         return OPS
 
