@@ -37,8 +37,7 @@ from nanomoni.vendor.issuer_client import IssuerClient
 log = logging.getLogger("nanomoni.vendor")
 
 
-@dataclass(frozen=True)
-class Accepted:
+class Accepted(msgspec.Struct, frozen=True):
     """A payment's outcome: the channel's terms and its accepted state (a replay: the
     state that was already stored)."""
 
