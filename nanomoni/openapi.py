@@ -62,6 +62,16 @@ def _parameter(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
 
 
+def _query(name: str, what: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": True,
+        "description": what,
+        "schema": {"type": "string"},
+    }
+
+
 def _names(path: str) -> list[str]:
     return [part[1:-1] for part in path.split("/") if part.startswith("{")]
 
@@ -94,11 +104,7 @@ def document(service: str, operations: Sequence[Operation]) -> dict[str, Any]:
             "summary": op.summary,
             "operationId": f"{op.method.lower()}_{op.path}".replace("/", "_").strip("_"),
             "parameters": [_parameter(name) for name in _names(op.path)]
-            + [
-                {"name": name, "in": "query", "required": True, "description": what,
-                 "schema": {"type": "string"}}
-                for name, what in op.query
-            ],  # fmt: skip
+            + [_query(name, what) for name, what in op.query],
             "responses": responses,
             **op.extra,
         }
