@@ -84,6 +84,22 @@ def b64url_nopad(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+_URL_TO_STANDARD = str.maketrans("-_", "+/")
+
+
+def b64url_nopad_decode(text: str, field: str = "value") -> bytes:
+    """Strict, canonical URL-safe base64 without padding (SPEC §11 header values)."""
+    rest = len(text) % 4
+    if rest == 1 or not _URLSAFE.issuperset(text):
+        raise NanoMoniError(Code.invalid_encoding, f"{field} is not base64url without padding")
+    last = text[-1:]
+    if (rest == 2 and last not in _TWO_PAD_LAST) or (rest == 3 and last not in _ONE_PAD_LAST):
+        raise NanoMoniError(
+            Code.invalid_encoding, f"{field} is not canonical base64url (non-zero padding bits)"
+        )
+    return binascii.a2b_base64(text.translate(_URL_TO_STANDARD) + "=" * (-rest % 4))
+
+
 def canonical_json(obj: Mapping[str, Any]) -> bytes:
     """The signed bytes: nulls and signature members dropped, sorted keys, no spaces."""
     kept = {
