@@ -45,11 +45,14 @@ class Requirements(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class StreamRequirements(Requirements, frozen=True, kw_only=True):
-    """The data of a stream's `payment-required` event: which channel ran dry and
-    where to pay it (a path on the paywall's origin)."""
+    """The data of a stream's `payment-required` event: which channel ran dry, where
+    to pay it (a path on the paywall's origin), and where its credit stands; `price`
+    is what the waiting event costs."""
 
     channel_id: str
     payments_url: str
+    owed: int = 0
+    consumed: int = 0
 
 
 class Receipt(msgspec.Struct, frozen=True, kw_only=True):
@@ -129,9 +132,11 @@ def _invalid(detail: str, field: str) -> wire.ValidationFailed:
     return wire.ValidationFailed(detail, [{"field": field, "message": detail}])
 
 
-def decode_payment(raw: bytes, *, path_mode: AnyRules | None = None) -> PaymentHeader:
-    """A `Payment` JSON (header, or a payments_url body whose path names the mode:
-    then `mode` may be left out). Schema errors are 422 validation_error, bad base64
+def decode_payment(
+    raw: bytes, *, path_mode: AnyRules | None = None, path_channel: str | None = None
+) -> PaymentHeader:
+    """A `Payment` JSON (header, or a payments_url body whose path names the mode and
+    channel: then `mode` and `channel_id` may be left out). Schema errors are 422 validation_error, bad base64
     invalid_encoding, a bad channel id channel_not_found (SPEC §1)."""
     try:
         members = _members.decode(raw)
@@ -154,7 +159,7 @@ def decode_payment(raw: bytes, *, path_mode: AnyRules | None = None) -> PaymentH
         not isinstance(request_id, str) or not REQUEST_ID.fullmatch(request_id)
     ):
         raise _invalid("request_id must be 16 to 64 URL-safe characters", "request_id")
-    channel_id = members.get("channel_id")
+    channel_id = members.get("channel_id", path_channel)
     if not isinstance(channel_id, str):
         raise _invalid("the payment needs its channel_id (a string)", "channel_id")
     if not is_channel_id(channel_id):

@@ -509,7 +509,7 @@ class Paywall:
     ) -> tuple[int, bytes]:
         """`POST {payments_url}` (SPEC §11): a payment as the vendor takes it (§5),
         which wakes the streams of this worker waiting for credit on the channel."""
-        paid = paywire.decode_payment(raw, path_mode=rules)
+        paid = paywire.decode_payment(raw, path_mode=rules, path_channel=channel_id)
         if paid.channel_id != channel_id:
             raise NanoMoniError(Code.id_mismatch, "body channel_id differs from the path")
         if paid.payment is None:

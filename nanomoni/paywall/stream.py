@@ -184,7 +184,7 @@ class Meter:
                 await self._send(
                     {
                         "type": "http.response.body",
-                        "body": paywire.payment_required_event(self._wanted(cost)),
+                        "body": paywire.payment_required_event(self._wanted(cost, charge)),
                         "more_body": True,
                     }
                 )
@@ -196,7 +196,7 @@ class Meter:
             self.paywall.forget_credit_event(self.channel_id, arrived)
         return False
 
-    def _wanted(self, cost: int) -> paywire.StreamRequirements:
+    def _wanted(self, cost: int, charge: Charge) -> paywire.StreamRequirements:
         wanted, _ = self.paywall.requirements(cost, True)
         fields: dict[str, Any] = {
             name: getattr(wanted, name) for name in paywire.Requirements.__struct_fields__
@@ -206,6 +206,8 @@ class Meter:
             channel_id=self.channel_id,
             payments_url=f"/api/v1/vendor/channels/{self.rules.mode.value}/"
             f"{self.channel_id}/payments",
+            owed=charge.owed,
+            consumed=charge.consumed,
         )
 
 
