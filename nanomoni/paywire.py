@@ -136,8 +136,9 @@ def decode_payment(
     raw: bytes, *, path_mode: AnyRules | None = None, path_channel: str | None = None
 ) -> PaymentHeader:
     """A `Payment` JSON (header, or a payments_url body whose path names the mode and
-    channel: then `mode` and `channel_id` may be left out). Schema errors are 422 validation_error, bad base64
-    invalid_encoding, a bad channel id channel_not_found (SPEC §1)."""
+    channel: then `mode` and `channel_id` may be left out). Schema errors are 422
+    validation_error, bad base64 invalid_encoding, a bad channel id channel_not_found
+    (SPEC §1)."""
     try:
         members = _members.decode(raw)
     except (msgspec.ValidationError, msgspec.DecodeError):

@@ -246,7 +246,8 @@ class Purse:
         self.origin: str | None = None
         self.pool = LanePool(self.lanes)
         self.reserved = 0  # locked in open channels + paid in settled ones
-        self.channels: list[Channel] = []  # every channel opened, for closing at the end
+        self.channels: list[Channel] = []  # open channels, settled at the end
+        self.closed: list[Channel] = []  # channels settled at the issuer
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -315,6 +316,7 @@ class Purse:
             except (NanoMoniError, *TRANSIENT) as exc:
                 log.warning("closing channel %s failed: %s", channel.channel_id, exc)
                 return
+            self.closed.append(channel)
         with self._lock:
             self.reserved -= channel.info.terms.amount - owed
 
