@@ -135,8 +135,9 @@ bench: install
 	$(VENV)/bin/pytest bench -q --benchmark-columns=mean,median,ops,rounds
 
 lint: install
-	$(VENV)/bin/ruff check nanomoni tests bench scripts fuzz
+	$(VENV)/bin/ruff check nanomoni tests bench scripts fuzz examples
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --strict examples
 	$(VENV)/bin/mypy scripts
 	cd fuzz && ../$(VENV)/bin/mypy --config-file ../pyproject.toml --explicit-package-bases .
 
