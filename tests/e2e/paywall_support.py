@@ -76,6 +76,7 @@ def paid_api(
         sys.executable, "-P", "-m", "uvicorn", "--factory", f"paid_apps:{framework}_app",
         "--host", HOST, "--port", str(port), "--loop", "uvloop", "--http", "httptools",
         "--lifespan", "on", "--log-level", "warning", "--no-access-log",
+        "--app-dir", str(HERE),  # not the working directory: it may hold a source tree
     ]  # fmt: skip
     process = subprocess.Popen(argv, env=full_env)
     api = PaidApi(f"http://{HOST}:{port}", process, store, key_file)

@@ -29,6 +29,7 @@ def test_the_paying_client_buys_from_the_paid_api(tmp_path: Path) -> None:
         argv = [
             sys.executable, "-P", "-m", "uvicorn", "--factory", "paid_api:create_app",
             "--host", HOST, "--port", str(port), "--log-level", "warning",
+            "--app-dir", str(EXAMPLES),  # not the working directory (a source tree)
         ]  # fmt: skip
         api = subprocess.Popen(argv, env=env)
         try:
