@@ -20,7 +20,6 @@ from nanomoni import wire
 from nanomoni.encoding import b64url_nopad, b64url_nopad_decode, is_channel_id
 from nanomoni.errors import Code, NanoMoniError
 from nanomoni.protocol.messages import Payment
-from nanomoni.protocol.model import Mode
 from nanomoni.protocol.modes import RULES, AnyRules
 
 VERSION = 1
@@ -103,11 +102,6 @@ def decode_value(text: str | bytes, name: str, max_length: int = MAX_HEADER) -> 
         raise NanoMoniError(
             Code.validation_error, f"the {name} header is longer than {max_length} characters"
         )
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("ascii")
-        except UnicodeDecodeError:
-            raise NanoMoniError(Code.invalid_encoding, f"the {name} header is not ASCII") from None
     return b64url_nopad_decode(text, field=f"the {name} header")
 
 
@@ -126,6 +120,7 @@ def _header_type(rules: AnyRules) -> type[msgspec.Struct]:
 
 
 _HEADER_TYPES = {rules.mode: _header_type(rules) for rules in RULES.values()}
+_BY_NAME = {rules.mode.value: rules for rules in RULES.values()}
 
 
 def _invalid(detail: str, field: str) -> wire.ValidationFailed:
@@ -149,10 +144,10 @@ def decode_payment(
     elif not isinstance(mode, str):
         raise _invalid("the payment needs its mode (a string)", "mode")
     else:
-        try:
-            rules = RULES[Mode(mode)]
-        except ValueError:
-            raise _invalid(f"unknown payment mode {mode[:40]!r}", "mode") from None
+        found = _BY_NAME.get(mode)
+        if found is None:
+            raise _invalid(f"unknown payment mode {mode[:40]!r}", "mode")
+        rules = found
         if path_mode is not None and rules is not path_mode:
             raise NanoMoniError(Code.mode_mismatch, "the body's mode differs from the path's")
     request_id = members.get("request_id")
@@ -206,7 +201,7 @@ def _decode_struct(text: str | bytes, name: str, kind: type[T]) -> T:
 
 EVENT_STREAM = b"text/event-stream"
 # An event ends at an empty line; a line ends at CRLF, LF or CR.
-_EVENT_END = re.compile(rb"(?:\r\n|\n|\r)(?:\r\n|\n|\r)")
+_EVENT_END = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r(?!\n))")
 
 
 def split_events(buffer: bytes) -> tuple[list[bytes], bytes]:
