@@ -5,12 +5,14 @@ httptools) runs alone on CPU 0; the load (this process), Redis and the issuer
 on CPU 1. Every request is pre-built; 32 keep-alive connections in flight, one
 channel per connection. API CPU = its utime + stime from /proc ÷ requests.
 
-Phases: free (the floor); payword (each request carries the PayWord payment for
-exactly its price); credit (each request spends credit prepaid in one payment:
-a channel-only header); signature (each request carries a signed cumulative
-amount, P-256 client keys). Every paid request has its own request_id, as the
-client library sends. Targets: payword ≤ 20 µs over free, credit ≤ 15 µs,
-signature ≤ one native verify + 20 µs.
+Phases: free (the floor); probe (the free handler after one read of the
+paywall's Redis: what one store round trip costs this process); payword (each
+request carries the PayWord payment for exactly its price); credit (each
+request spends credit prepaid in one payment: a channel-only header);
+signature (each request carries a signed cumulative amount, P-256 client keys).
+Every paid request has its own request_id, as the client library sends.
+Targets (issue 12): payword ≤ 20 µs over free, credit ≤ 15 µs, signature ≤ one
+native verify + 20 µs.
 
 Run: .venv/bin/pytest bench/test_bench_paywall.py -s   (NANOMONI_BENCH_PAYWALL=requests
      per connection and phase, default 150)
@@ -108,7 +110,9 @@ def api() -> Iterator[tuple[str, int, str]]:
 async def _plans(url: str, issuer_url: str) -> dict[str, list[list[bytes]]]:
     """Per phase, per connection: the requests in order (a warm-up first)."""
     count = PER_CONNECTION + 1
-    plans: dict[str, list[list[bytes]]] = {"free": [], "payword": [], "credit": [], "signature": []}
+    plans: dict[str, list[list[bytes]]] = {
+        "free": [], "probe": [], "payword": [], "credit": [], "signature": [],
+    }  # fmt: skip
     async with Client(issuer_url, url, Wallet.generate("p256")) as client:
         await client.register()
         while True:  # the paywall registers its vendor key at the issuer in the background
@@ -119,6 +123,7 @@ async def _plans(url: str, issuer_url: str) -> dict[str, list[list[bytes]]]:
                 await asyncio.sleep(0.05)
         for _ in range(CONNECTIONS):
             plans["free"].append([_get(url, "/free", None)] * count)
+            plans["probe"].append([_get(url, "/probe", None)] * count)
             channel = await client.open_channel(Mode.payword, count, max_index=count)
             payments = channel.payer.payments(range(1, count + 1))
             plans["payword"].append([

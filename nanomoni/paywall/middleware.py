@@ -320,8 +320,8 @@ class Paywall:
     ) -> Charge:
         """The paywall's step: the header's payment (if any) decided and stored, and
         `price` taken from the channel's credit, atomically. Charged or repeated, or
-        raises (insufficient_credit, the payment's refusal, an outage)."""
-        require_channel_id(paid.channel_id)
+        raises (insufficient_credit, the payment's refusal, an outage). The header's
+        channel id is canonical already (`paywire.decode_payment`)."""
         charge_step = self.vendor.store.charge
         if paid.payment is None:
             charge = await charge_step(
