@@ -153,7 +153,8 @@ bench-guard: install
 lint: install
 	$(VENV)/bin/ruff check nanomoni tests bench scripts fuzz examples
 	$(VENV)/bin/mypy
-	$(VENV)/bin/mypy scripts examples
+	$(VENV)/bin/mypy --strict examples
+	$(VENV)/bin/mypy scripts
 	cd fuzz && ../$(VENV)/bin/mypy --config-file ../pyproject.toml --explicit-package-bases .
 
 clean:

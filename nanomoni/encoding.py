@@ -84,6 +84,35 @@ def b64url_nopad(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+_URL_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+
+
+def b64url_nopad_decode(text: str | bytes, field: str = "value") -> bytes:
+    """Strict, canonical URL-safe base64 without padding (SPEC §11 header values)."""
+    try:
+        raw = text.encode("ascii") if isinstance(text, str) else bytes(text)
+    except UnicodeEncodeError:
+        raw = b"!"  # not ASCII: refused below
+    rest = len(raw) % 4
+    # The standard alphabet's own characters and padding have no place here; the
+    # strict decoder refuses everything else outside the alphabet.
+    if rest == 1 or b"+" in raw or b"/" in raw or b"=" in raw:
+        raise NanoMoniError(Code.invalid_encoding, f"{field} is not base64url without padding")
+    last = raw[-1:].decode("ascii", "replace")
+    if (rest == 2 and last not in _TWO_PAD_LAST) or (rest == 3 and last not in _ONE_PAD_LAST):
+        raise NanoMoniError(
+            Code.invalid_encoding, f"{field} is not canonical base64url (non-zero padding bits)"
+        )
+    try:
+        return binascii.a2b_base64(
+            raw.translate(_URL_TO_STANDARD) + b"=" * (-rest % 4), strict_mode=True
+        )
+    except binascii.Error:
+        raise NanoMoniError(
+            Code.invalid_encoding, f"{field} is not base64url without padding"
+        ) from None
+
+
 def canonical_json(obj: Mapping[str, Any]) -> bytes:
     """The signed bytes: nulls and signature members dropped, sorted keys, no spaces."""
     kept = {

@@ -10,10 +10,14 @@
         await channel.close()            # the vendor settles at the issuer
         settled = (await channel.refresh()).balance   # the settled owed amount
 
+Paying a 402 paywall (SPEC §11) without payment code: `PaymentAuth` (httpx, sync
+and async) and `PaymentMiddleware` (aiohttp) in `nanomoni.client.auth`.
+
 Refusals raise ApiError (a NanoMoniError) with the SPEC `code` and HTTP `status`.
 `SyncClient` offers the same calls for synchronous code.
 """
 
+from nanomoni.client.auth import PaymentAuth, PaymentMiddleware
 from nanomoni.client.http import ApiError
 from nanomoni.client.session import Channel, Client, PaymentResult, SyncChannel, SyncClient
 from nanomoni.client.wallet import Wallet
@@ -22,6 +26,8 @@ __all__ = [
     "ApiError",
     "Channel",
     "Client",
+    "PaymentAuth",
+    "PaymentMiddleware",
     "PaymentResult",
     "SyncChannel",
     "SyncClient",

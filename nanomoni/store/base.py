@@ -8,7 +8,10 @@ a call that misses it, or finds the store down, raises StoreUnavailable.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from enum import StrEnum
 from typing import Protocol
+
+import msgspec
 
 from nanomoni import config
 from nanomoni.errors import Code, NanoMoniError
@@ -24,6 +27,7 @@ from nanomoni.protocol.model import (
 )
 
 DEFAULT_TIMEOUT = config.STORE_TIMEOUT  # seconds per store call (SPEC §7 --store-timeout)
+REQUEST_MEMORY = 600.0  # seconds a paid request id is remembered (SPEC §11: 10 minutes)
 
 
 class StoreUnavailable(NanoMoniError):
@@ -53,6 +57,26 @@ class StoreUnavailable(NanoMoniError):
 
     def __repr__(self) -> str:
         return f"StoreUnavailable({self.reason!r})"
+
+
+class ChargeOutcome(StrEnum):
+    """What one paywall step (SPEC §11) did."""
+
+    charged = "charged"  # credit covered the price: consumed += price
+    repeated = "repeated"  # the request id was already paid: serve again, charge nothing
+    insufficient = "insufficient"  # not enough credit (a payment sent along stays stored)
+    lost = "lost"  # the payment lost its compare-and-set: see `current`
+    closing = "closing"  # the payment came for a closing channel: nothing stored
+
+
+class Charge(msgspec.Struct, frozen=True, kw_only=True):
+    """A channel's credit after a paywall step: owed by its best payment, consumed
+    by the requests served so far (credit = owed − consumed)."""
+
+    outcome: ChargeOutcome
+    owed: int = 0
+    consumed: int = 0
+    current: PaymentState | None = None  # lost / closing: the stored state
 
 
 class IssuerStore(Protocol):
@@ -106,6 +130,31 @@ class VendorStore(Protocol):
         """Remember the issuer's settlement (idempotent)."""
 
     async def settlement(self, channel_id: str) -> Closure | None: ...
+
+    async def charge(
+        self,
+        channel_id: str,
+        price: int,
+        *,
+        new: PaymentState | None = None,
+        nodes: Mapping[int, bytes] | None = None,
+        request_id: str | None = None,
+        minimum: int = 0,
+        remember: float = REQUEST_MEMORY,
+    ) -> Charge:
+        """One atomic paywall step (SPEC §11). A `request_id` already paid within
+        `remember` seconds → repeated, nothing changes. Else `new` (if given) is stored
+        with `nodes` exactly as `compare_and_set` would (closing / lost change nothing);
+        then, if owed − consumed ≥ max(price, minimum): consumed += price and the
+        request id is remembered → charged; otherwise insufficient. A channel without
+        a stored payment has no credit and gets no record."""
+
+    async def refund(self, channel_id: str, amount: int, request_id: str | None = None) -> Charge:
+        """Give back `amount` of a charge (consumed −= amount; never below 0) and
+        forget its request id: a request that was charged but not served."""
+
+    async def credit(self, channel_id: str) -> Charge:
+        """The channel's owed and consumed amounts (outcome: charged)."""
 
     async def ping(self, timeout: float | None = None) -> None:
         """Raise StoreUnavailable unless the store answers within `timeout` seconds

@@ -11,7 +11,9 @@ Layout (Cluster: every key of one vendor channel carries the `{channel_id}`
 hash tag; all issuer keys share the `{nm-issuer}` tag so its transitions stay
 single-slot):
   vendor  v:{cid}  HASH  i=index o=owed p=proof t=created_at [c=closing] [s=settlement]
+                         [u=consumed by paid requests (SPEC §11)]
           n:{cid}  HASH  packed node key -> 32-byte node
+          r:{cid}:<request id>  STRING  a paid request, expiring after 10 minutes
   issuer  {nm-issuer}:accounts  HASH  public key b64 -> balance
           {nm-issuer}:supply    STRING Σ grants + Σ deposits (caps every balance below 2**63)
           {nm-issuer}:roots     SET    commitment roots ever used
@@ -46,6 +48,7 @@ from nanomoni.protocol.model import (
     PaymentState,
     VendorView,
 )
+from nanomoni.store.base import REQUEST_MEMORY, Charge, ChargeOutcome
 from nanomoni.store.codec import (
     check_amount,
     check_open_key,
@@ -79,17 +82,81 @@ return s
 """
 )
 
-_VENDOR_CAS = Script(
+# The vendor's compare-and-set, shared by payments and the paywall's charge:
+# ARGV[n..n+3] = index, owed, proof, created_at; ARGV[n+4..] = node field/value pairs.
+# Returns nil once stored, else {2 (closing) | 1 (lost), the stored i, o, p, t}.
+_STORE_STATE = """
+local function store_state(n)
+  local s = redis.call('HMGET', KEYS[1], 'c', 'i', 'o', 'p', 't')
+  if s[1] then return {2, s[2], s[3], s[4], s[5]} end
+  if s[2] and ge(s[2], ARGV[n]) then return {1, s[2], s[3], s[4], s[5]} end
+  redis.call('HSET', KEYS[1], 'i', ARGV[n], 'o', ARGV[n + 1], 'p', ARGV[n + 2], 't', ARGV[n + 3])
+  if #ARGV > n + 3 then redis.call('HSET', KEYS[2], unpack(ARGV, n + 4)) end
+  return nil
+end
+"""
+
+_VENDOR_CAS = Script(_GE + _STORE_STATE + "return store_state(1) or {0}\n")
+
+# The paywall's step (SPEC §11). KEYS: state, nodes, request id. ARGV: need = max(price,
+# minimum), need − price, has request id, its lifetime in ms, has a new state, then
+# store_state's arguments. consumed lives in the state hash as `u`. Amounts stay exact:
+# the spend is tried with HINCRBY (int64) and undone when it passes owed.
+_PAYWALL_CHARGE = Script(
     _GE
+    + _STORE_STATE
     + """
-local s = redis.call('HMGET', KEYS[1], 'c', 'i', 'o', 'p', 't')
-if s[1] then return {2, s[2], s[3], s[4], s[5]} end
-if s[2] and ge(s[2], ARGV[1]) then return {1, s[2], s[3], s[4], s[5]} end
-redis.call('HSET', KEYS[1], 'i', ARGV[1], 'o', ARGV[2], 'p', ARGV[3], 't', ARGV[4])
-if #ARGV > 4 then redis.call('HSET', KEYS[2], unpack(ARGV, 5)) end
-return {0}
+if ARGV[3] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then
+  local c = redis.call('HMGET', KEYS[1], 'o', 'u')
+  return {3, c[1] or '0', c[2] or '0'}
+end
+if ARGV[5] == '1' then
+  local lost = store_state(6)
+  if lost then
+    if lost[1] == 2 then lost[1] = 4 else lost[1] = 5 end
+    return lost
+  end
+end
+local owed = redis.call('HGET', KEYS[1], 'o')
+if not owed then return {2, '0', '0'} end
+local spent = redis.pcall('HINCRBY', KEYS[1], 'u', ARGV[1])
+if type(spent) == 'table' then
+  return {2, owed, redis.call('HGET', KEYS[1], 'u') or '0'}
+end
+if not ge(owed, redis.call('HGET', KEYS[1], 'u')) then
+  redis.call('HINCRBY', KEYS[1], 'u', '-' .. ARGV[1])
+  return {2, owed, redis.call('HGET', KEYS[1], 'u')}
+end
+if ARGV[2] ~= '0' then redis.call('HINCRBY', KEYS[1], 'u', '-' .. ARGV[2]) end
+if ARGV[3] == '1' then redis.call('SET', KEYS[3], '1', 'PX', ARGV[4]) end
+return {0, owed, redis.call('HGET', KEYS[1], 'u')}
 """
 )
+
+_PAYWALL_REFUND = Script(
+    _GE
+    + """
+local u = redis.call('HGET', KEYS[1], 'u')
+if u and ARGV[1] ~= '0' then
+  if ge(u, ARGV[1]) then
+    redis.call('HINCRBY', KEYS[1], 'u', '-' .. ARGV[1])
+  else
+    redis.call('HSET', KEYS[1], 'u', '0')
+  end
+end
+if ARGV[2] == '1' then redis.call('DEL', KEYS[2]) end
+local c = redis.call('HMGET', KEYS[1], 'o', 'u')
+return {0, c[1] or '0', c[2] or '0'}
+"""
+)
+
+_CHARGE_OUTCOMES = {
+    0: ChargeOutcome.charged,
+    2: ChargeOutcome.insufficient,
+    3: ChargeOutcome.repeated,
+    4: ChargeOutcome.closing,
+    5: ChargeOutcome.lost,
+}
 
 _VENDOR_BEGIN_CLOSE = Script(
     """
@@ -275,6 +342,29 @@ def vendor_keys(channel_id: str) -> tuple[str, str]:
     return f"v:{{{channel_id}}}", f"n:{{{channel_id}}}"
 
 
+def _request_key(channel_id: str, request_id: str | None) -> str:
+    """A paid request id (its own key, so Redis expires it; same slot as the channel)."""
+    return f"r:{{{channel_id}}}:{request_id or ''}"
+
+
+def _state_args(new: PaymentState, nodes: Mapping[int, bytes]) -> list[bytes | str | int]:
+    check_amount(new.index, allow_zero=True)  # the scripts compare canonical decimals
+    check_amount(new.owed, allow_zero=True)
+    args: list[bytes | str | int] = [new.index, new.owed, new.proof, new.created_at]
+    for key, value in nodes.items():
+        args.append(pack_node_key(key))
+        args.append(value)
+    return args
+
+
+def _charge(reply: list[bytes | int]) -> Charge:
+    outcome = _CHARGE_OUTCOMES[int(reply[0])]
+    if outcome in (ChargeOutcome.lost, ChargeOutcome.closing):
+        current = _state(*reply[1:5])  # type: ignore[arg-type]
+        return Charge(outcome=outcome, current=current, owed=current.owed if current else 0)
+    return Charge(outcome=outcome, owed=int(reply[1]), consumed=int(reply[2]))
+
+
 class RedisVendorStore:
     def __init__(self, client: Client) -> None:
         self._redis = client
@@ -296,12 +386,7 @@ class RedisVendorStore:
     async def compare_and_set(
         self, channel_id: str, new: PaymentState, nodes: Mapping[int, bytes]
     ) -> CasResult:
-        check_amount(new.index, allow_zero=True)  # the script compares canonical decimals
-        check_amount(new.owed, allow_zero=True)
-        args: list[bytes | str | int] = [new.index, new.owed, new.proof, new.created_at]
-        for key, value in nodes.items():
-            args.append(pack_node_key(key))
-            args.append(value)
+        args = _state_args(new, nodes)
         reply = await self._redis.evalsha(_VENDOR_CAS, vendor_keys(channel_id), args)
         if reply[0] == 0:
             return CasResult(outcome=CasOutcome.stored)
@@ -327,6 +412,44 @@ class RedisVendorStore:
     async def settlement(self, channel_id: str) -> Closure | None:
         blob = await self._redis.execute("HGET", vendor_keys(channel_id)[0], "s")
         return None if blob is None else settlement_from_blob(blob)
+
+    async def charge(
+        self,
+        channel_id: str,
+        price: int,
+        *,
+        new: PaymentState | None = None,
+        nodes: Mapping[int, bytes] | None = None,
+        request_id: str | None = None,
+        minimum: int = 0,
+        remember: float = REQUEST_MEMORY,
+    ) -> Charge:
+        check_amount(price, allow_zero=True)
+        check_amount(minimum, allow_zero=True)
+        need = max(price, minimum)
+        args: list[bytes | str | int] = [
+            need,
+            need - price,
+            "0" if request_id is None else "1",
+            max(1, round(remember * 1000)),
+            "0" if new is None else "1",
+        ]
+        if new is not None:
+            args += _state_args(new, nodes or {})
+        keys = (*vendor_keys(channel_id), _request_key(channel_id, request_id))
+        return _charge(await self._redis.evalsha(_PAYWALL_CHARGE, keys, args))
+
+    async def refund(self, channel_id: str, amount: int, request_id: str | None = None) -> Charge:
+        check_amount(amount, allow_zero=True)
+        keys = (vendor_keys(channel_id)[0], _request_key(channel_id, request_id))
+        args = (amount, "0" if request_id is None else "1")
+        return _charge(await self._redis.evalsha(_PAYWALL_REFUND, keys, args))
+
+    async def credit(self, channel_id: str) -> Charge:
+        owed, consumed = await self._redis.execute("HMGET", vendor_keys(channel_id)[0], "o", "u")
+        return Charge(
+            outcome=ChargeOutcome.charged, owed=int(owed or 0), consumed=int(consumed or 0)
+        )
 
     async def ping(self, timeout: float | None = None) -> None:
         await self._redis.ping(timeout)

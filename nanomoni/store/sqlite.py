@@ -44,7 +44,13 @@ from nanomoni.protocol.model import (
     PaymentState,
     VendorView,
 )
-from nanomoni.store.base import DEFAULT_TIMEOUT, StoreUnavailable
+from nanomoni.store.base import (
+    DEFAULT_TIMEOUT,
+    REQUEST_MEMORY,
+    Charge,
+    ChargeOutcome,
+    StoreUnavailable,
+)
 from nanomoni.store.codec import (
     MAX_INT,
     check_amount,
@@ -81,6 +87,12 @@ CREATE TABLE IF NOT EXISTS vendor_channels (
 CREATE TABLE IF NOT EXISTS vendor_nodes (
     channel_id TEXT NOT NULL, node INTEGER NOT NULL, value BLOB NOT NULL,
     PRIMARY KEY (channel_id, node)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS paywall_credit (
+    channel_id TEXT PRIMARY KEY, consumed INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS paywall_requests (
+    channel_id TEXT NOT NULL, request_id TEXT NOT NULL, expires REAL NOT NULL,
+    PRIMARY KEY (channel_id, request_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS paywall_requests_expiry ON paywall_requests (expires);
 """
 
 
@@ -579,6 +591,50 @@ def _read_nodes(
     return [found.get(key) for key in node_keys]
 
 
+def _store_state(
+    conn: sqlite3.Connection,
+    channel_id: str,
+    new: PaymentState,
+    node_rows: Sequence[tuple[str, int, bytes]],
+) -> CasResult:
+    """The vendor's compare-and-set, shared by payments and the paywall's charge."""
+    row = conn.execute(_STATE_SQL, (channel_id,)).fetchone()
+    if row is not None and row[4]:
+        return CasResult(outcome=CasOutcome.closing, current=_row_state(row))
+    current = _row_state(row)
+    if current is not None and current.index >= new.index:
+        return CasResult(outcome=CasOutcome.lost, current=current)
+    conn.execute(
+        "INSERT INTO vendor_channels (channel_id, idx, owed, proof, created_at) "
+        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (channel_id) DO UPDATE SET "
+        "idx = excluded.idx, owed = excluded.owed, proof = excluded.proof, "
+        "created_at = excluded.created_at",
+        (channel_id, new.index, new.owed, new.proof, new.created_at),
+    )
+    if node_rows:
+        conn.executemany(
+            "INSERT OR REPLACE INTO vendor_nodes (channel_id, node, value) VALUES (?, ?, ?)",
+            node_rows,
+        )
+    return CasResult(outcome=CasOutcome.stored)
+
+
+def _credit(conn: sqlite3.Connection, channel_id: str) -> tuple[int | None, int]:
+    """(owed by the stored payment or None without one, consumed)."""
+    row = conn.execute(
+        "SELECT owed FROM vendor_channels WHERE channel_id = ?", (channel_id,)
+    ).fetchone()
+    spent = conn.execute(
+        "SELECT consumed FROM paywall_credit WHERE channel_id = ?", (channel_id,)
+    ).fetchone()
+    return (None if row is None else row[0]), (0 if spent is None else spent[0])
+
+
+_SEEN_SQL = (
+    "SELECT 1 FROM paywall_requests WHERE channel_id = ? AND request_id = ? AND expires >= ?"
+)
+
+
 class SqliteVendorStore(_SqliteBase):
     async def load(self, channel_id: str, node_keys: Sequence[int] = ()) -> VendorView:
         def op(conn: sqlite3.Connection) -> VendorView:
@@ -597,29 +653,7 @@ class SqliteVendorStore(_SqliteBase):
         check_amount(new.owed, allow_zero=True)
         node_rows = [(channel_id, key, value) for key, value in nodes.items()]
 
-        def op(conn: sqlite3.Connection) -> CasResult:
-            row = conn.execute(_STATE_SQL, (channel_id,)).fetchone()
-            if row is not None and row[4]:
-                return CasResult(outcome=CasOutcome.closing, current=_row_state(row))
-            current = _row_state(row)
-            if current is not None and current.index >= new.index:
-                return CasResult(outcome=CasOutcome.lost, current=current)
-            conn.execute(
-                "INSERT INTO vendor_channels (channel_id, idx, owed, proof, created_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (channel_id) DO UPDATE SET "
-                "idx = excluded.idx, owed = excluded.owed, proof = excluded.proof, "
-                "created_at = excluded.created_at",
-                (channel_id, new.index, new.owed, new.proof, new.created_at),
-            )
-            if node_rows:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO vendor_nodes (channel_id, node, value) "
-                    "VALUES (?, ?, ?)",
-                    node_rows,
-                )
-            return CasResult(outcome=CasOutcome.stored)
-
-        return await self._writing(op)
+        return await self._writing(lambda conn: _store_state(conn, channel_id, new, node_rows))
 
     async def begin_close(self, channel_id: str) -> PaymentState | None:
         def op(conn: sqlite3.Connection) -> PaymentState | None:
@@ -657,6 +691,86 @@ class SqliteVendorStore(_SqliteBase):
 
         blob = await self._reading(op)
         return None if blob is None else settlement_from_blob(blob)
+
+    async def charge(
+        self,
+        channel_id: str,
+        price: int,
+        *,
+        new: PaymentState | None = None,
+        nodes: Mapping[int, bytes] | None = None,
+        request_id: str | None = None,
+        minimum: int = 0,
+        remember: float = REQUEST_MEMORY,
+    ) -> Charge:
+        check_amount(price, allow_zero=True)
+        check_amount(minimum, allow_zero=True)
+        if new is not None:
+            check_amount(new.index, allow_zero=True)
+            check_amount(new.owed, allow_zero=True)
+        node_rows = [(channel_id, key, value) for key, value in (nodes or {}).items()]
+        need = max(price, minimum)
+
+        def op(conn: sqlite3.Connection) -> Charge:
+            now = time.time()  # one file, one clock: this machine's
+            if request_id is not None:
+                # Forget expired ids (the index makes this one probe when none expired).
+                conn.execute("DELETE FROM paywall_requests WHERE expires < ?", (now,))
+                if conn.execute(_SEEN_SQL, (channel_id, request_id, now)).fetchone():
+                    owed, consumed = _credit(conn, channel_id)
+                    return Charge(outcome=ChargeOutcome.repeated, owed=owed or 0, consumed=consumed)
+            if new is not None:
+                stored = _store_state(conn, channel_id, new, node_rows)
+                if stored.outcome is not CasOutcome.stored:
+                    closing = stored.outcome is CasOutcome.closing
+                    current = stored.current
+                    return Charge(
+                        outcome=ChargeOutcome.closing if closing else ChargeOutcome.lost,
+                        owed=0 if current is None else current.owed,
+                        current=current,
+                    )
+            owed, consumed = _credit(conn, channel_id)
+            if owed is None or owed - consumed < need:
+                return Charge(outcome=ChargeOutcome.insufficient, owed=owed or 0, consumed=consumed)
+            conn.execute(
+                "INSERT INTO paywall_credit (channel_id, consumed) VALUES (?, ?) "
+                "ON CONFLICT (channel_id) DO UPDATE SET consumed = consumed + excluded.consumed",
+                (channel_id, price),
+            )
+            if request_id is not None:
+                conn.execute(
+                    "INSERT OR REPLACE INTO paywall_requests (channel_id, request_id, expires) "
+                    "VALUES (?, ?, ?)",
+                    (channel_id, request_id, now + remember),
+                )
+            return Charge(outcome=ChargeOutcome.charged, owed=owed, consumed=consumed + price)
+
+        return await self._writing(op)
+
+    async def refund(self, channel_id: str, amount: int, request_id: str | None = None) -> Charge:
+        check_amount(amount, allow_zero=True)
+
+        def op(conn: sqlite3.Connection) -> Charge:
+            conn.execute(
+                "UPDATE paywall_credit SET consumed = MAX(0, consumed - ?) WHERE channel_id = ?",
+                (amount, channel_id),
+            )
+            if request_id is not None:
+                conn.execute(
+                    "DELETE FROM paywall_requests WHERE channel_id = ? AND request_id = ?",
+                    (channel_id, request_id),
+                )
+            owed, consumed = _credit(conn, channel_id)
+            return Charge(outcome=ChargeOutcome.charged, owed=owed or 0, consumed=consumed)
+
+        return await self._writing(op)
+
+    async def credit(self, channel_id: str) -> Charge:
+        def op(conn: sqlite3.Connection) -> Charge:
+            owed, consumed = _credit(conn, channel_id)
+            return Charge(outcome=ChargeOutcome.charged, owed=owed or 0, consumed=consumed)
+
+        return await self._reading(op)
 
 
 def default_path() -> str:

@@ -20,6 +20,7 @@ from nanomoni.client.wallet import Wallet
 from nanomoni.protocol.modes import RULES
 from nanomoni.tools.display import Display, Tracker
 from nanomoni.tools.local import local_services
+from nanomoni.tools.paywall_demo import buy_through_paywall, cheapest_mode
 from nanomoni.tools.runs import Run
 from nanomoni.tools.stats import summary_ms
 
@@ -37,6 +38,11 @@ class Outcome:
     settled: int | None = None
     reconciled: bool = False
     problems: list[str] = field(default_factory=list)
+    front: str = ""  # how it was paid, when not by payments to the vendor service
+
+    @property
+    def label(self) -> str:
+        return f"{self.front} ({self.run.label})" if self.front else self.run.label
 
 
 async def wait_for_account(client: Client, public_key_b64: str) -> None:
@@ -54,7 +60,7 @@ async def wait_for_account(client: Client, public_key_b64: str) -> None:
 
 async def lifecycle(client: Client, run: Run, payments: int, progress: Tracker) -> Outcome:
     outcome = Outcome(run)
-    task = progress.add_task(run.label, total=payments)
+    task = progress.add_task(outcome.label, total=payments)
     vendor_key = await client.vendor_public_key()
     client_before = await client.balance()
     vendor_before = await client.balance(vendor_key)
@@ -100,6 +106,7 @@ async def run_all(
     payments: int,
     key_kind: str,
     display: Display,
+    paywall: bool = False,
 ) -> list[Outcome]:
     outcomes: list[Outcome] = []
     async with Client(issuer_url, vendor_url, Wallet.generate(key_kind)) as client:
@@ -111,13 +118,26 @@ async def run_all(
                     outcomes.append(await lifecycle(client, run, payments, progress))
                 except Exception as error:  # report the failure in the table, go on
                     outcomes.append(Outcome(run, problems=[f"{type(error).__name__}: {error}"]))
+            if paywall:
+                outcomes.append(await paywall_row(issuer_url, payments, progress))
     return outcomes
+
+
+async def paywall_row(issuer_url: str, requests: int, progress: Tracker) -> Outcome:
+    """N requests bought through the 402 paywall (SPEC §11), reconciled."""
+    outcome = Outcome(Run(cheapest_mode(), "sha256"), front="paywall")
+    try:
+        await buy_through_paywall(issuer_url, requests, progress, outcome)
+    except Exception as error:
+        outcome.problems.append(f"{type(error).__name__}: {error}")
+    return outcome
 
 
 HEADERS = ("mode", "payments", "payments/s", "p50 ms", "p99 ms", "settled", "reconciled")
 SETTLED_NOTE = (
     "settled: what the issuer paid the vendor when the channel closed (payments × unit value "
-    f"{UNIT}); the {SLACK} locked but never paid went back to the client"
+    f"{UNIT}); the {SLACK} locked but never paid went back to the client. The paywall row "
+    "buys requests through HTTP 402 (prepaid in steps); settled = the best payments."
 )
 
 
@@ -128,7 +148,7 @@ def render(outcomes: list[Outcome]) -> list[tuple[str, ...]]:
         latency = summary_ms(outcome.latencies_s)
         rate = outcome.payments / outcome.elapsed_s if outcome.elapsed_s else 0.0
         rows.append((
-            outcome.run.label,
+            outcome.label,
             str(outcome.payments),
             f"{rate:,.0f}",
             f"{latency['p50']:.2f}",
@@ -152,13 +172,14 @@ def main(args: argparse.Namespace) -> int:
                 args.payments,
                 args.key_kind,
                 display,
+                paywall=True,
             )
         )
     display.table("NanoMoni demo", HEADERS, render(outcomes))
     display.print(SETTLED_NOTE)
     for outcome in outcomes:
         for problem in outcome.problems:
-            display.print(f"[red]{outcome.run.label}: {problem}[/red]")
+            display.print(f"[red]{outcome.label}: {problem}[/red]")
     ok = all(outcome.reconciled for outcome in outcomes)
     display.print("all balances reconcile ✓" if ok else "[red]balances do NOT reconcile ✗[/red]")
     return 0 if ok else 1

@@ -25,9 +25,9 @@ from nanomoni import config, crypto, encoding, metrics
 from nanomoni.errors import Code, NanoMoniError
 from nanomoni.protocol.consent import VENDOR_CLOSE, check_consent
 from nanomoni.protocol.messages import CloseRequest, Payment
-from nanomoni.protocol.model import CasOutcome, ChannelTerms, Closure, PaymentState
+from nanomoni.protocol.model import CasOutcome, ChannelTerms, Closure, PaymentState, VendorView
 from nanomoni.protocol.modes import AnyRules
-from nanomoni.protocol.payments import decide_payment, learned_terms, require_mode
+from nanomoni.protocol.payments import Decision, decide_payment, learned_terms, require_mode
 from nanomoni.serve import load_or_create_key
 from nanomoni.store import open_vendor_store, store_url
 from nanomoni.store.base import VendorStore
@@ -65,6 +65,21 @@ class VendorConfig:
     @property
     def key_path(self) -> Path:
         return self.key_file or self.data_dir / "vendor-key.pem"
+
+
+def lost_race(
+    decision: Decision, outcome: CasOutcome, current: PaymentState | None
+) -> PaymentState:
+    """A decided payment whose compare-and-set did not store it: the stored state if an
+    identical payment won the race (this one is its replay), else the refusal."""
+    if outcome is CasOutcome.closing:
+        raise NanoMoniError(Code.channel_closed, "the channel is closed: no more payments")
+    if current is not None and (current.index, current.proof) == (
+        decision.state.index,
+        decision.state.proof,
+    ):
+        return current
+    raise NanoMoniError(Code.non_monotonic, "payment index must be strictly increasing")
 
 
 class Vendor:
@@ -191,14 +206,42 @@ class Vendor:
     async def _pay(
         self, rules: AnyRules, channel_id: str, payment: Payment, client: str
     ) -> Accepted:
+        terms, decision = await self.decide(rules, channel_id, payment, client)
+        if decision.replay:
+            return Accepted(terms, decision.state, replay=True)
+        store = self.store
+        started = time.perf_counter()
+        result = await store.compare_and_set(channel_id, decision.state, decision.nodes)
+        metrics.store_time("compare_and_set", time.perf_counter() - started)
+        if result.outcome is CasOutcome.stored:
+            return Accepted(terms, decision.state, replay=False)
+        return Accepted(terms, lost_race(decision, result.outcome, result.current), replay=True)
+
+    async def decide(
+        self,
+        rules: AnyRules,
+        channel_id: str,
+        payment: Payment,
+        client: str,
+        *,
+        view: VendorView | None = None,
+    ) -> tuple[ChannelTerms, Decision]:
+        """The channel's terms and the decision on one payment, nothing stored yet.
+
+        `view` is an accepted state the caller already holds (the paywall's per-worker
+        copy; used only by modes that need no stored nodes): verifying against any
+        state that was once accepted proves the same as against the latest, and the
+        compare-and-set that follows refuses what a newer state would. A refusal
+        decided on such a view may be stale: decide again without it."""
         if payment.channel_id is not None and payment.channel_id != channel_id:
             raise NanoMoniError(Code.id_mismatch, "body channel_id differs from the path")
         terms = await self.terms(rules, channel_id)
         require_mode(rules, terms, "payment")
-        store = self.store
-        started = time.perf_counter()
-        view = await store.load(channel_id, rules.payment_node_keys(terms, payment))
-        metrics.store_time("load", time.perf_counter() - started)
+        node_keys = rules.payment_node_keys(terms, payment)
+        if view is None or node_keys:
+            started = time.perf_counter()
+            view = await self.store.load(channel_id, node_keys)
+            metrics.store_time("load", time.perf_counter() - started)
         decide = functools.partial(
             decide_payment,
             rules,
@@ -221,23 +264,7 @@ class Vendor:
                 if exc.code is Code.invalid_proof:  # the walk was done for nothing
                     self.budget.spend(channel_id, client, walk)
                 raise
-        if decision.replay:
-            return Accepted(terms, decision.state, replay=True)
-        started = time.perf_counter()
-        result = await store.compare_and_set(channel_id, decision.state, decision.nodes)
-        metrics.store_time("compare_and_set", time.perf_counter() - started)
-        if result.outcome is CasOutcome.stored:
-            return Accepted(terms, decision.state, replay=False)
-        if result.outcome is CasOutcome.closing:
-            raise NanoMoniError(Code.channel_closed, "the channel is closed: no more payments")
-        current = result.current
-        if current is not None and (current.index, current.proof) == (
-            decision.state.index,
-            decision.state.proof,
-        ):
-            # An identical payment won the race: this is its replay.
-            return Accepted(terms, current, replay=True)
-        raise NanoMoniError(Code.non_monotonic, "payment index must be strictly increasing")
+        return terms, decision
 
     # --- closure -------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from nanomoni import launch
 from nanomoni.tools.demo import render, run_all
 from nanomoni.tools.display import Display
 from nanomoni.tools.local import cli_command
+from nanomoni.tools.paywall_demo import cheapest_mode
 from nanomoni.tools.runs import DEMO_RUNS, parse_runs
 
 
@@ -22,6 +23,7 @@ def test_demo_reconciles_every_mode(tmp_path: Path) -> None:
         line for line in done.stdout.splitlines() if line.startswith("│") and "mode" not in line
     ]
     labels = [run.label for run in parse_runs(DEMO_RUNS)]
+    labels.append(f"paywall ({cheapest_mode().value})")  # 50 requests bought through HTTP 402
     assert len(rows) == len(labels), done.stdout
     for label, row in zip(labels, rows, strict=True):
         cells = [cell.strip() for cell in row.strip("│").split("│")]
@@ -29,7 +31,10 @@ def test_demo_reconciles_every_mode(tmp_path: Path) -> None:
         assert cells[1] == "50"  # payments
         assert float(cells[2].replace(",", "")) > 0  # payments/s
         assert 0 < float(cells[3]) <= float(cells[4])  # p50 <= p99 latency
-        assert cells[5] == "100"  # settled: 50 payments of 2
+        if label.startswith("paywall"):  # 50 requests of 2, prepaid 4 at a time
+            assert 100 <= int(cells[5]) <= 100 + 2 * 4
+        else:
+            assert cells[5] == "100"  # settled: 50 payments of 2
         assert cells[6] == "✓"
     assert "all balances reconcile ✓" in done.stdout
     assert "settled: what the issuer paid the vendor" in done.stdout

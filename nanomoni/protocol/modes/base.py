@@ -107,6 +107,8 @@ class ModeRules(ABC, Generic[P, S]):
     index_name: str  # what the index is called in bodies and messages
     response_index: str | None  # member carrying the index in payment answers
     members: CommitmentMembers | None  # None: the mode commits to nothing at open
+    # Rough vendor µs to verify one small payment; a paying client prefers cheap modes.
+    payment_cost: int = 10
 
     # --- index and amount ---------------------------------------------------------
 

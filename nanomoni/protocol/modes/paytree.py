@@ -90,6 +90,7 @@ class TreeRules(ModeRules[TreePayment, TreeSettlement]):
     settlement_type = TreeSettlement
     index_name = "i"
     response_index = "i"
+    payment_cost = 4  # depth hashes, and the whole path on the wire
 
     def __init__(self) -> None:
         prefix = self.mode.value
@@ -189,6 +190,7 @@ class FirstOptRules(TreeRules):
     """`paytree_first_opt`: the path pruned at the LCA with the accepted index (§5.4)."""
 
     mode = Mode.paytree_first_opt
+    payment_cost = 3
 
     def is_replay(self, terms: ChannelTerms, stored: PaymentState, payment: TreePayment) -> bool:
         count = stored.proof[0]
@@ -246,6 +248,7 @@ class SecondOptRules(TreeRules):
     """`paytree_second_opt`: only the siblings the vendor does not know yet (§5.5)."""
 
     mode = Mode.paytree_second_opt
+    payment_cost = 3
 
     def payment_node_keys(self, terms: ChannelTerms, payment: TreePayment) -> list[int]:
         assert terms.max_index is not None

@@ -38,6 +38,7 @@ class PaywordRules(ModeRules[PaywordPayment, PaywordSettlement]):
     index_name = "k"
     response_index = "k"
     members = CommitmentMembers("payword_root_b64", "payword_unit_value", "payword_max_k")
+    payment_cost = 1
 
     def index(self, payment: PaywordPayment) -> int:
         return payment.k

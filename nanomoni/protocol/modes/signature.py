@@ -31,6 +31,7 @@ class SignatureRules(ModeRules[SignaturePayment, SignatureSettlement]):
     index_name = "cumulative_owed_amount"
     response_index = None  # the answer's cumulative_owed_amount is the index
     members = None
+    payment_cost = 50
 
     def index(self, payment: SignaturePayment) -> int:
         return payment.amount
