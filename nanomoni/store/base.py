@@ -97,6 +97,20 @@ class VendorStore(Protocol):
         """One atomic step: store `new` and `nodes` only if the channel is not
         closing and no state with index >= new.index is stored."""
 
+    async def load_many(
+        self, requests: Sequence[tuple[str, Sequence[int]]]
+    ) -> list[VendorView | StoreUnavailable]:
+        """`load` of many (distinct) channels, each with its node keys, in one round
+        trip (Redis Cluster: one per slot). A read that failed leaves its
+        StoreUnavailable in its channel's place."""
+
+    async def compare_and_set_many(
+        self, writes: Sequence[tuple[str, PaymentState, Mapping[int, bytes]]]
+    ) -> list[CasResult | StoreUnavailable]:
+        """`compare_and_set` of many (distinct) channels in one round trip (Redis
+        Cluster: one per slot), each channel its own atomic step. A write that failed
+        (its outcome unknown) leaves its StoreUnavailable in its channel's place."""
+
     async def begin_close(self, channel_id: str) -> PaymentState | None:
         """Atomically mark the channel closing (no more payments) and return its state."""
 

@@ -33,7 +33,9 @@ them), rather than at every instant.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TypeVar
 
 from nanomoni.protocol.model import (
     Account,
@@ -46,6 +48,7 @@ from nanomoni.protocol.model import (
     PaymentState,
     VendorView,
 )
+from nanomoni.store.base import StoreUnavailable
 from nanomoni.store.codec import (
     check_amount,
     check_open_key,
@@ -58,7 +61,9 @@ from nanomoni.store.codec import (
     terms_from_blob,
     terms_to_blob,
 )
-from nanomoni.store.resp import Client, Reply, Script
+from nanomoni.store.resp import Client, ClusterClient, Reply, Script
+
+R = TypeVar("R")
 
 # A Lua snippet: is decimal string a >= decimal string b (both canonical, non-negative)?
 _GE = """
@@ -88,6 +93,48 @@ if s[2] and ge(s[2], ARGV[1]) then return {1, s[2], s[3], s[4], s[5]} end
 redis.call('HSET', KEYS[1], 'i', ARGV[1], 'o', ARGV[2], 'p', ARGV[3], 't', ARGV[4])
 if #ARGV > 4 then redis.call('HSET', KEYS[2], unpack(ARGV, 5)) end
 return {0}
+"""
+)
+
+# Many channels in one call (all keys in one slot on a cluster). KEYS: state and node
+# key of each channel; ARGV per channel: node count, then its node fields.
+_VENDOR_LOAD_MANY = Script(
+    """
+local out, a = {}, 1
+for j = 1, #KEYS, 2 do
+  local n = tonumber(ARGV[a])
+  local s = redis.call('HMGET', KEYS[j], 'i', 'o', 'p', 't', 'c')
+  if n > 0 then
+    local nodes = redis.call('HMGET', KEYS[j + 1], unpack(ARGV, a + 1, a + n))
+    for m = 1, n do s[5 + m] = nodes[m] end
+  end
+  out[#out + 1] = s
+  a = a + 1 + n
+end
+return out
+"""
+)
+
+# _VENDOR_CAS for many channels. ARGV per channel: i, o, p, t, node count, node pairs.
+_VENDOR_CAS_MANY = Script(
+    _GE
+    + """
+local out, a = {}, 1
+for j = 1, #KEYS, 2 do
+  local n = tonumber(ARGV[a + 4])
+  local s = redis.call('HMGET', KEYS[j], 'c', 'i', 'o', 'p', 't')
+  if s[1] then
+    out[#out + 1] = {2, s[2], s[3], s[4], s[5]}
+  elseif s[2] and ge(s[2], ARGV[a]) then
+    out[#out + 1] = {1, s[2], s[3], s[4], s[5]}
+  else
+    redis.call('HSET', KEYS[j], 'i', ARGV[a], 'o', ARGV[a + 1], 'p', ARGV[a + 2], 't', ARGV[a + 3])
+    if n > 0 then redis.call('HSET', KEYS[j + 1], unpack(ARGV, a + 5, a + 4 + 2 * n)) end
+    out[#out + 1] = {0}
+  end
+  a = a + 5 + 2 * n
+end
+return out
 """
 )
 
@@ -180,6 +227,19 @@ def _state(i: bytes | None, o: bytes, p: bytes, t: bytes) -> PaymentState | None
     if i is None:
         return None
     return PaymentState(index=int(i), owed=int(o), proof=p, created_at=t.decode())
+
+
+def _view(reply: list[bytes | None]) -> VendorView:
+    """A reply of HMGET i o p t c (and nodes after them) as a view."""
+    i, o, p, t, c = reply[:5]
+    return VendorView(state=_state(i, o, p, t), nodes=reply[5:], closing=c is not None)  # type: ignore[arg-type]
+
+
+def _cas_result(reply: list[Reply]) -> CasResult:
+    if reply[0] == 0:
+        return CasResult(outcome=CasOutcome.stored)
+    outcome = CasOutcome.lost if reply[0] == 1 else CasOutcome.closing
+    return CasResult(outcome=outcome, current=_state(*reply[1:5]))
 
 
 def _raise_refusal(reply: list[bytes]) -> None:
@@ -286,12 +346,77 @@ class RedisVendorStore:
             reply = await self._redis.evalsha(_VENDOR_LOAD, (state_key, nodes_key), fields)
         else:  # most modes need no nodes: a plain HMGET costs the server less than a script
             reply = await self._redis.execute("HMGET", state_key, "i", "o", "p", "t", "c")
-        nodes = reply[5:]
-        return VendorView(
-            state=_state(reply[0], reply[1], reply[2], reply[3]),
-            nodes=nodes,
-            closing=reply[4] is not None,
-        )
+        return _view(reply)
+
+    async def _per_slot(
+        self,
+        channel_ids: Sequence[str],
+        call: Callable[[list[int]], Awaitable[list[R]]],
+    ) -> list[R | StoreUnavailable]:
+        """`call(positions)` for the channels of each slot (a standalone server: all of
+        them at once), concurrently, so their commands leave in one write; a failed
+        call's StoreUnavailable stands for each of its channels."""
+        groups: dict[int, list[int]] = {}
+        redis = self._redis
+        for position, channel_id in enumerate(channel_ids):
+            slot = redis.slot_of(_vendor_keys(channel_id)[0].encode()) if isinstance(
+                redis, ClusterClient
+            ) else 0
+            groups.setdefault(slot, []).append(position)
+        results: list[R | StoreUnavailable] = [
+            StoreUnavailable("not asked")
+        ] * len(channel_ids)
+
+        async def one(positions: list[int]) -> None:
+            try:
+                replies: list[R | StoreUnavailable] = list(await call(positions))
+            except StoreUnavailable as exc:
+                replies = [exc] * len(positions)
+            for position, reply in zip(positions, replies, strict=True):
+                results[position] = reply
+
+        if len(groups) == 1:
+            await one(next(iter(groups.values())))
+        else:
+            await asyncio.gather(*(one(positions) for positions in groups.values()))
+        return results
+
+    async def load_many(
+        self, requests: Sequence[tuple[str, Sequence[int]]]
+    ) -> list[VendorView | StoreUnavailable]:
+        async def call(positions: list[int]) -> list[VendorView]:
+            keys: list[str] = []
+            args: list[bytes | int] = []
+            for position in positions:
+                channel_id, node_keys = requests[position]
+                keys += _vendor_keys(channel_id)
+                args.append(len(node_keys))
+                args += [pack_node_key(key) for key in node_keys]
+            replies = await self._redis.evalsha(_VENDOR_LOAD_MANY, keys, args)
+            return [_view(reply) for reply in replies]
+
+        return await self._per_slot([channel_id for channel_id, _ in requests], call)
+
+    async def compare_and_set_many(
+        self, writes: Sequence[tuple[str, PaymentState, Mapping[int, bytes]]]
+    ) -> list[CasResult | StoreUnavailable]:
+        for _, new, _ in writes:
+            check_amount(new.index, allow_zero=True)
+            check_amount(new.owed, allow_zero=True)
+
+        async def call(positions: list[int]) -> list[CasResult]:
+            keys: list[str] = []
+            args: list[bytes | str | int] = []
+            for position in positions:
+                channel_id, new, nodes = writes[position]
+                keys += _vendor_keys(channel_id)
+                args += [new.index, new.owed, new.proof, new.created_at, len(nodes)]
+                for key, value in nodes.items():
+                    args += [pack_node_key(key), value]
+            replies = await self._redis.evalsha(_VENDOR_CAS_MANY, keys, args)
+            return [_cas_result(reply) for reply in replies]
+
+        return await self._per_slot([channel_id for channel_id, _, _ in writes], call)
 
     async def compare_and_set(
         self, channel_id: str, new: PaymentState, nodes: Mapping[int, bytes]
@@ -303,10 +428,7 @@ class RedisVendorStore:
             args.append(pack_node_key(key))
             args.append(value)
         reply = await self._redis.evalsha(_VENDOR_CAS, _vendor_keys(channel_id), args)
-        if reply[0] == 0:
-            return CasResult(outcome=CasOutcome.stored)
-        outcome = CasOutcome.lost if reply[0] == 1 else CasOutcome.closing
-        return CasResult(outcome=outcome, current=_state(*reply[1:5]))
+        return _cas_result(reply)
 
     async def begin_close(self, channel_id: str) -> PaymentState | None:
         reply = await self._redis.evalsha(_VENDOR_BEGIN_CLOSE, _vendor_keys(channel_id)[:1], ())

@@ -579,47 +579,77 @@ def _read_nodes(
     return [found.get(key) for key in node_keys]
 
 
+def _load(conn: sqlite3.Connection, channel_id: str, node_keys: Sequence[int]) -> VendorView:
+    row = conn.execute(_STATE_SQL, (channel_id,)).fetchone()
+    nodes = _read_nodes(conn, channel_id, node_keys) if node_keys else []
+    return VendorView(state=_row_state(row), nodes=nodes, closing=row is not None and bool(row[4]))
+
+
+def _compare_and_set(
+    conn: sqlite3.Connection, channel_id: str, new: PaymentState, nodes: Mapping[int, bytes]
+) -> CasResult:
+    row = conn.execute(_STATE_SQL, (channel_id,)).fetchone()
+    if row is not None and row[4]:
+        return CasResult(outcome=CasOutcome.closing, current=_row_state(row))
+    current = _row_state(row)
+    if current is not None and current.index >= new.index:
+        return CasResult(outcome=CasOutcome.lost, current=current)
+    conn.execute(
+        "INSERT INTO vendor_channels (channel_id, idx, owed, proof, created_at) "
+        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (channel_id) DO UPDATE SET "
+        "idx = excluded.idx, owed = excluded.owed, proof = excluded.proof, "
+        "created_at = excluded.created_at",
+        (channel_id, new.index, new.owed, new.proof, new.created_at),
+    )
+    if nodes:
+        conn.executemany(
+            "INSERT OR REPLACE INTO vendor_nodes (channel_id, node, value) VALUES (?, ?, ?)",
+            [(channel_id, key, value) for key, value in nodes.items()],
+        )
+    return CasResult(outcome=CasOutcome.stored)
+
+
+def _check_state(new: PaymentState) -> None:
+    check_amount(new.index, allow_zero=True)
+    check_amount(new.owed, allow_zero=True)
+
+
 class SqliteVendorStore(_SqliteBase):
     async def load(self, channel_id: str, node_keys: Sequence[int] = ()) -> VendorView:
-        def op(conn: sqlite3.Connection) -> VendorView:
-            row = conn.execute(_STATE_SQL, (channel_id,)).fetchone()
-            nodes = _read_nodes(conn, channel_id, node_keys) if node_keys else []
-            return VendorView(
-                state=_row_state(row), nodes=nodes, closing=row is not None and bool(row[4])
-            )
+        return await self._reading(lambda conn: _load(conn, channel_id, node_keys))
 
-        return await self._reading(op)
+    async def load_many(
+        self, requests: Sequence[tuple[str, Sequence[int]]]
+    ) -> list[VendorView | StoreUnavailable]:
+        """One read job (one snapshot) for all channels."""
+        try:
+            views = await self._reading(
+                lambda conn: [_load(conn, channel_id, keys) for channel_id, keys in requests]
+            )
+        except StoreUnavailable as exc:
+            return [exc] * len(requests)
+        return list(views)
 
     async def compare_and_set(
         self, channel_id: str, new: PaymentState, nodes: Mapping[int, bytes]
     ) -> CasResult:
-        check_amount(new.index, allow_zero=True)
-        check_amount(new.owed, allow_zero=True)
-        node_rows = [(channel_id, key, value) for key, value in nodes.items()]
+        _check_state(new)
+        return await self._writing(lambda conn: _compare_and_set(conn, channel_id, new, nodes))
 
-        def op(conn: sqlite3.Connection) -> CasResult:
-            row = conn.execute(_STATE_SQL, (channel_id,)).fetchone()
-            if row is not None and row[4]:
-                return CasResult(outcome=CasOutcome.closing, current=_row_state(row))
-            current = _row_state(row)
-            if current is not None and current.index >= new.index:
-                return CasResult(outcome=CasOutcome.lost, current=current)
-            conn.execute(
-                "INSERT INTO vendor_channels (channel_id, idx, owed, proof, created_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (channel_id) DO UPDATE SET "
-                "idx = excluded.idx, owed = excluded.owed, proof = excluded.proof, "
-                "created_at = excluded.created_at",
-                (channel_id, new.index, new.owed, new.proof, new.created_at),
+    async def compare_and_set_many(
+        self, writes: Sequence[tuple[str, PaymentState, Mapping[int, bytes]]]
+    ) -> list[CasResult | StoreUnavailable]:
+        """One write job: inside the writer's next transaction, with every other
+        request's writes queued meanwhile (one commit, one fsync for all)."""
+        for _, new, _ in writes:
+            _check_state(new)
+        try:
+            results = await self._writing(
+                lambda conn: [_compare_and_set(conn, *write) for write in writes]
             )
-            if node_rows:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO vendor_nodes (channel_id, node, value) "
-                    "VALUES (?, ?, ?)",
-                    node_rows,
-                )
-            return CasResult(outcome=CasOutcome.stored)
-
-        return await self._writing(op)
+        except StoreUnavailable as exc:
+            return [exc] * len(writes)
+        return list(results)
 
     async def begin_close(self, channel_id: str) -> PaymentState | None:
         def op(conn: sqlite3.Connection) -> PaymentState | None:
