@@ -159,6 +159,12 @@ def _vendor(parser: argparse.ArgumentParser) -> None:
         help="hashes one payword payment may cost",
     )
     flags.add(
+        "--max-batch-body",
+        type=_positive,
+        default=config.MAX_BATCH_BODY,
+        help="body limit in bytes of a payment batch or stream frame",
+    )
+    flags.add(
         "--issuer-timeout",
         type=_positive_float,
         default=config.ISSUER_TIMEOUT,
@@ -353,6 +359,7 @@ def _vendor_factory(args: argparse.Namespace) -> Callable[[], Any]:
         store=args.store,
         key_file=args.key_file,
         max_body=args.max_body,
+        max_batch_body=args.max_batch_body,
         max_hashes=args.max_hashes,
         issuer_timeout=args.issuer_timeout,
         terms_cache=args.terms_cache,

@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,14 +26,16 @@ from nanomoni import config, crypto, encoding, metrics
 from nanomoni.errors import Code, NanoMoniError
 from nanomoni.protocol.consent import VENDOR_CLOSE, check_consent
 from nanomoni.protocol.messages import CloseRequest, Payment
-from nanomoni.protocol.model import CasOutcome, ChannelTerms, Closure, PaymentState
+from nanomoni.protocol.model import CasOutcome, ChannelTerms, Closure, PaymentState, VendorView
 from nanomoni.protocol.modes import AnyRules
-from nanomoni.protocol.payments import decide_payment, learned_terms, require_mode
+from nanomoni.protocol.payments import Decision, decide_payment, learned_terms, require_mode
 from nanomoni.serve import load_or_create_key
 from nanomoni.store import open_vendor_store
 from nanomoni.store.base import VendorStore
+from nanomoni.vendor.batch import Batch
 from nanomoni.vendor.budget import HashBudget
 from nanomoni.vendor.issuer_client import IssuerClient
+from nanomoni.wire import BatchItem, ItemAccepted, ItemRefused
 
 log = logging.getLogger("nanomoni.vendor")
 
@@ -54,6 +57,7 @@ class VendorConfig:
     store: str | None = None  # default: sqlite file in data_dir
     key_file: Path | None = None  # default: vendor-key.pem in data_dir
     max_body: int = config.MAX_BODY
+    max_batch_body: int = config.MAX_BATCH_BODY  # a batch body or stream frame (SPEC §12)
     max_hashes: int = config.MAX_HASHES
     issuer_timeout: float = config.ISSUER_TIMEOUT
     terms_cache: int = config.TERMS_CACHE
@@ -192,28 +196,7 @@ class Vendor:
         started = time.perf_counter()
         view = await store.load(channel_id, rules.payment_node_keys(terms, payment))
         metrics.store_time("load", time.perf_counter() - started)
-        decide = functools.partial(
-            decide_payment,
-            rules,
-            terms,
-            view,
-            payment,
-            now=encoding.utc_now(),
-            max_hashes=self.config.max_hashes,
-        )
-        accepted = view.state.index if view.state is not None else 0
-        walk = rules.hash_walk(terms, accepted, payment)
-        if walk <= crypto.INLINE_HASHES:
-            decision = decide()
-        else:
-            self.budget.check(channel_id, client, walk)
-            try:
-                # The native core releases the GIL: a thread keeps this worker's loop serving.
-                decision = await asyncio.to_thread(decide)
-            except NanoMoniError as exc:
-                if exc.code is Code.invalid_proof:  # the walk was done for nothing
-                    self.budget.spend(channel_id, client, walk)
-                raise
+        decision = await self.decide(rules, terms, view, payment, client, encoding.utc_now())
         if decision.replay:
             return Accepted(terms, decision.state, replay=True)
         started = time.perf_counter()
@@ -231,6 +214,54 @@ class Vendor:
             # An identical payment won the race: this is its replay.
             return Accepted(terms, current, replay=True)
         raise NanoMoniError(Code.non_monotonic, "payment index must be strictly increasing")
+
+    def check_budget(
+        self,
+        rules: AnyRules,
+        terms: ChannelTerms,
+        view: VendorView,
+        payment: Payment,
+        client: str,
+    ) -> int:
+        """The hash walk verifying `payment` against `view` costs; 429 `rate_limited` if
+        it is an expensive one and `client` failed too many of those lately."""
+        accepted = view.state.index if view.state is not None else 0
+        walk = rules.hash_walk(terms, accepted, payment)
+        if walk > crypto.INLINE_HASHES:
+            self.budget.check(terms.channel_id, client, walk)
+        return walk
+
+    async def decide(
+        self,
+        rules: AnyRules,
+        terms: ChannelTerms,
+        view: VendorView,
+        payment: Payment,
+        client: str,
+        now: str,
+    ) -> Decision:
+        """The decision on `payment` against `view` (no store write): long walks run in a
+        thread and, when they fail, spend from `client`'s budget."""
+        walk = self.check_budget(rules, terms, view, payment, client)
+        decide = functools.partial(
+            decide_payment, rules, terms, view, payment, now=now, max_hashes=self.config.max_hashes
+        )
+        if walk <= crypto.INLINE_HASHES:
+            return decide()
+        try:
+            # The native core releases the GIL: a thread keeps this worker's loop serving.
+            return await asyncio.to_thread(decide)
+        except NanoMoniError as exc:
+            if exc.code is Code.invalid_proof:  # the walk was done for nothing
+                self.budget.spend(terms.channel_id, client, walk)
+            raise
+
+    async def pay_many(
+        self, items: Sequence[BatchItem | NanoMoniError], client: str
+    ) -> list[ItemAccepted | ItemRefused]:
+        """A batch (SPEC §12): each item's answer as if it had been sent alone, in
+        order; `items` as `wire.decode_batch` gives them."""
+        return await Batch(self, items, client).run()
 
     # --- closure -------------------------------------------------------------------
 

@@ -1,0 +1,274 @@
+"""Batched payments (SPEC §12): many items, one decision each, one store round trip.
+
+Every item is judged as if it had been POSTed alone at its position: items of
+one channel in order, each against the state the ones before it left. What a
+batch saves is the work around the decisions:
+
+* the channels' states are read with one pipelined `load_many`;
+* each channel's items are decided in order with `presume_payment`: the mode's
+  costly check (a signature, a hash walk) is presumed to pass and collected, and
+  all checks of the batch then run in one native call per mode (off the event
+  loop when they are many). If one fails, its channel is decided again from that
+  item on exactly as the single path does (`Vendor.decide`), so no answer
+  changes;
+* a channel's accepted items collapse into one compare-and-set of the last (the
+  highest) of them, and all channels are written with one `compare_and_set_many`.
+
+A channel that another request advanced meanwhile (its compare-and-set lost) is
+read and decided again, up to ROUNDS times; after that its items get what a
+single payment that lost the race gets. A store failure is the 503 of every item
+whose answer depended on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from nanomoni import crypto, encoding, metrics
+from nanomoni.errors import Code, NanoMoniError
+from nanomoni.protocol.messages import Payment
+from nanomoni.protocol.model import CasOutcome, ChannelTerms, PaymentState, VendorView
+from nanomoni.protocol.modes import AnyRules
+from nanomoni.protocol.payments import Decision, presume_payment, require_mode
+from nanomoni.store.base import StoreUnavailable
+from nanomoni.wire import BatchItem, ItemAccepted, ItemRefused, item_accepted, item_refused
+
+if TYPE_CHECKING:
+    from nanomoni.vendor.core import Vendor
+
+ROUNDS = 3  # reads and decisions of a channel whose compare-and-set lost a race
+
+Outcome = Decision | NanoMoniError
+Result = ItemAccepted | ItemRefused
+
+
+@dataclass(slots=True)
+class _Item:
+    position: int  # in the batch
+    rules: AnyRules
+    payment: Payment
+    view: VendorView | None = None  # what it was decided against
+    outcome: Outcome | None = None
+    checks: tuple[int, int] = (0, 0)  # its presumed checks: [start, end) in its rules' list
+
+
+@dataclass(slots=True)
+class _Group:
+    """The items of one channel, in batch order."""
+
+    channel_id: str
+    terms: ChannelTerms
+    items: list[_Item] = field(default_factory=list)
+    stored: PaymentState | None = None  # the state read from the store this round
+    write: PaymentState | None = None  # the last accepted: what the compare-and-set stores
+    nodes: dict[int, bytes] = field(default_factory=dict)
+
+    def node_keys(self) -> list[int]:
+        keys: dict[int, None] = {}
+        for item in self.items:
+            keys.update(dict.fromkeys(item.rules.payment_node_keys(self.terms, item.payment)))
+        return list(keys)
+
+    def view_for(self, item: _Item, state: PaymentState | None, closing: bool) -> VendorView:
+        keys = item.rules.payment_node_keys(self.terms, item.payment)
+        return VendorView(state=state, nodes=[self.nodes.get(k) for k in keys], closing=closing)
+
+    def took(self, decision: Decision) -> None:
+        if not decision.replay:
+            self.write = decision.state
+            self.nodes.update(decision.nodes)
+
+    def depends_on_write(self, outcome: Outcome) -> bool:
+        """An answer that only holds if this round's write is stored."""
+        return isinstance(outcome, Decision) and outcome.state is not self.stored
+
+
+class Batch:
+    """One batch's items on their way through a vendor."""
+
+    def __init__(self, vendor: Vendor, items: Sequence[BatchItem | NanoMoniError], client: str):
+        self.vendor = vendor
+        self.client = client
+        self.items = items
+        self.results: list[Result | None] = [None] * len(items)
+        self.now = encoding.utc_now()
+
+    async def run(self) -> list[Result]:
+        started = time.perf_counter()
+        groups = await self._group()
+        for _ in range(ROUNDS):
+            if not groups:
+                break
+            groups = await self._round(groups)
+        for group in groups:  # still losing races: answered as a lost single payment
+            self._finish(group, lost=True)
+        results = [result for result in self.results if result is not None]
+        assert len(results) == len(self.items)
+        self._count(results, time.perf_counter() - started)
+        return results
+
+    def _refuse(self, position: int, exc: NanoMoniError) -> None:
+        self.results[position] = item_refused(exc)
+
+    async def _group(self) -> list[_Group]:
+        """Items by channel (terms learned as the single path learns them), in order."""
+        groups: dict[str, _Group] = {}
+        vendor = self.vendor
+        for position, item in enumerate(self.items):
+            if isinstance(item, NanoMoniError):
+                self._refuse(position, item)
+                continue
+            try:
+                terms = await vendor.terms(item.rules, item.channel_id)
+                require_mode(item.rules, terms, "payment")
+            except NanoMoniError as exc:
+                self._refuse(position, exc)
+                continue
+            group = groups.get(item.channel_id)
+            if group is None:
+                group = groups[item.channel_id] = _Group(item.channel_id, terms)
+            group.items.append(_Item(position, item.rules, item.payment))
+        return list(groups.values())
+
+    async def _round(self, groups: list[_Group]) -> list[_Group]:
+        """Read, decide and write `groups`; the ones whose write lost a race."""
+        store = self.vendor.store
+        views = await store.load_many([(group.channel_id, group.node_keys()) for group in groups])
+        loaded = []
+        for group, view in zip(groups, views, strict=True):
+            if isinstance(view, StoreUnavailable):
+                for item in group.items:
+                    self._refuse(item.position, view)
+            else:
+                loaded.append((group, view))
+        checks: dict[AnyRules, list[Any]] = {}
+        for group, view in loaded:
+            self._presume(group, view, checks)
+        verdicts = await self._run_checks(checks)
+        for group, _ in loaded:
+            await self._confirm(group, verdicts)
+        writing = [group for group, _ in loaded if group.write is not None]
+        for group, _ in loaded:
+            if group.write is None:
+                self._finish(group)
+        outcomes = await store.compare_and_set_many(
+            [(group.channel_id, group.write, group.nodes) for group in writing if group.write]
+        )
+        again = []
+        for group, result in zip(writing, outcomes, strict=True):
+            if isinstance(result, StoreUnavailable):
+                self._finish(group, failure=result)
+            elif result.outcome is CasOutcome.stored:
+                self._finish(group)
+            else:
+                again.append(group)
+        return again
+
+    def _presume(self, group: _Group, view: VendorView, checks: dict[AnyRules, list[Any]]) -> None:
+        """Decide the group's items in order, costly checks presumed (collected in `checks`)."""
+        group.stored, group.write = view.state, None
+        known = zip(group.node_keys(), view.nodes, strict=True)
+        group.nodes = {key: node for key, node in known if node is not None}
+        state = view.state
+        vendor = self.vendor
+        for item in group.items:
+            item.view = group.view_for(item, state, view.closing)
+            collected = checks.setdefault(item.rules, [])
+            start = len(collected)
+            try:
+                vendor.check_budget(item.rules, group.terms, item.view, item.payment, self.client)
+                decision = presume_payment(
+                    item.rules,
+                    group.terms,
+                    item.view,
+                    item.payment,
+                    collected,
+                    now=self.now,
+                    max_hashes=vendor.config.max_hashes,
+                )
+            except NanoMoniError as exc:
+                item.outcome = exc
+            else:
+                item.outcome = decision
+                group.took(decision)
+                state = decision.state
+            item.checks = (start, len(collected))
+
+    async def _run_checks(self, checks: dict[AnyRules, list[Any]]) -> dict[AnyRules, list[bool]]:
+        """Every presumed check, one native call per mode; off the loop past ~1 ms of work."""
+        pending = {rules: collected for rules, collected in checks.items() if collected}
+
+        def run() -> dict[AnyRules, list[bool]]:
+            return {rules: rules.run_checks(collected) for rules, collected in pending.items()}
+
+        cost = sum(rules.check_cost(collected) for rules, collected in pending.items())
+        if cost <= crypto.INLINE_HASHES:
+            return run()
+        return await asyncio.to_thread(run)
+
+    async def _confirm(self, group: _Group, verdicts: dict[AnyRules, list[bool]]) -> None:
+        """From the first item whose presumed check failed, decide the group again exactly."""
+        for n, item in enumerate(group.items):
+            start, end = item.checks
+            if start == end or all(verdicts[item.rules][start:end]):
+                continue
+            group.write = None
+            group.nodes = {}
+            for earlier in group.items[:n]:
+                if isinstance(earlier.outcome, Decision):
+                    group.took(earlier.outcome)
+            assert item.view is not None
+            state, closing = item.view.state, item.view.closing
+            for later in group.items[n:]:
+                later.view = group.view_for(later, state, closing)
+                try:
+                    decision = await self.vendor.decide(
+                        later.rules, group.terms, later.view, later.payment, self.client, self.now
+                    )
+                except NanoMoniError as exc:
+                    later.outcome = exc
+                else:
+                    later.outcome = decision
+                    group.took(decision)
+                    state = decision.state
+            return
+
+    def _finish(
+        self, group: _Group, *, failure: StoreUnavailable | None = None, lost: bool = False
+    ) -> None:
+        """The group's answers once its write is settled: stored (or nothing to write),
+        failed (`failure`: its outcome unknown), or `lost` for good (answered as a
+        single payment that lost the race)."""
+        for item in group.items:
+            outcome = item.outcome
+            assert outcome is not None
+            if isinstance(outcome, NanoMoniError):
+                self._refuse(item.position, outcome)
+            elif failure is not None and group.depends_on_write(outcome):
+                self._refuse(item.position, failure)
+            elif lost and group.depends_on_write(outcome):
+                self._refuse(
+                    item.position,
+                    NanoMoniError(Code.non_monotonic, "payment index must be strictly increasing"),
+                )
+            else:
+                self.results[item.position] = item_accepted(
+                    item.rules, group.terms, outcome.state, outcome.replay
+                )
+
+    def _count(self, results: list[Result], seconds: float) -> None:
+        counts: Counter[tuple[str, str, str | None]] = Counter()
+        for item, result in zip(self.items, results, strict=True):
+            mode = item.rules.mode.value if isinstance(item, BatchItem) else ""
+            if not mode:
+                continue
+            if isinstance(result, ItemRefused):
+                counts[(mode, "rejected", result.code)] += 1
+            else:
+                counts[(mode, "replay" if result.status == 200 else "accepted", None)] += 1
+        metrics.payments(counts, seconds)
