@@ -337,30 +337,11 @@ class FirstOptPayer(PaytreePayer):
 
 
 class SecondOptPayer(PaytreePayer):
-    """Only the siblings the vendor does not know yet (§5.5).
-
-    `known` mirrors the vendor's set K as heap indices (crypto.node_key); the
-    root is known from the start.
-    """
-
-    def __init__(self, seed: bytes, tree: crypto.MerkleTree, channel_id: str = "") -> None:
-        super().__init__(seed, tree, channel_id)
-        self.known: set[int] = {crypto.node_key(self.depth, 0, self.depth)}
-
-    def _known(self, level: int, pos: int) -> bool:
-        return crypto.node_key(level, pos, self.depth) in self.known
+    """Only the siblings the vendor does not know yet (§5.5): below level t − 1, where
+    t = bit_length(i XOR last) (SecondOptRules says why K comes down to that)."""
 
     def siblings(self, index: int) -> list[bytes]:
-        levels, _stop = crypto.second_opt_levels(index, self.depth, self._known)
-        return [self.tree.node(level, (index >> level) ^ 1) for level in levels]
-
-    def accepted(self, index: int) -> None:
-        super().accepted(index)
-        # Walk up from the leaf adding each path node and its sibling (heap
-        # indices: parent = key >> 1, sibling = key ^ 1). A known path node means
-        # everything above it is known already (it came with an earlier path).
-        key = crypto.node_key(0, index, self.depth)
-        while key > 1 and key not in self.known:
-            self.known.add(key)
-            self.known.add(key ^ 1)
-            key >>= 1
+        proof = self.tree.proof(index)
+        if not self.last or index < self.last:
+            return proof  # nothing known but the root (or a refused index: all of it)
+        return proof[: max(0, (index ^ self.last).bit_length() - 1)]
