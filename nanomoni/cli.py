@@ -269,6 +269,27 @@ def _bench(parser: argparse.ArgumentParser) -> None:
     load.add_argument(
         "--key-kind", choices=KEY_KINDS, default="p256", help="the client's key (default: p256)"
     )
+    load.add_argument(
+        "--transport",
+        choices=("post", "batch", "websocket"),
+        default="post",
+        help="one payment per POST, batches of --batch-size per POST, or per WebSocket frame "
+        "(default: %(default)s)",
+    )
+
+    def batch_size(text: str) -> int:
+        value = _positive(text)
+        if value > config.MAX_BATCH_ITEMS:
+            raise argparse.ArgumentTypeError(f"at most {config.MAX_BATCH_ITEMS}")
+        return value
+
+    load.add_argument(
+        "--batch-size",
+        type=batch_size,
+        default=64,
+        help="payments per batch or frame; a connection's channels take turns in it "
+        "(default: %(default)s)",
+    )
     measure = parser.add_argument_group("measurement")
     measure.add_argument(
         "--floor",

@@ -42,8 +42,8 @@ _encoder = msgspec.json.Encoder()
 encode = _encoder.encode
 
 
-class Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """Bodies whose unknown members are schema errors."""
+class Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
+    """Bodies whose unknown members are schema errors (no cycles: untracked by the gc)."""
 
 
 # --- decoding -------------------------------------------------------------------------
@@ -513,7 +513,7 @@ def encode_payment(payment: Payment) -> bytes:
     return encode(_PAYMENT_BODIES[type(payment)].of(payment))  # type: ignore[arg-type]
 
 
-class PaymentResponse(msgspec.Struct, omit_defaults=True):
+class PaymentResponse(msgspec.Struct, omit_defaults=True, gc=False):
     channel_id: str
     cumulative_owed_amount: int
     created_at: str
@@ -679,7 +679,7 @@ class _BatchRequest(msgspec.Struct):
     payments: list[Any]
 
 
-class ItemAccepted(msgspec.Struct, omit_defaults=True):
+class ItemAccepted(msgspec.Struct, omit_defaults=True, gc=False):
     """An accepted (201) or replayed (200) item: the status, then the §5 answer."""
 
     status: int
@@ -690,7 +690,7 @@ class ItemAccepted(msgspec.Struct, omit_defaults=True):
     i: int | None = None
 
 
-class ItemRefused(msgspec.Struct, omit_defaults=True):
+class ItemRefused(msgspec.Struct, omit_defaults=True, gc=False):
     status: int
     detail: str
     code: str
@@ -715,7 +715,7 @@ class BatchResponse(msgspec.Struct):
     results: list[ItemAccepted | ItemRefused]
 
 
-class ItemResult(msgspec.Struct, omit_defaults=True):
+class ItemResult(msgspec.Struct, omit_defaults=True, gc=False):
     """One result as a client reads it: an answer or an error."""
 
     status: int

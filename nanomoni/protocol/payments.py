@@ -20,7 +20,7 @@ from nanomoni.protocol.model import ChannelInfo, ChannelTerms, PaymentState, Ven
 from nanomoni.protocol.modes import AnyRules, Verified
 
 
-class Decision(msgspec.Struct, frozen=True):
+class Decision(msgspec.Struct, frozen=True, gc=False):
     replay: bool  # exact replay of the accepted payment (HTTP 200): nothing to store
     state: PaymentState  # the new accepted state, or for a replay the stored one
     nodes: dict[int, bytes]  # Merkle nodes to store with the state (second-opt)

@@ -52,6 +52,7 @@ class _Item:
     position: int  # in the batch
     rules: AnyRules
     payment: Payment
+    node_keys: list[int]  # Merkle nodes its decision needs (most modes: none)
     view: VendorView | None = None  # what it was decided against
     outcome: Outcome | None = None
     checks: tuple[int, int] = (0, 0)  # its presumed checks: [start, end) in its rules' list
@@ -66,17 +67,23 @@ class _Group:
     items: list[_Item] = field(default_factory=list)
     stored: PaymentState | None = None  # the state read from the store this round
     write: PaymentState | None = None  # the last accepted: what the compare-and-set stores
-    nodes: dict[int, bytes] = field(default_factory=dict)
+    nodes: dict[int, bytes] = field(default_factory=dict)  # new nodes, stored with `write`
+    loaded: dict[int, bytes] = field(default_factory=dict)  # nodes read from the store
 
-    def node_keys(self) -> list[int]:
-        keys: dict[int, None] = {}
-        for item in self.items:
-            keys.update(dict.fromkeys(item.rules.payment_node_keys(self.terms, item.payment)))
-        return list(keys)
+    keys: list[int] = field(default_factory=list)  # every item's node keys, once each
+
+    def add(self, item: _Item) -> None:
+        self.items.append(item)
+        if item.node_keys:
+            self.keys = list(dict.fromkeys([*self.keys, *item.node_keys]))
 
     def view_for(self, item: _Item, state: PaymentState | None, closing: bool) -> VendorView:
-        keys = item.rules.payment_node_keys(self.terms, item.payment)
-        return VendorView(state=state, nodes=[self.nodes.get(k) for k in keys], closing=closing)
+        if not item.node_keys:
+            return VendorView(state=state, nodes=[], closing=closing)
+        known = self.loaded | self.nodes
+        return VendorView(
+            state=state, nodes=[known.get(key) for key in item.node_keys], closing=closing
+        )
 
     def took(self, decision: Decision) -> None:
         if not decision.replay:
@@ -97,6 +104,7 @@ class Batch:
         self.items = items
         self.results: list[Result | None] = [None] * len(items)
         self.now = encoding.utc_now()
+        self.counts: Counter[tuple[str, str, str | None]] = Counter()  # for the metrics
 
     async def run(self) -> list[Result]:
         started = time.perf_counter()
@@ -109,11 +117,19 @@ class Batch:
             self._finish(group, lost=True)
         results = [result for result in self.results if result is not None]
         assert len(results) == len(self.items)
-        self._count(results, time.perf_counter() - started)
+        metrics.payments(self.counts, time.perf_counter() - started)
         return results
 
-    def _refuse(self, position: int, exc: NanoMoniError) -> None:
+    def _refuse(self, position: int, exc: NanoMoniError, rules: AnyRules | None = None) -> None:
         self.results[position] = item_refused(exc)
+        if rules is not None:  # decoded far enough to have a mode (as the single path counts)
+            self.counts[(rules.mode.value, "rejected", exc.code.value)] += 1
+
+    def _accept(self, item: _Item, terms: ChannelTerms, decision: Decision) -> None:
+        self.results[item.position] = item_accepted(
+            item.rules, terms, decision.state, decision.replay
+        )
+        self.counts[(item.rules.mode.value, "replay" if decision.replay else "accepted", None)] += 1
 
     async def _group(self) -> list[_Group]:
         """Items by channel (terms learned as the single path learns them), in order."""
@@ -124,26 +140,29 @@ class Batch:
                 self._refuse(position, item)
                 continue
             try:
-                terms = await vendor.terms(item.rules, item.channel_id)
+                terms = vendor.known_terms(item.channel_id) or await vendor.terms(
+                    item.rules, item.channel_id
+                )
                 require_mode(item.rules, terms, "payment")
             except NanoMoniError as exc:
-                self._refuse(position, exc)
+                self._refuse(position, exc, item.rules)
                 continue
             group = groups.get(item.channel_id)
             if group is None:
                 group = groups[item.channel_id] = _Group(item.channel_id, terms)
-            group.items.append(_Item(position, item.rules, item.payment))
+            keys = item.rules.payment_node_keys(terms, item.payment)
+            group.add(_Item(position, item.rules, item.payment, keys))
         return list(groups.values())
 
     async def _round(self, groups: list[_Group]) -> list[_Group]:
         """Read, decide and write `groups`; the ones whose write lost a race."""
         store = self.vendor.store
-        views = await store.load_many([(group.channel_id, group.node_keys()) for group in groups])
+        views = await store.load_many([(group.channel_id, group.keys) for group in groups])
         loaded = []
         for group, view in zip(groups, views, strict=True):
             if isinstance(view, StoreUnavailable):
                 for item in group.items:
-                    self._refuse(item.position, view)
+                    self._refuse(item.position, view, item.rules)
             else:
                 loaded.append((group, view))
         checks: dict[AnyRules, list[Any]] = {}
@@ -171,9 +190,9 @@ class Batch:
 
     def _presume(self, group: _Group, view: VendorView, checks: dict[AnyRules, list[Any]]) -> None:
         """Decide the group's items in order, costly checks presumed (collected in `checks`)."""
-        group.stored, group.write = view.state, None
-        known = zip(group.node_keys(), view.nodes, strict=True)
-        group.nodes = {key: node for key, node in known if node is not None}
+        group.stored, group.write, group.nodes = view.state, None, {}
+        known = zip(group.keys, view.nodes, strict=True)
+        group.loaded = {key: node for key, node in known if node is not None}
         state = view.state
         vendor = self.vendor
         for item in group.items:
@@ -248,27 +267,13 @@ class Batch:
             outcome = item.outcome
             assert outcome is not None
             if isinstance(outcome, NanoMoniError):
-                self._refuse(item.position, outcome)
+                self._refuse(item.position, outcome, item.rules)
             elif failure is not None and group.depends_on_write(outcome):
-                self._refuse(item.position, failure)
+                self._refuse(item.position, failure, item.rules)
             elif lost and group.depends_on_write(outcome):
-                self._refuse(
-                    item.position,
-                    NanoMoniError(Code.non_monotonic, "payment index must be strictly increasing"),
+                lost_race = NanoMoniError(
+                    Code.non_monotonic, "payment index must be strictly increasing"
                 )
+                self._refuse(item.position, lost_race, item.rules)
             else:
-                self.results[item.position] = item_accepted(
-                    item.rules, group.terms, outcome.state, outcome.replay
-                )
-
-    def _count(self, results: list[Result], seconds: float) -> None:
-        counts: Counter[tuple[str, str, str | None]] = Counter()
-        for item, result in zip(self.items, results, strict=True):
-            mode = item.rules.mode.value if isinstance(item, BatchItem) else ""
-            if not mode:
-                continue
-            if isinstance(result, ItemRefused):
-                counts[(mode, "rejected", result.code)] += 1
-            else:
-                counts[(mode, "replay" if result.status == 200 else "accepted", None)] += 1
-        metrics.payments(counts, seconds)
+                self._accept(item, group.terms, outcome)

@@ -122,6 +122,10 @@ class Vendor:
 
     # --- channel terms ---------------------------------------------------------
 
+    def known_terms(self, channel_id: str) -> ChannelTerms | None:
+        """The cached terms of a channel, if this worker learned them already."""
+        return self._terms.get(channel_id)
+
     async def terms(self, rules: AnyRules, channel_id: str) -> ChannelTerms:
         """Cached terms, or learned from the issuer once even under concurrent first payments."""
         terms = self._terms.get(channel_id)

@@ -45,7 +45,7 @@ class CommitmentMembers:
         return (self.root, self.unit, self.max)
 
 
-class Verified(msgspec.Struct, frozen=True):
+class Verified(msgspec.Struct, frozen=True, gc=False):
     """What a valid payment leaves for the store: its proof blob and new Merkle nodes."""
 
     proof: bytes

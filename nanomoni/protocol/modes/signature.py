@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from nanomoni import crypto
-from nanomoni.encoding import b64encode, canonical_json, public_key_der
+from nanomoni.encoding import b64encode, canonical_json, is_channel_id, public_key_der
 from nanomoni.errors import Code, NanoMoniError
 from nanomoni.protocol.messages import SignaturePayment, SignatureSettlement
 from nanomoni.protocol.model import ChannelTerms, Mode, PaymentState, VendorView
@@ -25,6 +25,9 @@ SIGNATURE_HASHES = 1000
 
 def amount_message(channel_id: str, amount: int) -> bytes:
     """What the client signs for a payment and both parties sign at closure (§4.5, §5.1)."""
+    if is_channel_id(channel_id) and type(amount) is int and amount >= 0:
+        # The canonical JSON itself (a channel id needs no escaping), 10x cheaper.
+        return b'{"channel_id":"%s","cumulative_owed_amount":%d}' % (channel_id.encode(), amount)
     return canonical_json({"channel_id": channel_id, "cumulative_owed_amount": amount})
 
 
