@@ -597,7 +597,10 @@ def _refused_item(raw: bytes | str) -> NanoMoniError:
     if isinstance(members, dict):
         if "mode" in members:
             mode = members["mode"]
-            rules_for(mode if isinstance(mode, str) else repr(mode))  # raises for an unknown one
+            try:
+                rules_for(mode if isinstance(mode, str) else repr(mode))
+            except NanoMoniError as unknown:
+                return unknown
         if "channel_id" in members and not (
             isinstance(members["channel_id"], str) and is_channel_id(members["channel_id"])
         ):
@@ -629,10 +632,7 @@ def decode_batch(
         try:
             decoded.append(_item(item if well_formed else _item_decoder.decode(item)))
         except (msgspec.ValidationError, msgspec.DecodeError):
-            try:
-                raise _refused_item(item) from None
-            except NanoMoniError as exc:
-                decoded.append(exc)
+            decoded.append(_refused_item(item))
         except NanoMoniError as exc:
             decoded.append(exc)
     return decoded

@@ -105,11 +105,15 @@ class VendorStore(Protocol):
         StoreUnavailable in its channel's place."""
 
     async def compare_and_set_many(
-        self, writes: Sequence[tuple[str, PaymentState, Mapping[int, bytes]]]
+        self, writes: Sequence[tuple[str, int, PaymentState, Mapping[int, bytes]]]
     ) -> list[CasResult | StoreUnavailable]:
-        """`compare_and_set` of many (distinct) channels in one round trip (Redis
-        Cluster: one per slot), each channel its own atomic step. A write that failed
-        (its outcome unknown) leaves its StoreUnavailable in its channel's place."""
+        """For many (distinct) channels in one round trip (Redis Cluster: one per
+        slot), each its own atomic step: (channel, expected index, new state, nodes)
+        stores `new` and `nodes` only if the channel is not closing and its stored
+        index is still the expected one (0: no state) — what the caller decided
+        against — and `new.index` is above it; else `lost` (or `closing`) with the
+        current state. A write that failed (its outcome unknown) leaves its
+        StoreUnavailable in its channel's place."""
 
     async def begin_close(self, channel_id: str) -> PaymentState | None:
         """Atomically mark the channel closing (no more payments) and return its state."""

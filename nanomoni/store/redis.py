@@ -115,24 +115,26 @@ return out
 """
 )
 
-# _VENDOR_CAS for many channels. ARGV per channel: i, o, p, t, node count, node pairs.
+# Compare-and-set of many channels, each against the index its writer read. ARGV per
+# channel: expected index ('0': none), i, o, p, t, node count, node pairs.
 _VENDOR_CAS_MANY = Script(
     _GE
     + """
 local out, a = {}, 1
 for j = 1, #KEYS, 2 do
-  local n = tonumber(ARGV[a + 4])
+  local n = tonumber(ARGV[a + 5])
   local s = redis.call('HMGET', KEYS[j], 'c', 'i', 'o', 'p', 't')
   if s[1] then
     out[#out + 1] = {2, s[2], s[3], s[4], s[5]}
-  elseif s[2] and ge(s[2], ARGV[a]) then
+  elseif (s[2] or '0') ~= ARGV[a] or ge(ARGV[a], ARGV[a + 1]) then
     out[#out + 1] = {1, s[2], s[3], s[4], s[5]}
   else
-    redis.call('HSET', KEYS[j], 'i', ARGV[a], 'o', ARGV[a + 1], 'p', ARGV[a + 2], 't', ARGV[a + 3])
-    if n > 0 then redis.call('HSET', KEYS[j + 1], unpack(ARGV, a + 5, a + 4 + 2 * n)) end
+    redis.call('HSET', KEYS[j], 'i', ARGV[a + 1], 'o', ARGV[a + 2], 'p', ARGV[a + 3],
+      't', ARGV[a + 4])
+    if n > 0 then redis.call('HSET', KEYS[j + 1], unpack(ARGV, a + 6, a + 5 + 2 * n)) end
     out[#out + 1] = {0}
   end
-  a = a + 5 + 2 * n
+  a = a + 6 + 2 * n
 end
 return out
 """
@@ -398,9 +400,10 @@ class RedisVendorStore:
         return await self._per_slot([channel_id for channel_id, _ in requests], call)
 
     async def compare_and_set_many(
-        self, writes: Sequence[tuple[str, PaymentState, Mapping[int, bytes]]]
+        self, writes: Sequence[tuple[str, int, PaymentState, Mapping[int, bytes]]]
     ) -> list[CasResult | StoreUnavailable]:
-        for _, new, _ in writes:
+        for _, expected, new, _ in writes:
+            check_amount(expected, allow_zero=True)  # compared as canonical decimals
             check_amount(new.index, allow_zero=True)
             check_amount(new.owed, allow_zero=True)
 
@@ -408,15 +411,15 @@ class RedisVendorStore:
             keys: list[str] = []
             args: list[bytes | str | int] = []
             for position in positions:
-                channel_id, new, nodes = writes[position]
+                channel_id, expected, new, nodes = writes[position]
                 keys += _vendor_keys(channel_id)
-                args += [new.index, new.owed, new.proof, new.created_at, len(nodes)]
+                args += [expected, new.index, new.owed, new.proof, new.created_at, len(nodes)]
                 for key, value in nodes.items():
                     args += [pack_node_key(key), value]
             replies = await self._redis.evalsha(_VENDOR_CAS_MANY, keys, args)
             return [_cas_result(reply) for reply in replies]
 
-        return await self._per_slot([channel_id for channel_id, _, _ in writes], call)
+        return await self._per_slot([write[0] for write in writes], call)
 
     async def compare_and_set(
         self, channel_id: str, new: PaymentState, nodes: Mapping[int, bytes]

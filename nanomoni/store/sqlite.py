@@ -586,13 +586,20 @@ def _load(conn: sqlite3.Connection, channel_id: str, node_keys: Sequence[int]) -
 
 
 def _compare_and_set(
-    conn: sqlite3.Connection, channel_id: str, new: PaymentState, nodes: Mapping[int, bytes]
+    conn: sqlite3.Connection,
+    channel_id: str,
+    new: PaymentState,
+    nodes: Mapping[int, bytes],
+    expected: int | None = None,
 ) -> CasResult:
+    """Store `new` unless closing or a state >= it is stored (or, with `expected`,
+    unless the stored index is not exactly that: 0 for none)."""
     row = conn.execute(_STATE_SQL, (channel_id,)).fetchone()
     if row is not None and row[4]:
         return CasResult(outcome=CasOutcome.closing, current=_row_state(row))
     current = _row_state(row)
-    if current is not None and current.index >= new.index:
+    stored = current.index if current is not None else 0
+    if stored >= new.index or (expected is not None and stored != expected):
         return CasResult(outcome=CasOutcome.lost, current=current)
     conn.execute(
         "INSERT INTO vendor_channels (channel_id, idx, owed, proof, created_at) "
@@ -637,15 +644,19 @@ class SqliteVendorStore(_SqliteBase):
         return await self._writing(lambda conn: _compare_and_set(conn, channel_id, new, nodes))
 
     async def compare_and_set_many(
-        self, writes: Sequence[tuple[str, PaymentState, Mapping[int, bytes]]]
+        self, writes: Sequence[tuple[str, int, PaymentState, Mapping[int, bytes]]]
     ) -> list[CasResult | StoreUnavailable]:
         """One write job: inside the writer's next transaction, with every other
         request's writes queued meanwhile (one commit, one fsync for all)."""
-        for _, new, _ in writes:
+        for _, expected, new, _ in writes:
+            check_amount(expected, allow_zero=True)
             _check_state(new)
         try:
             results = await self._writing(
-                lambda conn: [_compare_and_set(conn, *write) for write in writes]
+                lambda conn: [
+                    _compare_and_set(conn, channel_id, new, nodes, expected)
+                    for channel_id, expected, new, nodes in writes
+                ]
             )
         except StoreUnavailable as exc:
             return [exc] * len(writes)

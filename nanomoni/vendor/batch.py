@@ -12,10 +12,12 @@ batch saves is the work around the decisions:
   item on exactly as the single path does (`Vendor.decide`), so no answer
   changes;
 * a channel's accepted items collapse into one compare-and-set of the last (the
-  highest) of them, and all channels are written with one `compare_and_set_many`.
+  highest) of them, conditional on the state they were decided against, and all
+  channels are written with one `compare_and_set_many`.
 
-A channel that another request advanced meanwhile (its compare-and-set lost) is
-read and decided again, up to ROUNDS times; after that its items get what a
+A channel that another request changed meanwhile (its compare-and-set lost) is
+read and decided again, so every answer holds at the moment of its write; up to
+ROUNDS times; after that its items get what a
 single payment that lost the race gets. A store failure is the 503 of every item
 whose answer depended on it.
 """
@@ -176,7 +178,11 @@ class Batch:
             if group.write is None:
                 self._finish(group)
         outcomes = await store.compare_and_set_many(
-            [(group.channel_id, group.write, group.nodes) for group in writing if group.write]
+            [
+                (group.channel_id, group.stored.index if group.stored else 0, write, group.nodes)
+                for group in writing
+                if (write := group.write) is not None
+            ]
         )
         again = []
         for group, result in zip(writing, outcomes, strict=True):

@@ -135,8 +135,10 @@ async def test_load_many_and_compare_and_set_many_match_their_single_forms(
     assert all(view == VendorView(state=None, nodes=[], closing=False) for view in views[2:])
 
     writes = [
-        (cid, state(3), {NODE_B: cid.encode()[:32]} if n == 2 else {}) for n, cid in enumerate(cids)
+        (cid, 0, state(3), {NODE_B: cid.encode()[:32]} if n == 2 else {})
+        for n, cid in enumerate(cids)
     ]
+    writes[0] = (cids[0], 5, state(3), {})  # not above the state it was decided against: lost
     results = await vendor.compare_and_set_many(writes)
     assert results[0] == CasResult(outcome=CasOutcome.lost, current=state(5))
     assert results[1] == CasResult(outcome=CasOutcome.closing, current=state(2))
@@ -151,6 +153,22 @@ async def test_load_many_and_compare_and_set_many_match_their_single_forms(
 async def test_compare_and_set_many_checks_amounts_before_writing(vendor: VendorStore) -> None:
     cids = [new_channel_id(), new_channel_id()]
     with pytest.raises(NanoMoniError) as caught:
-        await vendor.compare_and_set_many([(cids[0], state(1), {}), (cids[1], state(2**63), {})])
+        await vendor.compare_and_set_many(
+            [(cids[0], 0, state(1), {}), (cids[1], 0, state(2**63), {})]
+        )
     assert caught.value.code is Code.invalid_amount
     assert [view.state for view in await vendor.load_many([(c, []) for c in cids])] == [None] * 2
+
+
+async def test_compare_and_set_many_loses_when_the_state_moved_since_it_was_read(
+    vendor: VendorStore,
+) -> None:
+    cid = new_channel_id()
+    await vendor.compare_and_set(cid, state(4), {})
+    # Decided against "no state" (0) or index 2, but 4 is stored: lost, even though 6 > 4.
+    for expected in (0, 2):
+        (result,) = await vendor.compare_and_set_many([(cid, expected, state(6), {})])
+        assert result == CasResult(outcome=CasOutcome.lost, current=state(4))
+    (result,) = await vendor.compare_and_set_many([(cid, 4, state(6), {})])
+    assert result == CasResult(outcome=CasOutcome.stored)
+    assert (await vendor.load(cid)).state == state(6)
