@@ -43,7 +43,7 @@ from nanomoni.wire import BatchItem, ItemAccepted, ItemRefused, item_accepted, i
 if TYPE_CHECKING:
     from nanomoni.vendor.core import Vendor
 
-ROUNDS = 3  # reads and decisions of a channel whose compare-and-set lost a race
+ROUNDS = 4  # decisions of a channel: on a remembered state, then fresh reads after lost races
 
 Outcome = Decision | NanoMoniError
 Result = ItemAccepted | ItemRefused
@@ -71,6 +71,7 @@ class _Group:
     write: PaymentState | None = None  # the last accepted: what the compare-and-set stores
     nodes: dict[int, bytes] = field(default_factory=dict)  # new nodes, stored with `write`
     loaded: dict[int, bytes] = field(default_factory=dict)  # nodes read from the store
+    fresh: bool = True  # decided on a state read this round (else: one this worker remembered)
 
     keys: list[int] = field(default_factory=list)  # every item's node keys, once each
 
@@ -111,10 +112,10 @@ class Batch:
     async def run(self) -> list[Result]:
         started = time.perf_counter()
         groups = await self._group()
-        for _ in range(ROUNDS):
+        for round_number in range(ROUNDS):
             if not groups:
                 break
-            groups = await self._round(groups)
+            groups = await self._round(groups, first_round=round_number == 0)
         for group in groups:  # still losing races: answered as a lost single payment
             self._finish(group, lost=True)
         results = [result for result in self.results if result is not None]
@@ -156,27 +157,60 @@ class Batch:
             group.add(_Item(position, item.rules, item.payment, keys))
         return list(groups.values())
 
-    async def _round(self, groups: list[_Group]) -> list[_Group]:
-        """Read, decide and write `groups`; the ones whose write lost a race."""
-        store = self.vendor.store
-        views = await store.load_many([(group.channel_id, group.keys) for group in groups])
-        loaded = []
-        for group, view in zip(groups, views, strict=True):
-            if isinstance(view, StoreUnavailable):
-                for item in group.items:
-                    self._refuse(item.position, view, item.rules)
+    def _remembered(self, group: _Group, first_round: bool) -> VendorView | None:
+        """The state this worker remembers of the group's channel, where deciding on it
+        is safe: first round, no Merkle nodes needed, no expensive hash walk."""
+        if not first_round or group.keys:
+            return None
+        view = self.vendor.views.get(group.channel_id)
+        if view is None:
+            return None
+        accepted = view.state.index if view.state is not None else 0
+        for item in group.items:
+            if item.rules.hash_walk(group.terms, accepted, item.payment) > crypto.INLINE_HASHES:
+                return None
+        return view
+
+    async def _round(self, groups: list[_Group], first_round: bool) -> list[_Group]:
+        """Read (what is not remembered), decide and write `groups`; the ones to decide
+        again: their write lost a race, or a remembered state led to a refusal or replay."""
+        store, views = self.vendor.store, self.vendor.views
+        loaded: list[tuple[_Group, VendorView]] = []
+        reading = []
+        for group in groups:
+            remembered = self._remembered(group, first_round)
+            group.fresh = remembered is None
+            if remembered is None:
+                reading.append(group)
             else:
+                loaded.append((group, remembered))
+        if reading:
+            read = await store.load_many([(group.channel_id, group.keys) for group in reading])
+            for group, view in zip(reading, read, strict=True):
+                if isinstance(view, StoreUnavailable):
+                    for item in group.items:
+                        self._refuse(item.position, view, item.rules)
+                    continue
+                if not group.keys:
+                    views.remember(group.channel_id, view.state, closing=view.closing)
                 loaded.append((group, view))
         checks: dict[AnyRules, list[Any]] = {}
         for group, view in loaded:
             self._presume(group, view, checks)
         verdicts = await self._run_checks(checks)
+        again = []
+        writing = []
         for group, _ in loaded:
             await self._confirm(group, verdicts)
-        writing = [group for group, _ in loaded if group.write is not None]
-        for group, _ in loaded:
-            if group.write is None:
+            if not group.fresh and not all(
+                isinstance(item.outcome, Decision) and not item.outcome.replay
+                for item in group.items
+            ):
+                again.append(group)  # a refusal or replay must hold for the current state
+            elif group.write is None:
                 self._finish(group)
+            else:
+                writing.append(group)
         outcomes = await store.compare_and_set_many(
             [
                 (group.channel_id, group.stored.index if group.stored else 0, write, group.nodes)
@@ -184,13 +218,16 @@ class Batch:
                 if (write := group.write) is not None
             ]
         )
-        again = []
         for group, result in zip(writing, outcomes, strict=True):
             if isinstance(result, StoreUnavailable):
+                views.forget(group.channel_id)
                 self._finish(group, failure=result)
             elif result.outcome is CasOutcome.stored:
+                if not group.keys:
+                    views.remember(group.channel_id, group.write, closing=False)
                 self._finish(group)
-            else:
+            else:  # lost a race, or the channel began closing: decide again on a fresh read
+                views.forget(group.channel_id)
                 again.append(group)
         return again
 

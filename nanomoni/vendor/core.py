@@ -31,7 +31,7 @@ from nanomoni.protocol.modes import AnyRules
 from nanomoni.protocol.payments import Decision, decide_payment, learned_terms, require_mode
 from nanomoni.serve import load_or_create_key
 from nanomoni.store import open_vendor_store
-from nanomoni.store.base import VendorStore
+from nanomoni.store.base import StoreUnavailable, VendorStore
 from nanomoni.vendor.batch import Batch
 from nanomoni.vendor.budget import HashBudget
 from nanomoni.vendor.issuer_client import IssuerClient
@@ -48,6 +48,38 @@ class Accepted:
     terms: ChannelTerms
     state: PaymentState
     replay: bool
+
+
+class ViewCache:
+    """The state this worker last read or wrote per channel, most recent last, at most
+    `size` of them. Only a hint: every write compares against the state it was
+    decided on, and the store keeps the truth (other workers write too)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._views: dict[str, VendorView] = {}
+
+    def remember(self, channel_id: str, state: PaymentState | None, *, closing: bool) -> None:
+        views = self._views
+        views.pop(channel_id, None)
+        if len(views) >= self.size:
+            del views[next(iter(views))]  # bounded memory: forget the longest unused
+        views[channel_id] = VendorView(state=state, nodes=[], closing=closing)
+
+    def forget(self, channel_id: str) -> None:
+        self._views.pop(channel_id, None)
+
+    def get(self, channel_id: str) -> VendorView | None:
+        return self._views.get(channel_id)
+
+    def usable(self, rules: AnyRules, terms: ChannelTerms, payment: Payment) -> VendorView | None:
+        """The remembered view, unless deciding on it could walk an expensive hash chain
+        (whose failure spends the client's budget: that needs the current state)."""
+        view = self._views.get(terms.channel_id)
+        if view is None:
+            return None
+        accepted = view.state.index if view.state is not None else 0
+        return view if rules.hash_walk(terms, accepted, payment) <= crypto.INLINE_HASHES else None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,6 +117,7 @@ class Vendor:
         self._learning: dict[str, asyncio.Future[ChannelTerms]] = {}
         self._registration: asyncio.Task[None] | None = None
         self.budget = HashBudget()
+        self.views = ViewCache(config.terms_cache)
 
     @property
     def store(self) -> VendorStore:
@@ -192,32 +225,76 @@ class Vendor:
     async def _pay(
         self, rules: AnyRules, channel_id: str, payment: Payment, client: str
     ) -> Accepted:
+        """Decided against the state this worker last saw of the channel when it has
+        one (and the decision is cheap), written with a compare-and-set against that
+        state: one store round trip. A write that finds the state moved, and any
+        refusal or replay decided on a remembered state, is decided again on a fresh
+        read, so no answer rests on an outdated state."""
         if payment.channel_id is not None and payment.channel_id != channel_id:
             raise NanoMoniError(Code.id_mismatch, "body channel_id differs from the path")
-        terms = await self.terms(rules, channel_id)
+        terms = self.known_terms(channel_id) or await self.terms(rules, channel_id)
         require_mode(rules, terms, "payment")
-        store = self.store
+        now = encoding.utc_now()
+        keys = rules.payment_node_keys(terms, payment)
+        view = None if keys else self.views.usable(rules, terms, payment)
+        fresh = view is None
+        if view is None:
+            view = await self._load(channel_id, keys)
+        lost = False
+        while True:
+            try:
+                decision = await self.decide(rules, terms, view, payment, client, now)
+            except NanoMoniError:
+                if fresh:
+                    raise
+                view, fresh = await self._load(channel_id, keys), True
+                continue
+            if decision.replay:
+                if fresh:
+                    return Accepted(terms, decision.state, replay=True)
+                view, fresh = await self._load(channel_id, keys), True
+                continue
+            expected = view.state.index if view.state is not None else 0
+            started = time.perf_counter()
+            (result,) = await self.store.compare_and_set_many(
+                [(channel_id, expected, decision.state, decision.nodes)]
+            )
+            metrics.store_time("compare_and_set", time.perf_counter() - started)
+            if isinstance(result, StoreUnavailable):
+                self.views.forget(channel_id)
+                raise result
+            if result.outcome is CasOutcome.stored:
+                if not keys:
+                    self.views.remember(channel_id, decision.state, closing=False)
+                return Accepted(terms, decision.state, replay=False)
+            if result.outcome is CasOutcome.closing:
+                self.views.remember(channel_id, result.current, closing=True)
+                raise NanoMoniError(Code.channel_closed, "the channel is closed: no more payments")
+            current = result.current
+            if lost:  # moved twice under us: answered as a payment that lost its race
+                if current is not None and (current.index, current.proof) == (
+                    decision.state.index,
+                    decision.state.proof,
+                ):
+                    return Accepted(terms, current, replay=True)  # an identical one won
+                raise NanoMoniError(
+                    Code.non_monotonic, "payment index must be strictly increasing"
+                )
+            lost = True
+            if keys:
+                view = await self._load(channel_id, keys)
+            else:  # the compare-and-set answered with the current state: decide on it
+                view = VendorView(state=current, nodes=[], closing=False)
+                self.views.remember(channel_id, current, closing=False)
+            fresh = True
+
+    async def _load(self, channel_id: str, keys: Sequence[int]) -> VendorView:
         started = time.perf_counter()
-        view = await store.load(channel_id, rules.payment_node_keys(terms, payment))
+        view = await self.store.load(channel_id, keys)
         metrics.store_time("load", time.perf_counter() - started)
-        decision = await self.decide(rules, terms, view, payment, client, encoding.utc_now())
-        if decision.replay:
-            return Accepted(terms, decision.state, replay=True)
-        started = time.perf_counter()
-        result = await store.compare_and_set(channel_id, decision.state, decision.nodes)
-        metrics.store_time("compare_and_set", time.perf_counter() - started)
-        if result.outcome is CasOutcome.stored:
-            return Accepted(terms, decision.state, replay=False)
-        if result.outcome is CasOutcome.closing:
-            raise NanoMoniError(Code.channel_closed, "the channel is closed: no more payments")
-        current = result.current
-        if current is not None and (current.index, current.proof) == (
-            decision.state.index,
-            decision.state.proof,
-        ):
-            # An identical payment won the race: this is its replay.
-            return Accepted(terms, current, replay=True)
-        raise NanoMoniError(Code.non_monotonic, "payment index must be strictly increasing")
+        if not keys:
+            self.views.remember(channel_id, view.state, closing=view.closing)
+        return view
 
     def check_budget(
         self,

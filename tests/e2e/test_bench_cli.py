@@ -189,6 +189,6 @@ def test_bench_sends_batches_and_stream_frames(tmp_path: Path, transport: str) -
         assert run["timed"] == 384 and run["payments_per_request"] == 32
         assert run["channels_per_batch"] == 8
         assert sum(run["latency_histogram"]["counts"]) == 12
-        assert run["vendor_cpu_us_per_payment"] > 0
+        assert run["vendor_cpu_us_per_payment"] is not None  # read (in 10 ms ticks: maybe 0)
         # The floor app serves plain POSTs only: it is measured for batches, not streams.
         assert (run["floor_cpu_us_per_request"] is None) == (transport == "websocket")
