@@ -92,10 +92,15 @@ class VendorStore(Protocol):
         """Accepted state, the requested Merkle nodes (None where unknown), closing flag."""
 
     async def compare_and_set(
-        self, channel_id: str, new: PaymentState, nodes: Mapping[int, bytes]
+        self,
+        channel_id: str,
+        new: PaymentState,
+        nodes: Mapping[int, bytes],
+        expected: int | None = None,
     ) -> CasResult:
         """One atomic step: store `new` and `nodes` only if the channel is not
-        closing and no state with index >= new.index is stored."""
+        closing and no state with index >= new.index is stored — and, given
+        `expected`, only if the stored index is exactly that (0: no state)."""
 
     async def load_many(
         self, requests: Sequence[tuple[str, Sequence[int]]]

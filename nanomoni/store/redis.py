@@ -34,7 +34,7 @@ them), rather than at every instant.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from nanomoni.protocol.model import (
@@ -61,9 +61,10 @@ from nanomoni.store.codec import (
     terms_from_blob,
     terms_to_blob,
 )
-from nanomoni.store.resp import Client, ClusterClient, Reply, Script
+from nanomoni.store.resp import Arg, Client, ClusterClient, Reply, Script
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 # A Lua snippet: is decimal string a >= decimal string b (both canonical, non-negative)?
 _GE = """
@@ -89,9 +90,10 @@ _VENDOR_CAS = Script(
     + """
 local s = redis.call('HMGET', KEYS[1], 'c', 'i', 'o', 'p', 't')
 if s[1] then return {2, s[2], s[3], s[4], s[5]} end
-if s[2] and ge(s[2], ARGV[1]) then return {1, s[2], s[3], s[4], s[5]} end
-redis.call('HSET', KEYS[1], 'i', ARGV[1], 'o', ARGV[2], 'p', ARGV[3], 't', ARGV[4])
-if #ARGV > 4 then redis.call('HSET', KEYS[2], unpack(ARGV, 5)) end
+if s[2] and ge(s[2], ARGV[2]) then return {1, s[2], s[3], s[4], s[5]} end
+if ARGV[1] ~= '' and (s[2] or '0') ~= ARGV[1] then return {1, s[2], s[3], s[4], s[5]} end
+redis.call('HSET', KEYS[1], 'i', ARGV[2], 'o', ARGV[3], 'p', ARGV[4], 't', ARGV[5])
+if #ARGV > 5 then redis.call('HSET', KEYS[2], unpack(ARGV, 6)) end
 return {0}
 """
 )
@@ -244,6 +246,23 @@ def _cas_result(reply: list[Reply]) -> CasResult:
     return CasResult(outcome=outcome, current=_state(*reply[1:5]))
 
 
+def _pack_load(request: tuple[str, Sequence[int]], keys: list[Arg], args: list[Arg]) -> None:
+    channel_id, node_keys = request
+    keys += _vendor_keys(channel_id)
+    args.append(len(node_keys))
+    args += [pack_node_key(key) for key in node_keys]
+
+
+def _pack_write(
+    write: tuple[str, int, PaymentState, Mapping[int, bytes]], keys: list[Arg], args: list[Arg]
+) -> None:
+    channel_id, expected, new, nodes = write
+    keys += _vendor_keys(channel_id)
+    args += [expected, new.index, new.owed, new.proof, new.created_at, len(nodes)]
+    for key, value in nodes.items():
+        args += [pack_node_key(key), value]
+
+
 def _raise_refusal(reply: list[bytes]) -> None:
     raise refusal(reply[0].decode(), reply[1].decode() if len(reply) > 1 else "")
 
@@ -352,52 +371,55 @@ class RedisVendorStore:
 
     async def _per_slot(
         self,
-        channel_ids: Sequence[str],
-        call: Callable[[list[int]], Awaitable[list[R]]],
+        script: Script,
+        items: Sequence[T],
+        pack_one: Callable[[T, list[Arg], list[Arg]], None],
+        parse: Callable[[Reply], R],
     ) -> list[R | StoreUnavailable]:
-        """`call(positions)` for the channels of each slot (a standalone server: all of
-        them at once), concurrently, so their commands leave in one write; a failed
-        call's StoreUnavailable stands for each of its channels."""
-        groups: dict[int, list[int]] = {}
+        """One call of a many-channel `script` per slot (a standalone server: one for
+        all), concurrently, so they leave in one write. `items[n]` names its channel
+        first; `pack_one` adds its keys and arguments. A failed call's StoreUnavailable
+        stands for each of its channels."""
         redis = self._redis
-        for position, channel_id in enumerate(channel_ids):
-            slot = redis.slot_of(_vendor_keys(channel_id)[0].encode()) if isinstance(
-                redis, ClusterClient
-            ) else 0
+        if not isinstance(redis, ClusterClient):
+            return await self._call_many(script, items, pack_one, parse)
+        groups: dict[int, list[int]] = {}
+        for position, item in enumerate(items):
+            slot = redis.slot_of(_vendor_keys(item[0])[0].encode())  # type: ignore[index]
             groups.setdefault(slot, []).append(position)
-        results: list[R | StoreUnavailable] = [
-            StoreUnavailable("not asked")
-        ] * len(channel_ids)
-
-        async def one(positions: list[int]) -> None:
-            try:
-                replies: list[R | StoreUnavailable] = list(await call(positions))
-            except StoreUnavailable as exc:
-                replies = [exc] * len(positions)
+        answers = await asyncio.gather(
+            *(
+                self._call_many(script, [items[n] for n in positions], pack_one, parse)
+                for positions in groups.values()
+            )
+        )
+        results: list[R | StoreUnavailable | None] = [None] * len(items)
+        for positions, replies in zip(groups.values(), answers, strict=True):
             for position, reply in zip(positions, replies, strict=True):
                 results[position] = reply
+        return [result for result in results if result is not None]
 
-        if len(groups) == 1:
-            await one(next(iter(groups.values())))
-        else:
-            await asyncio.gather(*(one(positions) for positions in groups.values()))
-        return results
+    async def _call_many(
+        self,
+        script: Script,
+        items: Sequence[T],
+        pack_one: Callable[[T, list[Arg], list[Arg]], None],
+        parse: Callable[[Reply], R],
+    ) -> list[R | StoreUnavailable]:
+        keys: list[Arg] = []
+        args: list[Arg] = []
+        for item in items:
+            pack_one(item, keys, args)
+        try:
+            replies = await self._redis.evalsha(script, keys, args)
+        except StoreUnavailable as exc:
+            return [exc] * len(items)
+        return [parse(reply) for reply in replies]
 
     async def load_many(
         self, requests: Sequence[tuple[str, Sequence[int]]]
     ) -> list[VendorView | StoreUnavailable]:
-        async def call(positions: list[int]) -> list[VendorView]:
-            keys: list[str] = []
-            args: list[bytes | int] = []
-            for position in positions:
-                channel_id, node_keys = requests[position]
-                keys += _vendor_keys(channel_id)
-                args.append(len(node_keys))
-                args += [pack_node_key(key) for key in node_keys]
-            replies = await self._redis.evalsha(_VENDOR_LOAD_MANY, keys, args)
-            return [_view(reply) for reply in replies]
-
-        return await self._per_slot([channel_id for channel_id, _ in requests], call)
+        return await self._per_slot(_VENDOR_LOAD_MANY, requests, _pack_load, _view)
 
     async def compare_and_set_many(
         self, writes: Sequence[tuple[str, int, PaymentState, Mapping[int, bytes]]]
@@ -406,27 +428,21 @@ class RedisVendorStore:
             check_amount(expected, allow_zero=True)  # compared as canonical decimals
             check_amount(new.index, allow_zero=True)
             check_amount(new.owed, allow_zero=True)
-
-        async def call(positions: list[int]) -> list[CasResult]:
-            keys: list[str] = []
-            args: list[bytes | str | int] = []
-            for position in positions:
-                channel_id, expected, new, nodes = writes[position]
-                keys += _vendor_keys(channel_id)
-                args += [expected, new.index, new.owed, new.proof, new.created_at, len(nodes)]
-                for key, value in nodes.items():
-                    args += [pack_node_key(key), value]
-            replies = await self._redis.evalsha(_VENDOR_CAS_MANY, keys, args)
-            return [_cas_result(reply) for reply in replies]
-
-        return await self._per_slot([write[0] for write in writes], call)
+        return await self._per_slot(_VENDOR_CAS_MANY, writes, _pack_write, _cas_result)
 
     async def compare_and_set(
-        self, channel_id: str, new: PaymentState, nodes: Mapping[int, bytes]
+        self,
+        channel_id: str,
+        new: PaymentState,
+        nodes: Mapping[int, bytes],
+        expected: int | None = None,
     ) -> CasResult:
         check_amount(new.index, allow_zero=True)  # the script compares canonical decimals
         check_amount(new.owed, allow_zero=True)
-        args: list[bytes | str | int] = [new.index, new.owed, new.proof, new.created_at]
+        condition: str | int = "" if expected is None else expected
+        if expected is not None:
+            check_amount(expected, allow_zero=True)
+        args: list[bytes | str | int] = [condition, new.index, new.owed, new.proof, new.created_at]
         for key, value in nodes.items():
             args.append(pack_node_key(key))
             args.append(value)

@@ -638,10 +638,18 @@ class SqliteVendorStore(_SqliteBase):
         return list(views)
 
     async def compare_and_set(
-        self, channel_id: str, new: PaymentState, nodes: Mapping[int, bytes]
+        self,
+        channel_id: str,
+        new: PaymentState,
+        nodes: Mapping[int, bytes],
+        expected: int | None = None,
     ) -> CasResult:
         _check_state(new)
-        return await self._writing(lambda conn: _compare_and_set(conn, channel_id, new, nodes))
+        if expected is not None:
+            check_amount(expected, allow_zero=True)
+        return await self._writing(
+            lambda conn: _compare_and_set(conn, channel_id, new, nodes, expected)
+        )
 
     async def compare_and_set_many(
         self, writes: Sequence[tuple[str, int, PaymentState, Mapping[int, bytes]]]

@@ -4,7 +4,10 @@ Every item is judged as if it had been POSTed alone at its position: items of
 one channel in order, each against the state the ones before it left. What a
 batch saves is the work around the decisions:
 
-* the channels' states are read with one pipelined `load_many`;
+* the channels' states are read with one pipelined `load_many` (those this worker
+  remembers from its own last read or write are not read: a write compares
+  against the state it was decided on, and a refusal or replay decided on a
+  remembered state is decided again on a fresh read);
 * each channel's items are decided in order with `presume_payment`: the mode's
   costly check (a signature, a hash walk) is presumed to pass and collected, and
   all checks of the batch then run in one native call per mode (off the event
@@ -16,10 +19,9 @@ batch saves is the work around the decisions:
   channels are written with one `compare_and_set_many`.
 
 A channel that another request changed meanwhile (its compare-and-set lost) is
-read and decided again, so every answer holds at the moment of its write; up to
-ROUNDS times; after that its items get what a
-single payment that lost the race gets. A store failure is the 503 of every item
-whose answer depended on it.
+read and decided again, so every answer holds at the moment of its write; after
+ROUNDS decisions its items get what a single payment that lost the race gets. A
+store failure is the 503 of every item whose answer depended on it.
 """
 
 from __future__ import annotations
@@ -72,7 +74,6 @@ class _Group:
     nodes: dict[int, bytes] = field(default_factory=dict)  # new nodes, stored with `write`
     loaded: dict[int, bytes] = field(default_factory=dict)  # nodes read from the store
     fresh: bool = True  # decided on a state read this round (else: one this worker remembered)
-
     keys: list[int] = field(default_factory=list)  # every item's node keys, once each
 
     def add(self, item: _Item) -> None:

@@ -256,13 +256,14 @@ class Vendor:
                 continue
             expected = view.state.index if view.state is not None else 0
             started = time.perf_counter()
-            (result,) = await self.store.compare_and_set_many(
-                [(channel_id, expected, decision.state, decision.nodes)]
-            )
-            metrics.store_time("compare_and_set", time.perf_counter() - started)
-            if isinstance(result, StoreUnavailable):
+            try:
+                result = await self.store.compare_and_set(
+                    channel_id, decision.state, decision.nodes, expected
+                )
+            except StoreUnavailable:
                 self.views.forget(channel_id)
-                raise result
+                raise
+            metrics.store_time("compare_and_set", time.perf_counter() - started)
             if result.outcome is CasOutcome.stored:
                 if not keys:
                     self.views.remember(channel_id, decision.state, closing=False)

@@ -172,3 +172,22 @@ async def test_compare_and_set_many_loses_when_the_state_moved_since_it_was_read
     (result,) = await vendor.compare_and_set_many([(cid, 4, state(6), {})])
     assert result == CasResult(outcome=CasOutcome.stored)
     assert (await vendor.load(cid)).state == state(6)
+
+
+async def test_compare_and_set_with_an_expected_index(vendor: VendorStore) -> None:
+    cid = new_channel_id()
+    assert (await vendor.compare_and_set(cid, state(2), {}, expected=1)).outcome is (
+        CasOutcome.lost
+    )  # decided against index 1, but there is no state
+    assert (await vendor.compare_and_set(cid, state(2), {}, expected=0)).outcome is (
+        CasOutcome.stored
+    )
+    lost = await vendor.compare_and_set(cid, state(5), {}, expected=0)
+    assert lost == CasResult(outcome=CasOutcome.lost, current=state(2))
+    assert (await vendor.compare_and_set(cid, state(5), {}, expected=2)).outcome is (
+        CasOutcome.stored
+    )
+    # Never backwards, whatever was expected.
+    assert (await vendor.compare_and_set(cid, state(4), {}, expected=5)).outcome is (
+        CasOutcome.lost
+    )
