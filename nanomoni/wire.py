@@ -574,11 +574,16 @@ class BatchItem:
     payment: Payment
 
 
-def _item(body: Any) -> BatchItem:
-    """A schema-valid item: a malformed channel id is its 404, bad base64 its 400."""
-    if not is_channel_id(body.channel_id):
-        raise NanoMoniError(Code.channel_not_found, "no such channel: not a channel id")
-    return BatchItem(_ITEM_RULES[type(body)], body.channel_id, body.domain())
+def _item(body: Any, valid_ids: set[str] | None = None) -> BatchItem:
+    """A schema-valid item: a malformed channel id is its 404, bad base64 its 400.
+    `valid_ids` remembers the ids a batch already checked (its channels repeat)."""
+    channel_id = body.channel_id
+    if valid_ids is None or channel_id not in valid_ids:
+        if not is_channel_id(channel_id):
+            raise NanoMoniError(Code.channel_not_found, "no such channel: not a channel id")
+        if valid_ids is not None:
+            valid_ids.add(channel_id)
+    return BatchItem(_ITEM_RULES[type(body)], channel_id, body.domain())
 
 
 def _refused_item(raw: bytes | str) -> NanoMoniError:
@@ -628,9 +633,10 @@ def decode_batch(
     if len(items) > max_items:
         raise NanoMoniError(Code.payload_too_large, f"a batch carries at most {max_items} payments")
     decoded: list[BatchItem | NanoMoniError] = []
+    valid_ids: set[str] = set()
     for item in items:
         try:
-            decoded.append(_item(item if well_formed else _item_decoder.decode(item)))
+            decoded.append(_item(item if well_formed else _item_decoder.decode(item), valid_ids))
         except (msgspec.ValidationError, msgspec.DecodeError):
             decoded.append(_refused_item(item))
         except NanoMoniError as exc:

@@ -108,7 +108,8 @@ class Batch:
         self.items = items
         self.results: list[Result | None] = [None] * len(items)
         self.now = encoding.utc_now()
-        self.counts: Counter[tuple[str, str, str | None]] = Counter()  # for the metrics
+        # For the metrics: (mode, outcome, code); StrEnums, so they are their names.
+        self.counts: Counter[tuple[str, str, str | None]] = Counter()
 
     async def run(self) -> list[Result]:
         started = time.perf_counter()
@@ -127,13 +128,13 @@ class Batch:
     def _refuse(self, position: int, exc: NanoMoniError, rules: AnyRules | None = None) -> None:
         self.results[position] = item_refused(exc)
         if rules is not None:  # decoded far enough to have a mode (as the single path counts)
-            self.counts[(rules.mode.value, "rejected", exc.code.value)] += 1
+            self.counts[(rules.mode, "rejected", exc.code)] += 1
 
     def _accept(self, item: _Item, terms: ChannelTerms, decision: Decision) -> None:
         self.results[item.position] = item_accepted(
             item.rules, terms, decision.state, decision.replay
         )
-        self.counts[(item.rules.mode.value, "replay" if decision.replay else "accepted", None)] += 1
+        self.counts[(item.rules.mode, "replay" if decision.replay else "accepted", None)] += 1
 
     async def _group(self) -> list[_Group]:
         """Items by channel (terms learned as the single path learns them), in order."""
@@ -237,22 +238,18 @@ class Batch:
         group.stored, group.write, group.nodes = view.state, None, {}
         known = zip(group.keys, view.nodes, strict=True)
         group.loaded = {key: node for key, node in known if node is not None}
-        state = view.state
-        vendor = self.vendor
+        state, closing, terms = view.state, view.closing, group.terms
+        vendor, client, now = self.vendor, self.client, self.now
+        max_hashes = vendor.config.max_hashes
+        rules = group.items[0].rules  # one channel, one mode (require_mode let only it in)
+        collected = checks.setdefault(rules, [])
         for item in group.items:
-            item.view = group.view_for(item, state, view.closing)
-            collected = checks.setdefault(item.rules, [])
+            item.view = item_view = group.view_for(item, state, closing)
             start = len(collected)
             try:
-                vendor.check_budget(item.rules, group.terms, item.view, item.payment, self.client)
+                vendor.check_budget(rules, terms, item_view, item.payment, client)
                 decision = presume_payment(
-                    item.rules,
-                    group.terms,
-                    item.view,
-                    item.payment,
-                    collected,
-                    now=self.now,
-                    max_hashes=vendor.config.max_hashes,
+                    rules, terms, item_view, item.payment, collected, now=now, max_hashes=max_hashes
                 )
             except NanoMoniError as exc:
                 item.outcome = exc
