@@ -204,7 +204,11 @@ class _Worker:
         self._writer = writer
         self._stopped = False
         self.batches = 0  # transactions run (for tests and metrics: ops / batches = coalescing)
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        # Jobs go over in lists: all that one event-loop turn queued, handed over at its
+        # end (`_hand_over`), so the worker wakes once per turn, not once per job, and
+        # every request in flight shares its transaction (one commit, one fsync).
+        self._jobs: queue.SimpleQueue[list[_Job] | None] = queue.SimpleQueue()
+        self._outboxes: dict[asyncio.AbstractEventLoop, list[_Job]] = {}  # one per caller loop
         self._deadlines: dict[asyncio.AbstractEventLoop, _Deadlines] = {}  # one per caller loop
         self._claims = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -238,12 +242,27 @@ class _Worker:
         if deadlines is None:
             deadlines = self._deadlines[loop] = _Deadlines(loop, self._path, self.claim)
         deadlines.watch(job)
-        self._jobs.put(job)
+        outbox = self._outboxes.get(loop)
+        if outbox is None:
+            outbox = self._outboxes[loop] = []
+        if not outbox:
+            loop.call_soon(self._hand_over, outbox)
+        outbox.append(job)
         try:
             return await fut
         except asyncio.CancelledError:
             self.claim(job, GIVEN_UP)  # nobody waits any more: skip it if not started
             raise
+
+    def _hand_over(self, outbox: list[_Job]) -> None:
+        jobs = outbox.copy()
+        outbox.clear()
+        if self._stopped:  # closed meanwhile: these would queue behind the worker's end
+            for job in jobs:
+                if self.claim(job, GIVEN_UP):
+                    job.fut.set_exception(RuntimeError("the SQLite store is closed"))
+            return
+        self._jobs.put(jobs)
 
     def stop(self) -> None:
         self._stopped = True
@@ -253,10 +272,10 @@ class _Worker:
 
     def _run(self) -> None:
         while True:
-            job = self._jobs.get()
-            if job is None:
+            jobs = self._jobs.get()
+            if jobs is None:
                 return
-            batch = [job]
+            batch = list(jobs)
             while len(batch) < MAX_BATCH:
                 try:
                     more = self._jobs.get_nowait()
@@ -265,7 +284,7 @@ class _Worker:
                 if more is None:
                     self._execute(batch)
                     return
-                batch.append(more)
+                batch += more
             self._execute(batch)
 
     def _execute(self, batch: list[_Job]) -> None:
