@@ -561,7 +561,6 @@ class _WellFormedEnvelope(Strict):
     payments: list[_AnyItem]  # type: ignore[valid-type]
 
 
-_envelope_decoder = msgspec.json.Decoder(_Envelope)
 _well_formed_decoder = msgspec.json.Decoder(_WellFormedEnvelope)
 
 
