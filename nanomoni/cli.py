@@ -180,6 +180,12 @@ def _vendor(parser: argparse.ArgumentParser) -> None:
         help="hashes one payword payment may cost",
     )
     flags.add(
+        "--max-batch-body",
+        type=_positive,
+        default=config.MAX_BATCH_BODY,
+        help="body limit in bytes of a payment batch or stream frame",
+    )
+    flags.add(
         "--issuer-timeout",
         type=_positive_float,
         default=config.ISSUER_TIMEOUT,
@@ -283,6 +289,27 @@ def _bench(parser: argparse.ArgumentParser) -> None:
     )
     load.add_argument(
         "--key-kind", choices=KEY_KINDS, default="p256", help="the client's key (default: p256)"
+    )
+    load.add_argument(
+        "--transport",
+        choices=("post", "batch", "websocket"),
+        default="post",
+        help="one payment per POST, batches of --batch-size per POST, or per WebSocket frame "
+        "(default: %(default)s)",
+    )
+
+    def batch_size(text: str) -> int:
+        value = _positive(text)
+        if value > config.MAX_BATCH_ITEMS:
+            raise argparse.ArgumentTypeError(f"at most {config.MAX_BATCH_ITEMS}")
+        return value
+
+    load.add_argument(
+        "--batch-size",
+        type=batch_size,
+        default=64,
+        help="payments per batch or frame; a connection's channels take turns in it "
+        "(default: %(default)s)",
     )
     measure = parser.add_argument_group("measurement")
     measure.add_argument(
@@ -419,6 +446,7 @@ def _vendor_factory(args: argparse.Namespace) -> Callable[[], Any]:
         store=args.store,
         key_file=args.key_file,
         max_body=args.max_body,
+        max_batch_body=args.max_batch_body,
         max_hashes=args.max_hashes,
         issuer_timeout=args.issuer_timeout,
         terms_cache=args.terms_cache,

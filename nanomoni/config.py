@@ -33,6 +33,8 @@ HASH_BUDGET_PER_WORKER = 2**26  # ... and per worker, whoever sends them
 HASH_BUDGET_CLIENTS = 100_000  # (channel, address) pairs a worker remembers
 ISSUER_TIMEOUT = 10.0  # seconds the vendor waits for the issuer
 TERMS_CACHE = 200_000  # channels whose terms a vendor worker keeps in memory
+MAX_BATCH_BODY = 1024 * 1024  # bytes per batch body or stream frame (SPEC §12)
+MAX_BATCH_ITEMS = 1024  # payments per batch or stream frame (SPEC §12)
 
 # --- client --------------------------------------------------------------------------------
 CLIENT_MAX_INDEX = 2**16  # a committed channel's size when the caller names none

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -242,6 +242,10 @@ def build_app(
 
 # (first path segment, second path segment, body, client address) -> (status, body)
 RawHandler = Callable[[str, str, bytes, str], Awaitable[tuple[int, bytes]]]
+# (body, client address) -> (status, body): a POST route at one exact path
+BodyHandler = Callable[[bytes, str], Awaitable[tuple[int, bytes]]]
+# A WebSocket route at one exact path, as plain ASGI
+StreamHandler = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
@@ -257,22 +261,34 @@ class BodyTooLarge(Exception):
 
 
 class HotPath:
-    """An ASGI front that serves one hot route (`{prefix}{a}/{b}{suffix}`, POST) directly
-    and hands everything else, lifespan included, to the Litestar app.
+    """An ASGI front that serves the hot routes directly — one parameterised route
+    (`{prefix}{a}/{b}{suffix}`, POST), POSTs at exact paths (`posts`: handler and
+    body limit) and WebSockets at exact paths (`streams`) — and hands everything
+    else, lifespan included, to the Litestar app.
 
     Litestar's routing, parameter parsing and response machinery cost more CPU than
-    a whole payment; this route only needs the raw body and two path segments, and
-    answers with the same bodies and error mapping as the framework routes.
+    a whole payment; these routes only need the raw body (and two path segments),
+    and answer with the same bodies and error mapping as the framework routes.
     """
 
     def __init__(
-        self, app: Litestar, *, prefix: str, suffix: str, handler: RawHandler, max_body: int
+        self,
+        app: Litestar,
+        *,
+        prefix: str,
+        suffix: str,
+        handler: RawHandler,
+        max_body: int,
+        posts: Mapping[str, tuple[BodyHandler, int]] | None = None,
+        streams: Mapping[str, StreamHandler] | None = None,
     ) -> None:
         self.app = app
         self.prefix = prefix
         self.suffix = suffix
         self.handler = handler
         self.max_body = max_body
+        self.posts = dict(posts or {})
+        self.streams = dict(streams or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == ScopeType.HTTP and scope.get("method") == "POST":
@@ -280,28 +296,51 @@ class HotPath:
             if path.startswith(self.prefix) and path.endswith(self.suffix):
                 segments = path[len(self.prefix) : len(path) - len(self.suffix)].split("/")
                 if len(segments) == 2:
-                    client = scope.get("client")
-                    address = client[0] if client else ""
-                    await self._serve(segments[0], segments[1], address, receive, send)
+                    first, second = segments
+                    await self._serve(
+                        path,
+                        lambda raw, address: self.handler(first, second, raw, address),
+                        self.max_body,
+                        scope,
+                        receive,
+                        send,
+                    )
                     return
+            post = self.posts.get(path)
+            if post is not None:
+                await self._serve(path, *post, scope, receive, send)
+                return
+        elif scope["type"] == ScopeType.WEBSOCKET:
+            stream = self.streams.get(scope["path"])
+            if stream is not None:
+                await stream(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
     async def _serve(
-        self, first: str, second: str, address: str, receive: Receive, send: Send
+        self,
+        path: str,
+        handler: BodyHandler,
+        max_body: int,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
     ) -> None:
+        client = scope.get("client")
+        address = client[0] if client else ""
         retry_after = None
         try:
-            raw = await self._body(receive)
-            status, payload = await self.handler(first, second, raw, address)
+            raw = await read_body(receive, max_body)
+            status, payload = await handler(raw, address)
         except NanoMoniError as exc:
             status, payload = error_payload(exc)
             retry_after = exc.retry_after
             if isinstance(exc, StoreUnavailable):
-                _outage_log(f"POST {self.prefix}{first}/{second}{self.suffix}", exc)
+                _outage_log(f"POST {path}", exc)
         except BodyTooLarge:
             status, payload = error_payload(framework_error(413, "body too large"))
         except Exception:
-            log.exception("internal error on POST %s%s/%s", self.prefix, first, second)
+            log.exception("internal error on POST %s", path)
             status, payload = error_payload(NanoMoniError(Code.internal_error, "internal error"))
         headers = [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())]
         if retry_after is not None:
@@ -310,20 +349,74 @@ class HotPath:
         await send(start)
         await send(HTTPResponseBodyEvent(type="http.response.body", body=payload, more_body=False))
 
-    async def _body(self, receive: Receive) -> bytes:
+
+
+async def read_body(receive: Receive, max_body: int) -> bytes:
+    """A request's whole body; BodyTooLarge as soon as it exceeds `max_body` bytes."""
+    message: dict[str, Any] = await receive()  # type: ignore[assignment]
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(body) > max_body:
+            raise BodyTooLarge
+        return body
+    chunks = [body]
+    size = len(body)
+    while message.get("more_body", False):
+        message = await receive()  # type: ignore[assignment]
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > max_body:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# --- WebSocket streams ------------------------------------------------------------
+
+# (frame, client address) -> the answer frame (JSON bytes)
+FrameHandler = Callable[[bytes | str, str], Awaitable[bytes]]
+
+
+def frame_stream(handle: FrameHandler, max_frame: int) -> StreamHandler:
+    """A WebSocket that answers each frame with one text frame, in order. A frame over
+    `max_frame` bytes, or one `handle` refuses as a whole, gets an error frame
+    `{"detail", "code"}` (SPEC §6 body) and the socket stays open."""
+    too_large = error_payload(framework_error(413, "frame too large"))[1].decode()
+
+    async def stream(scope: Scope, receive: Receive, send: Send) -> None:
         message: dict[str, Any] = await receive()  # type: ignore[assignment]
-        body: bytes = message.get("body", b"")
-        if not message.get("more_body", False):
-            if len(body) > self.max_body:
-                raise BodyTooLarge
-            return body
-        chunks = [body]
-        size = len(body)
-        while message.get("more_body", False):
+        if message["type"] != "websocket.connect":
+            return
+        await send({"type": "websocket.accept"})  # type: ignore[typeddict-item]
+        client = scope.get("client")
+        address = client[0] if client else ""
+        while True:
             message = await receive()  # type: ignore[assignment]
-            chunk: bytes = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                raise BodyTooLarge
-            chunks.append(chunk)
-        return b"".join(chunks)
+            if message["type"] != "websocket.receive":
+                return  # websocket.disconnect: whatever was answered stays answered
+            frame: bytes | str = message.get("text") or message.get("bytes") or b""
+            size = len(frame) if isinstance(frame, bytes) or frame.isascii() else len(
+                frame.encode()
+            )
+            if size > max_frame:
+                answer = too_large
+            else:
+                answer = (await _frame_answer(handle, frame, address)).decode()
+            try:
+                await send({"type": "websocket.send", "text": answer})  # type: ignore[arg-type]
+            except OSError:
+                return  # the client went away meanwhile
+
+    return stream
+
+
+async def _frame_answer(handle: FrameHandler, frame: bytes | str, address: str) -> bytes:
+    try:
+        return await handle(frame, address)
+    except NanoMoniError as exc:
+        if isinstance(exc, StoreUnavailable):
+            _outage_log("stream frame", exc)
+        return error_payload(exc)[1]
+    except Exception:
+        log.exception("internal error on a stream frame")
+        return error_payload(NanoMoniError(Code.internal_error, "internal error"))[1]

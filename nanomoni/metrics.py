@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 
 from prometheus_client import (
@@ -91,6 +91,24 @@ def payment(mode: str, outcome: str, seconds: float, code: str | None = None) ->
     timer.observe(seconds)
     if code is not None:
         payment_rejections_total.labels(mode, code).inc()
+
+
+def payments(counts: Mapping[tuple[str, str, str | None], int], seconds: float) -> None:
+    """A batch's items, counted by (mode, outcome, rejection code); its handler time
+    observed once per mode it carried (a batch costs one handler run, not one per item)."""
+    for (mode, outcome, code), count in counts.items():
+        mode, code = str(mode), None if code is None else str(code)  # plain text labels
+        counter = _payment_counts.get((mode, outcome))
+        if counter is None:
+            counter = _payment_counts[(mode, outcome)] = payments_total.labels(mode, outcome)
+        counter.inc(count)
+        if code is not None:
+            payment_rejections_total.labels(mode, code).inc(count)
+    for mode in {str(mode) for mode, _, _ in counts}:
+        timer = _payment_times.get(mode)
+        if timer is None:
+            timer = _payment_times[mode] = payment_duration_seconds.labels(mode)
+        timer.observe(seconds)
 
 
 def settlement(mode: str, outcome: str) -> None:

@@ -36,6 +36,7 @@ from typing import Any, ClassVar, NoReturn, cast
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from nanomoni import crypto, metrics
 from nanomoni.errors import Code, NanoMoniError, StartupError
@@ -91,14 +92,18 @@ _WAITING = 0  # no request in progress: waiting for (the rest of) a request head
 _READING = 1  # head complete, body still arriving, no answer started
 _UNREAD = 2  # answers pile up unsent: the client does not read them
 _SERVING = 3  # the app works on the request: the store deadline bounds that
+_STREAMING = 4  # a WebSocket (SPEC §12): long-lived by design, evictable at the cap
+_EVICTABLE = (_WAITING, _STREAMING)  # what may be closed to admit a newcomer at the cap
 _TIMEOUT_REASONS = {_WAITING: "header_timeout", _READING: "body_timeout", _UNREAD: "unread_timeout"}
 
 _BUSY_DETAIL = "the service is at its connection limit; retry shortly"
 
 
-def _phase(conn: _GuardedHttp) -> int:
+def _phase(conn: _GuardedHttp | _GuardedStream) -> int:
     if conn.transport.get_write_buffer_size():
         return _UNREAD
+    if isinstance(conn, _GuardedStream):
+        return _STREAMING
     cycle: RequestResponseCycle | None = conn.cycle
     if cycle is None or cycle.response_complete:
         return _WAITING
@@ -135,6 +140,19 @@ class _GuardedHttp(HttpToolsProtocol):
         header): a JSON 400 like any other error (SPEC §1, §6), then close."""
         self.transport.write(_UNPARSABLE_RESPONSE)
         self.transport.close()
+
+
+class _GuardedStream(WebSocketsSansIOProtocol):
+    """A connection upgraded to a WebSocket, as its worker's guard sees it: never timed
+    out for being quiet, closed when its answers pile up unread, evictable at the cap."""
+
+    cycle = None  # no HTTP request in progress, ever
+    seen: tuple[None, int]
+    seen_at: float
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.seen, self.seen_at = (None, _STREAMING), self.loop.time()
 
 
 class _Lingering(asyncio.Protocol):
@@ -220,7 +238,7 @@ class _ConnectionGuard:
             state = (conn.cycle, phase)
             if state != conn.seen:
                 conn.seen, conn.seen_at = state, now
-            elif phase != _SERVING and now - conn.seen_at >= self.timeout:
+            elif phase not in (_SERVING, _STREAMING) and now - conn.seen_at >= self.timeout:
                 _drop(conn.transport)
                 metrics.connection_closed(_TIMEOUT_REASONS[phase])
         self.candidates = None
@@ -230,9 +248,9 @@ class _ConnectionGuard:
         if self.candidates is None:
             now = self.loop.time()
             waiting = [
-                (conn.seen_at if conn.seen == (conn.cycle, _WAITING) else now, conn)
+                (conn.seen_at if conn.seen == (conn.cycle, _phase(conn)) else now, conn)
                 for conn in self.connections
-                if _phase(conn) == _WAITING and not conn.transport.is_closing()
+                if _phase(conn) in _EVICTABLE and not conn.transport.is_closing()
             ]
             waiting.sort(key=itemgetter(0))
             self.candidates = deque((conn, conn.cycle) for _, conn in waiting)
@@ -241,7 +259,7 @@ class _ConnectionGuard:
             if (
                 conn is not newcomer
                 and conn.cycle is cycle
-                and _phase(conn) == _WAITING
+                and _phase(conn) in _EVICTABLE
                 and not conn.transport.is_closing()
             ):
                 return conn
@@ -319,7 +337,8 @@ def _uvicorn_config(app: Any, protocol: type[asyncio.Protocol]) -> uvicorn.Confi
         app,
         loop="uvloop",
         http=protocol,
-        ws="none",  # no WebSocket routes: an upgrade must not swap the guarded protocol out
+        ws=_GuardedStream,  # the payment stream; the guard keeps seeing upgraded connections
+        ws_per_message_deflate=False,  # compressing base64 proofs costs more CPU than it saves
         lifespan="on",
         access_log=False,
         log_level="warning",

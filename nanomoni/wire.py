@@ -11,12 +11,14 @@ non-negative and below 2**63; floats, strings and booleans are schema errors.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar, Union
 
 import msgspec
 
-from nanomoni.encoding import b64decode, b64decode_list, b64encode, canonical_json
+from nanomoni import config
+from nanomoni.encoding import b64decode, b64decode_list, b64encode, canonical_json, is_channel_id
 from nanomoni.errors import Code, NanoMoniError
 from nanomoni.protocol.messages import (
     CloseRequest,
@@ -31,7 +33,7 @@ from nanomoni.protocol.messages import (
     TreeSettlement,
 )
 from nanomoni.protocol.model import ChannelInfo, ChannelTerms, Closure, PaymentState
-from nanomoni.protocol.modes import ALL, COMMITMENT_MEMBERS, HASH_LEN, AnyRules
+from nanomoni.protocol.modes import ALL, COMMITMENT_MEMBERS, HASH_LEN, AnyRules, rules_for
 
 T = TypeVar("T")
 U63 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # msgspec bounds must fit an int64
@@ -40,8 +42,8 @@ _encoder = msgspec.json.Encoder()
 encode = _encoder.encode
 
 
-class Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """Bodies whose unknown members are schema errors."""
+class Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
+    """Bodies whose unknown members are schema errors (no cycles: untracked by the gc)."""
 
 
 # --- decoding -------------------------------------------------------------------------
@@ -77,7 +79,7 @@ def _validation_failure(exc: msgspec.MsgspecError) -> ValidationFailed:
 _decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
 
 
-def decode(raw: bytes, body_type: type[T]) -> T:
+def decode(raw: bytes | str, body_type: type[T]) -> T:
     """Decode a JSON body into `body_type`; any schema or syntax error is a 422."""
     decoder = _decoders.get(body_type)
     if decoder is None:
@@ -511,7 +513,7 @@ def encode_payment(payment: Payment) -> bytes:
     return encode(_PAYMENT_BODIES[type(payment)].of(payment))  # type: ignore[arg-type]
 
 
-class PaymentResponse(msgspec.Struct, omit_defaults=True):
+class PaymentResponse(msgspec.Struct, omit_defaults=True, gc=False):
     channel_id: str
     cumulative_owed_amount: int
     created_at: str
@@ -525,6 +527,218 @@ def payment_response(rules: AnyRules, terms: ChannelTerms, state: PaymentState) 
     if rules.response_index is not None:
         setattr(response, rules.response_index, state.index)
     return encode(response)
+
+
+# --- vendor: batched and streamed payments (§12) --------------------------------------------
+# An item is a payment body plus `mode` and its (required) `channel_id`: exactly what a
+# single POST to /channels/{mode}/{channel_id}/payments would carry, so it is judged so.
+
+
+def _item_type(rules: AnyRules) -> type[msgspec.Struct]:
+    return msgspec.defstruct(
+        f"{rules.mode.value}_item",
+        [("channel_id", str)],
+        bases=(payment_body_type(rules),),
+        tag_field="mode",
+        tag=rules.mode.value,
+        kw_only=True,
+    )
+
+
+_ITEM_TYPES = {rules.mode: _item_type(rules) for rules in ALL}
+_ITEM_RULES: dict[type[Any], AnyRules] = {_ITEM_TYPES[rules.mode]: rules for rules in ALL}
+_AnyItem = Union[tuple(_ITEM_TYPES.values())]  # type: ignore[valid-type]  # noqa: UP007
+_item_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_AnyItem)
+
+
+class _Envelope(Strict):
+    payments: list[msgspec.Raw]
+
+
+class _WellFormedEnvelope(Strict):
+    """The common case, decoded in one pass: every item well formed."""
+
+    payments: list[_AnyItem]  # type: ignore[valid-type]
+
+
+_well_formed_decoder = msgspec.json.Decoder(_WellFormedEnvelope)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """One decoded item of a batch: its mode's rules, channel id and payment."""
+
+    rules: AnyRules
+    channel_id: str
+    payment: Payment
+
+
+def _item(body: Any, valid_ids: set[str] | None = None) -> BatchItem:
+    """A schema-valid item: a malformed channel id is its 404, bad base64 its 400.
+    `valid_ids` remembers the ids a batch already checked (its channels repeat)."""
+    channel_id = body.channel_id
+    if valid_ids is None or channel_id not in valid_ids:
+        if not is_channel_id(channel_id):
+            raise NanoMoniError(Code.channel_not_found, "no such channel: not a channel id")
+        if valid_ids is not None:
+            valid_ids.add(channel_id)
+    return BatchItem(_ITEM_RULES[type(body)], channel_id, body.domain())
+
+
+def _refused_item(raw: bytes | str) -> NanoMoniError:
+    """Why an item that is not a well-formed payment of a known mode is refused, in
+    the order a single POST meets them: its mode (404), its channel id (404), its body."""
+    try:
+        _item_decoder.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        failure = _validation_failure(exc)
+    else:  # pragma: no cover - only refused items come here
+        raise AssertionError("the item is well formed")
+    try:
+        members = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return failure
+    if isinstance(members, dict):
+        if "mode" in members:
+            mode = members["mode"]
+            try:
+                rules_for(mode if isinstance(mode, str) else repr(mode))
+            except NanoMoniError as unknown:
+                return unknown
+        if "channel_id" in members and not (
+            isinstance(members["channel_id"], str) and is_channel_id(members["channel_id"])
+        ):
+            return NanoMoniError(Code.channel_not_found, "no such channel: not a channel id")
+    return failure
+
+
+def decode_batch(
+    raw: bytes | str, max_items: int = config.MAX_BATCH_ITEMS
+) -> list[BatchItem | NanoMoniError]:
+    """A batch body (§12): each item decoded, or the error it would get alone. The
+    envelope's own errors raise: not JSON, not an object, no `payments` list, none
+    (422); more than `max_items` (413)."""
+    try:
+        items: Sequence[Any] = _well_formed_decoder.decode(raw).payments
+        well_formed = True
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        items = decode(raw, _Envelope).payments  # raises the envelope's 422
+        well_formed = False
+    if not items:
+        raise ValidationFailed(
+            "invalid request body: payments must not be empty (payments)",
+            [{"field": "payments", "message": "empty"}],
+        )
+    if len(items) > max_items:
+        raise NanoMoniError(Code.payload_too_large, f"a batch carries at most {max_items} payments")
+    decoded: list[BatchItem | NanoMoniError] = []
+    valid_ids: set[str] = set()
+    for item in items:
+        try:
+            decoded.append(_item(item if well_formed else _item_decoder.decode(item), valid_ids))
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            decoded.append(_refused_item(item))
+        except NanoMoniError as exc:
+            decoded.append(exc)
+    return decoded
+
+
+def decode_frame(
+    raw: bytes | str, max_items: int = config.MAX_BATCH_ITEMS
+) -> list[BatchItem | NanoMoniError]:
+    """A stream frame (§12): a batch body, or one payment object (a batch of one).
+    Anything else raises the envelope's error (422/413), like `decode_batch`."""
+    marker = '"payments"' if isinstance(raw, str) else b'"payments"'
+    if marker not in raw:  # type: ignore[operator]
+        try:
+            return [_item(_item_decoder.decode(raw))]
+        except NanoMoniError as exc:
+            return [exc]
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            pass
+    try:
+        return decode_batch(raw, max_items)
+    except ValidationFailed as failure:
+        try:
+            members = msgspec.json.decode(raw)
+        except msgspec.DecodeError:
+            raise failure from None
+        if isinstance(members, dict) and "payments" not in members:
+            return [_refused_item(raw)]
+        raise
+
+
+def encode_batch(items: Sequence[tuple[AnyRules, Payment]]) -> bytes:
+    """The client's batch body; every payment must carry its channel id."""
+    encoded = []
+    for rules, payment in items:
+        body = _PAYMENT_BODIES[type(payment)].of(payment)  # type: ignore[arg-type]
+        if payment.channel_id is None:
+            raise ValueError("a batched payment names its channel")
+        members = {name: getattr(body, name) for name in body.__struct_fields__}
+        encoded.append(_ITEM_TYPES[rules.mode](**members))
+    return encode(_BatchRequest(encoded))
+
+
+class _BatchRequest(msgspec.Struct):
+    payments: list[Any]
+
+
+class ItemAccepted(msgspec.Struct, omit_defaults=True, gc=False):
+    """An accepted (201) or replayed (200) item: the status, then the §5 answer."""
+
+    status: int
+    channel_id: str
+    cumulative_owed_amount: int
+    created_at: str
+    k: int | None = None
+    i: int | None = None
+
+
+class ItemRefused(msgspec.Struct, omit_defaults=True, gc=False):
+    status: int
+    detail: str
+    code: str
+    errors: list[dict[str, str]] | None = None
+
+
+def item_accepted(
+    rules: AnyRules, terms: ChannelTerms, state: PaymentState, replay: bool
+) -> ItemAccepted:
+    answer = ItemAccepted(200 if replay else 201, terms.channel_id, state.owed, state.created_at)
+    if rules.response_index is not None:
+        setattr(answer, rules.response_index, state.index)
+    return answer
+
+
+def item_refused(exc: NanoMoniError) -> ItemRefused:
+    errors = exc.errors if isinstance(exc, ValidationFailed) else None
+    return ItemRefused(exc.status, exc.detail, exc.code.value, errors)
+
+
+class BatchResponse(msgspec.Struct):
+    results: list[ItemAccepted | ItemRefused]
+
+
+class ItemResult(msgspec.Struct, omit_defaults=True, gc=False):
+    """One result as a client reads it: an answer or an error."""
+
+    status: int
+    channel_id: str | None = None
+    cumulative_owed_amount: int | None = None
+    created_at: str | None = None
+    k: int | None = None
+    i: int | None = None
+    detail: str | None = None
+    code: str | None = None
+
+
+class BatchResults(msgspec.Struct):
+    results: list[ItemResult]
+
+
+def decode_batch_results(raw: bytes) -> list[ItemResult]:
+    return decode(raw, BatchResults).results
 
 
 class ClosureRequest(Strict):

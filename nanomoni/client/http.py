@@ -14,7 +14,7 @@ import msgspec
 
 from nanomoni import wire
 from nanomoni.encoding import b64encode
-from nanomoni.errors import Code, NanoMoniError
+from nanomoni.errors import Code, NanoMoniError, http_status
 from nanomoni.protocol.model import ChannelInfo
 from nanomoni.protocol.modes import AnyRules
 
@@ -182,6 +182,24 @@ class VendorApi:
         status, data = await self.http.send("POST", self.payment_url(rules, channel_id), body)
         return status, _decode(data, wire.PaymentResponse)
 
+    @property
+    def batch_url(self) -> str:
+        return f"{self.api}/payments/batch"
+
+    @property
+    def stream_url(self) -> str:
+        return f"{self.api}/payments/stream"
+
+    async def pay_batch(self, body: bytes) -> list[wire.ItemResult]:
+        """Send an encoded batch (`wire.encode_batch`): one result per item, in order."""
+        _, data = await self.http.send("POST", self.batch_url, body)
+        return wire.decode_batch_results(data)
+
+    async def stream(self) -> PaymentStream:
+        """A WebSocket to the payment stream (SPEC §12); close it when done."""
+        socket = await self.http.session.ws_connect(self.stream_url, max_msg_size=0)
+        return PaymentStream(socket)
+
     async def close(self, rules: AnyRules, channel_id: str, consent: bytes) -> None:
         """Ask the vendor to settle; `consent` is the client's signature of it."""
         request = wire.ClosureRequest(
@@ -190,3 +208,31 @@ class VendorApi:
         body = wire.encode(request)
         path = f"{self.api}/channels/{rules.mode.value}/{channel_id}/closure-requests"
         await self.http.send("POST", path, body)
+
+
+class PaymentStream:
+    """One WebSocket to the vendor's payment stream: a frame out, its results back."""
+
+    def __init__(self, socket: aiohttp.ClientWebSocketResponse) -> None:
+        self.socket = socket
+        self._lock = asyncio.Lock()  # answers come in order: one frame in flight at a time
+
+    async def send(self, body: bytes) -> list[wire.ItemResult]:
+        """A batch body (`wire.encode_batch`) as one frame: its results. An error frame
+        (a refused envelope) raises ApiError; a lost socket raises aiohttp's
+        ClientConnectionError (TRANSIENT: resend on a new stream)."""
+        async with self._lock:
+            await self.socket.send_str(body.decode())
+            message = await self.socket.receive()
+        if message.type is not aiohttp.WSMsgType.TEXT:
+            raise aiohttp.ClientConnectionError(f"payment stream ended ({message.type.name})")
+        data = message.data.encode()
+        try:
+            return wire.decode_batch_results(data)
+        except NanoMoniError:
+            error = api_error(0, data)
+            error.http_status = http_status(error.code)  # a frame carries no status line
+            raise error from None
+
+    async def close(self) -> None:
+        await self.socket.close()

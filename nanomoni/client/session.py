@@ -6,14 +6,23 @@ Async first; `SyncClient` runs the same code on a private event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from nanomoni import config, wire
-from nanomoni.client.http import TRANSIENT, ApiError, Http, IssuerApi, VendorApi
+from nanomoni.client.http import (
+    TRANSIENT,
+    ApiError,
+    Http,
+    IssuerApi,
+    PaymentStream,
+    VendorApi,
+    api_error,
+)
 from nanomoni.client.wallet import Wallet
 from nanomoni.encoding import b64encode
 from nanomoni.errors import Code, NanoMoniError
@@ -128,6 +137,9 @@ class Channel:
         return await self.client.issuer.channel(self.rules, self.channel_id)
 
 
+Transport = Literal["batch", "websocket"]
+
+
 class Client:
     """Async client for one wallet against one issuer and one vendor."""
 
@@ -150,6 +162,7 @@ class Client:
         self.retry_delay = retry_delay
         self._vendor_key: str | None = None
         self._issuer_key: str | None = None
+        self._stream: PaymentStream | None = None
 
     async def __aenter__(self) -> Client:
         return self
@@ -163,7 +176,107 @@ class Client:
         await self.close()
 
     async def close(self) -> None:
+        if self._stream is not None:
+            await self._stream.close()
+            self._stream = None
         await self.http.close()
+
+    async def pay_many(
+        self,
+        payments: Sequence[tuple[Channel, int]],
+        *,
+        batch_size: int = 64,
+        transport: Transport = "batch",
+    ) -> list[PaymentResult | ApiError]:
+        """Pay `units` more on each (channel, units), in order, grouped into batches of
+        `batch_size` (SPEC §12) sent as POSTs or as frames of one WebSocket. Each item's
+        result is what paying it alone would give. A lost answer is retried with the
+        identical batch; items it then finds already covered by their channel's accepted
+        amount count as paid (a batch re-sent answers its earlier items non_monotonic)."""
+        if not 1 <= batch_size <= config.MAX_BATCH_ITEMS:
+            raise ValueError(f"batch_size must be in 1..{config.MAX_BATCH_ITEMS}")
+        channels = list(dict.fromkeys(channel for channel, _ in payments))
+        async with contextlib.AsyncExitStack() as held:
+            for channel in sorted(channels, key=lambda c: c.channel_id):  # one lock order
+                await held.enter_async_context(channel._lock)
+            for channel in channels:
+                await channel._resolve_pending()
+            planned = self._plan(payments)
+            results: list[PaymentResult | ApiError] = []
+            for start in range(0, len(planned), batch_size):
+                chunk = planned[start : start + batch_size]
+                results += await self._send_batch(chunk, transport)
+            return results
+
+    def _plan(self, payments: Sequence[tuple[Channel, int]]) -> list[tuple[Channel, int, Any]]:
+        """(channel, index, payment) per item, each built as if the ones before it on
+        its channel were accepted; the payers are then put back where the vendor is."""
+        accepted = {channel: channel.payer.last for channel, _ in payments}
+        planned = []
+        for channel, units in payments:
+            index = channel.payer.last + units
+            if not 1 <= index <= channel.max_index:
+                raise NanoMoniError(
+                    Code.exceeds_max if index > channel.max_index else Code.invalid_amount,
+                    f"payment index {index} is outside this channel's 1..{channel.max_index}",
+                )
+            planned.append((channel, index, channel.payer.payment(index)))
+            channel.payer.accepted(index)
+        for channel, last in accepted.items():
+            channel.payer.last = last
+        return planned
+
+    async def _send_batch(
+        self, chunk: list[tuple[Channel, int, Any]], transport: Transport
+    ) -> list[PaymentResult | ApiError]:
+        body = wire.encode_batch([(channel.rules, payment) for channel, _, payment in chunk])
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                if transport == "websocket":
+                    if self._stream is None:
+                        self._stream = await self.vendor.stream()
+                    answers = await self._stream.send(body)
+                else:
+                    answers = await self.vendor.pay_batch(body)
+                break
+            except TRANSIENT:
+                self._stream = None  # a broken stream is replaced on the next attempt
+                if attempts > self.retries:
+                    raise
+            await asyncio.sleep(self.retry_delay * attempts)
+        # The highest index each channel's vendor state now covers.
+        covered: dict[Channel, int] = {}
+        for (channel, index, _), answer in zip(chunk, answers, strict=True):
+            if answer.status in (200, 201):
+                covered[channel] = max(covered.get(channel, 0), index)
+        results: list[PaymentResult | ApiError] = []
+        resent = attempts > 1
+        for (channel, index, _), answer in zip(chunk, answers, strict=True):
+            covered_by_later = index < covered.get(channel, 0)
+            paid = answer.status in (200, 201) or (
+                resent and answer.code == Code.non_monotonic and covered_by_later
+            )
+            if not paid:
+                results.append(api_error(answer.status, wire.encode(answer)))
+                continue
+            channel.payer.accepted(index)
+            response = wire.PaymentResponse(
+                channel.channel_id,
+                index * channel.unit_value,
+                answer.created_at or "",
+            )
+            results.append(
+                PaymentResult(
+                    index=index,
+                    owed=index * channel.unit_value,
+                    replay=answer.status != 201,
+                    attempts=attempts,
+                    response=response,
+                )
+            )
+        return results
 
     async def register(self) -> int:
         """Create (or find) this wallet's account; its balance."""

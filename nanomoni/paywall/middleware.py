@@ -34,9 +34,8 @@ from nanomoni.errors import Code, NanoMoniError
 from nanomoni.http import error_payload
 from nanomoni.paywall.prices import Price, Route, RouteTable
 from nanomoni.paywall.stream import InsufficientCredit, Meter
-from nanomoni.protocol.model import CasOutcome, ChannelTerms, VendorView
+from nanomoni.protocol.model import CasOutcome
 from nanomoni.protocol.modes import ALL, RULES, rules_for
-from nanomoni.protocol.payments import Decision
 from nanomoni.store import StoreUnavailable
 from nanomoni.store.base import REQUEST_MEMORY, Charge, ChargeOutcome
 from nanomoni.vendor.core import Vendor, VendorConfig, lost_race
@@ -161,7 +160,6 @@ class Paywall:
         self.remember = remember
         self.max_header = max_header
         self.max_body = max_body
-        self._views: dict[str, VendorView] = {}  # the last state this worker stored, per channel
         self._credit_arrived: dict[str, asyncio.Event] = {}
         self._started = False
         self._starting = asyncio.Lock()
@@ -353,20 +351,23 @@ class Paywall:
         started = time.perf_counter()
         store = self.vendor.store
         try:
-            _, decision = await self._decide(paid, address)
+            _, decision, expected = await self.vendor.decide_for(
+                paid.rules, channel_id, payment, address
+            )
             new = None if decision.replay else decision.state
             charge = await store.charge(
                 channel_id,
                 price,
                 new=new,
                 nodes=decision.nodes,
+                expected=expected,
                 request_id=request_id,
                 minimum=minimum,
                 remember=self.remember,
             )
             replay = decision.replay
             if charge.outcome in (ChargeOutcome.lost, ChargeOutcome.closing):
-                self._views.pop(channel_id, None)
+                self.vendor.views.forget(channel_id)
                 closing = charge.outcome is ChargeOutcome.closing
                 lost = CasOutcome.closing if closing else CasOutcome.lost
                 lost_race(decision, lost, charge.current)  # refuses, or: a replay
@@ -379,39 +380,13 @@ class Paywall:
                     remember=self.remember,
                 )
             elif new is not None and charge.outcome is not ChargeOutcome.repeated:
-                self._remember(channel_id, new)
+                self.vendor.views.remember(channel_id, new, closing=False)
         except NanoMoniError as exc:
             metrics.payment(mode, "rejected", time.perf_counter() - started, exc.code.value)
             raise
         repeated = replay or charge.outcome is ChargeOutcome.repeated
         metrics.payment(mode, "replay" if repeated else "accepted", time.perf_counter() - started)
         return charge
-
-    async def _decide(
-        self, paid: paywire.PaymentHeader, address: str
-    ) -> tuple[ChannelTerms, Decision]:
-        """The vendor's decision, against this worker's copy of the state when it has
-        one (one store round trip instead of two); a refusal decided on the copy is
-        decided again on the stored state."""
-        assert paid.payment is not None
-        vendor = self.vendor
-        view = self._views.get(paid.channel_id)
-        if view is not None:
-            try:
-                return await vendor.decide(
-                    paid.rules, paid.channel_id, paid.payment, address, view=view
-                )
-            except NanoMoniError as exc:
-                if exc.status >= 500 or exc.code is Code.rate_limited:
-                    raise
-                self._views.pop(paid.channel_id, None)
-        return await vendor.decide(paid.rules, paid.channel_id, paid.payment, address)
-
-    def _remember(self, channel_id: str, state: Any) -> None:
-        views = self._views
-        if channel_id not in views and len(views) >= self.vendor.config.terms_cache:
-            del views[next(iter(views))]  # bounded: forget the oldest
-        views[channel_id] = VendorView(state=state, nodes=[], closing=False)
 
     async def refuse(
         self,
@@ -518,7 +493,7 @@ class Paywall:
         address = client[0] if client else ""
         accepted = await self.vendor.pay(rules, channel_id, paid.payment, address)
         if not accepted.replay:
-            self._remember(channel_id, accepted.state)
+            self.vendor.views.remember(channel_id, accepted.state, closing=False)
         self._credit_paid(channel_id)
         body = wire.payment_response(rules, accepted.terms, accepted.state)
         return (200 if accepted.replay else 201), body

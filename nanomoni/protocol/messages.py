@@ -12,7 +12,7 @@ import msgspec
 # --- payments (vendor, SPEC §5) -------------------------------------------------------
 
 
-class SignaturePayment(msgspec.Struct, frozen=True, kw_only=True):
+class SignaturePayment(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """The client's signature over the cumulative amount it owes (§5.1)."""
 
     channel_id: str
@@ -20,7 +20,7 @@ class SignaturePayment(msgspec.Struct, frozen=True, kw_only=True):
     signature: bytes
 
 
-class PaywordPayment(msgspec.Struct, frozen=True, kw_only=True):
+class PaywordPayment(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Token k of the client's hash chain (§5.2)."""
 
     k: int
@@ -28,7 +28,7 @@ class PaywordPayment(msgspec.Struct, frozen=True, kw_only=True):
     channel_id: str | None = None
 
 
-class TreePayment(msgspec.Struct, frozen=True, kw_only=True):
+class TreePayment(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Leaf i of the client's PayTree, revealed by its secret (leaf = H(secret)), with
     the siblings the mode asks for (§5.3–5.5). `leaf` is optional on the wire; when
     sent it must equal H(secret)."""

@@ -1,4 +1,9 @@
-"""The data every layer passes around: modes, channel terms, payment state."""
+"""The data every layer passes around: modes, channel terms, payment state.
+
+The structs a payment allocates are `gc=False`: they never hold a reference
+cycle, so the cyclic collector need not track them (tracked, it took a fifth
+of a batch's CPU).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ class Mode(StrEnum):
     paytree_second_opt = "paytree_second_opt"
 
 
-class ChannelTerms(msgspec.Struct, frozen=True, kw_only=True):
+class ChannelTerms(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """What the issuer fixed at open; never changes afterwards."""
 
     id: str  # UUID
@@ -78,7 +83,7 @@ class Opened(msgspec.Struct, frozen=True, kw_only=True):
     replayed: bool = False
 
 
-class PaymentState(msgspec.Struct, frozen=True, kw_only=True):
+class PaymentState(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """The vendor's accepted payment for a channel.
 
     `index` is what must strictly increase (k, i, or the cumulative amount in
@@ -91,12 +96,17 @@ class PaymentState(msgspec.Struct, frozen=True, kw_only=True):
     created_at: str
 
 
-class VendorView(msgspec.Struct, frozen=True, kw_only=True):
+class VendorView(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One read of a vendor channel: accepted state, requested nodes, closing flag."""
 
     state: PaymentState | None
     nodes: list[bytes | None]
     closing: bool  # closure has begun or finished: no payment may be accepted
+
+    @property
+    def accepted_index(self) -> int:
+        """The index of the accepted state (0: none yet)."""
+        return self.state.index if self.state is not None else 0
 
 
 class CasOutcome(StrEnum):
@@ -105,6 +115,6 @@ class CasOutcome(StrEnum):
     closing = "closing"
 
 
-class CasResult(msgspec.Struct, frozen=True, kw_only=True):
+class CasResult(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     outcome: CasOutcome
     current: PaymentState | None = None

@@ -8,16 +8,19 @@ of checks is decided here, once for every mode.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import msgspec
 
 from nanomoni import config
 from nanomoni.errors import Code, NanoMoniError
 from nanomoni.protocol.messages import Payment
 from nanomoni.protocol.model import ChannelInfo, ChannelTerms, PaymentState, VendorView
-from nanomoni.protocol.modes import AnyRules
+from nanomoni.protocol.modes import AnyRules, Verified
 
 
-class Decision(msgspec.Struct, frozen=True):
+class Decision(msgspec.Struct, frozen=True, gc=False):
     replay: bool  # exact replay of the accepted payment (HTTP 200): nothing to store
     state: PaymentState  # the new accepted state, or for a replay the stored one
     nodes: dict[int, bytes]  # Merkle nodes to store with the state (second-opt)
@@ -55,6 +58,45 @@ def decide_payment(
     max_hashes: int = config.MAX_HASHES,
 ) -> Decision:
     """Accept, replay or refuse one payment, in SPEC §5.0's order of checks."""
+    return _decide(
+        rules, terms, view, payment, now, max_hashes, rules.verify, rules.is_replay
+    )
+
+
+def presume_payment(
+    rules: AnyRules,
+    terms: ChannelTerms,
+    view: VendorView,
+    payment: Payment,
+    checks: list[Any],
+    *,
+    now: str,
+    max_hashes: int = config.MAX_HASHES,
+) -> Decision:
+    """`decide_payment` with the mode's costly check presumed to pass and appended to
+    `checks` (`rules.presume`). The decision is exact once `rules.run_checks` passes
+    every check it appended; a batch decides its items this way, then checks them all
+    in one native call."""
+
+    def verify(terms: ChannelTerms, view: VendorView, payment: Any) -> Verified:
+        return rules.presume(terms, view, payment, checks)
+
+    def is_replay(terms: ChannelTerms, stored: PaymentState, payment: Any) -> bool:
+        return rules.presume_replay(terms, stored, payment, checks)
+
+    return _decide(rules, terms, view, payment, now, max_hashes, verify, is_replay)
+
+
+def _decide(
+    rules: AnyRules,
+    terms: ChannelTerms,
+    view: VendorView,
+    payment: Payment,
+    now: str,
+    max_hashes: int,
+    verify: Callable[[ChannelTerms, VendorView, Any], Verified],
+    is_replay: Callable[[ChannelTerms, PaymentState, Any], bool],
+) -> Decision:
     require_mode(rules, terms, "payment")
     if not isinstance(payment, rules.payment_type):
         raise NanoMoniError(
@@ -74,7 +116,7 @@ def decide_payment(
 
     stored = view.state
     if stored is not None and index == stored.index:
-        if rules.is_replay(terms, stored, payment):
+        if is_replay(terms, stored, payment):
             return Decision(replay=True, state=stored, nodes={})
         raise NanoMoniError(
             Code.duplicate_mismatch,
@@ -93,6 +135,6 @@ def decide_payment(
             f"{name} {index} exceeds the accepted {name} {accepted} by more than "
             f"{max_hashes} hashes",
         )
-    verified = rules.verify(terms, view, payment)
+    verified = verify(terms, view, payment)
     state = PaymentState(index=index, owed=owed, proof=verified.proof, created_at=now)
     return Decision(replay=False, state=state, nodes=verified.nodes)

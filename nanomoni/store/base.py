@@ -116,10 +116,33 @@ class VendorStore(Protocol):
         """Accepted state, the requested Merkle nodes (None where unknown), closing flag."""
 
     async def compare_and_set(
-        self, channel_id: str, new: PaymentState, nodes: Mapping[int, bytes]
+        self,
+        channel_id: str,
+        new: PaymentState,
+        nodes: Mapping[int, bytes],
+        expected: int | None = None,
     ) -> CasResult:
         """One atomic step: store `new` and `nodes` only if the channel is not
-        closing and no state with index >= new.index is stored."""
+        closing and no state with index >= new.index is stored — and, given
+        `expected`, only if the stored index is exactly that (0: no state)."""
+
+    async def load_many(
+        self, requests: Sequence[tuple[str, Sequence[int]]]
+    ) -> list[VendorView | StoreUnavailable]:
+        """`load` of many (distinct) channels, each with its node keys, in one round
+        trip (Redis Cluster: one per slot). A read that failed leaves its
+        StoreUnavailable in its channel's place."""
+
+    async def compare_and_set_many(
+        self, writes: Sequence[tuple[str, int, PaymentState, Mapping[int, bytes]]]
+    ) -> list[CasResult | StoreUnavailable]:
+        """For many (distinct) channels in one round trip (Redis Cluster: one per
+        slot), each its own atomic step: (channel, expected index, new state, nodes)
+        stores `new` and `nodes` only if the channel is not closing and its stored
+        index is still the expected one (0: no state) — what the caller decided
+        against — and `new.index` is above it; else `lost` (or `closing`) with the
+        current state. A write that failed (its outcome unknown) leaves its
+        StoreUnavailable in its channel's place."""
 
     async def begin_close(self, channel_id: str) -> PaymentState | None:
         """Atomically mark the channel closing (no more payments) and return its state."""
@@ -138,13 +161,15 @@ class VendorStore(Protocol):
         *,
         new: PaymentState | None = None,
         nodes: Mapping[int, bytes] | None = None,
+        expected: int | None = None,
         request_id: str | None = None,
         minimum: int = 0,
         remember: float = REQUEST_MEMORY,
     ) -> Charge:
         """One atomic paywall step (SPEC §11). A `request_id` already paid within
         `remember` seconds → repeated, nothing changes. Else `new` (if given) is stored
-        with `nodes` exactly as `compare_and_set` would (closing / lost change nothing);
+        with `nodes` (against `expected`) exactly as `compare_and_set` would (closing /
+        lost change nothing);
         then, if owed − consumed ≥ max(price, minimum): consumed += price and the
         request id is remembered → charged; otherwise insufficient. A channel without
         a stored payment has no credit and gets no record."""

@@ -35,7 +35,9 @@ them), rather than at every instant.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 from nanomoni.protocol.model import (
     Account,
@@ -48,7 +50,7 @@ from nanomoni.protocol.model import (
     PaymentState,
     VendorView,
 )
-from nanomoni.store.base import REQUEST_MEMORY, Charge, ChargeOutcome
+from nanomoni.store.base import REQUEST_MEMORY, Charge, ChargeOutcome, StoreUnavailable
 from nanomoni.store.codec import (
     check_amount,
     check_open_key,
@@ -61,7 +63,10 @@ from nanomoni.store.codec import (
     terms_from_blob,
     terms_to_blob,
 )
-from nanomoni.store.resp import Client, Reply, Script
+from nanomoni.store.resp import Arg, Client, ClusterClient, Reply, Script
+
+R = TypeVar("R")
+T = TypeVar("T")
 
 # A Lua snippet: is decimal string a >= decimal string b (both canonical, non-negative)?
 _GE = """
@@ -82,21 +87,25 @@ return s
 """
 )
 
-# The vendor's compare-and-set, shared by payments and the paywall's charge:
-# ARGV[n..n+3] = index, owed, proof, created_at; ARGV[n+4..] = node field/value pairs.
+# The vendor's compare-and-set, shared by payments, batches and the paywall's charge, on
+# the channel whose state and node keys are KEYS[k], KEYS[k + 1]: ARGV[n] = the index
+# the writer decided against ('': any lower one, '0': none); ARGV[n+1..n+4] = index,
+# owed, proof, created_at; ARGV[n+5..last] = node field/value pairs.
 # Returns nil once stored, else {2 (closing) | 1 (lost), the stored i, o, p, t}.
 _STORE_STATE = """
-local function store_state(n)
-  local s = redis.call('HMGET', KEYS[1], 'c', 'i', 'o', 'p', 't')
+local function store_state(k, n, last)
+  local s = redis.call('HMGET', KEYS[k], 'c', 'i', 'o', 'p', 't')
   if s[1] then return {2, s[2], s[3], s[4], s[5]} end
-  if s[2] and ge(s[2], ARGV[n]) then return {1, s[2], s[3], s[4], s[5]} end
-  redis.call('HSET', KEYS[1], 'i', ARGV[n], 'o', ARGV[n + 1], 'p', ARGV[n + 2], 't', ARGV[n + 3])
-  if #ARGV > n + 3 then redis.call('HSET', KEYS[2], unpack(ARGV, n + 4)) end
+  if s[2] and ge(s[2], ARGV[n + 1]) then return {1, s[2], s[3], s[4], s[5]} end
+  if ARGV[n] ~= '' and (s[2] or '0') ~= ARGV[n] then return {1, s[2], s[3], s[4], s[5]} end
+  redis.call('HSET', KEYS[k], 'i', ARGV[n + 1], 'o', ARGV[n + 2], 'p', ARGV[n + 3],
+    't', ARGV[n + 4])
+  if last > n + 4 then redis.call('HSET', KEYS[k + 1], unpack(ARGV, n + 5, last)) end
   return nil
 end
 """
 
-_VENDOR_CAS = Script(_GE + _STORE_STATE + "return store_state(1) or {0}\n")
+_VENDOR_CAS = Script(_GE + _STORE_STATE + "return store_state(1, 1, #ARGV) or {0}\n")
 
 # The paywall's step (SPEC §11). KEYS: state, nodes, request id. ARGV: need = max(price,
 # minimum), need − price, has request id, its lifetime in ms, has a new state, then
@@ -111,7 +120,7 @@ if ARGV[3] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then
   return {3, c[1] or '0', c[2] or '0'}
 end
 if ARGV[5] == '1' then
-  local lost = store_state(6)
+  local lost = store_state(1, 6, #ARGV)
   if lost then
     if lost[1] == 2 then lost[1] = 4 else lost[1] = 5 end
     return lost
@@ -157,6 +166,41 @@ _CHARGE_OUTCOMES = {
     4: ChargeOutcome.closing,
     5: ChargeOutcome.lost,
 }
+
+# Many channels in one call (all keys in one slot on a cluster). KEYS: state and node
+# key of each channel; ARGV per channel: node count, then its node fields.
+_VENDOR_LOAD_MANY = Script(
+    """
+local out, a = {}, 1
+for j = 1, #KEYS, 2 do
+  local n = tonumber(ARGV[a])
+  local s = redis.call('HMGET', KEYS[j], 'i', 'o', 'p', 't', 'c')
+  if n > 0 then
+    local nodes = redis.call('HMGET', KEYS[j + 1], unpack(ARGV, a + 1, a + n))
+    for m = 1, n do s[5 + m] = nodes[m] end
+  end
+  out[#out + 1] = s
+  a = a + 1 + n
+end
+return out
+"""
+)
+
+# Compare-and-set of many channels, each its own store_state against the index its
+# writer read. ARGV per channel: node count, then store_state's arguments.
+_VENDOR_CAS_MANY = Script(
+    _GE
+    + _STORE_STATE
+    + """
+local out, a = {}, 1
+for j = 1, #KEYS, 2 do
+  local last = a + 5 + 2 * tonumber(ARGV[a])
+  out[#out + 1] = store_state(j, a + 1, last) or {0}
+  a = last + 1
+end
+return out
+"""
+)
 
 _VENDOR_BEGIN_CLOSE = Script(
     """
@@ -247,6 +291,35 @@ def _state(i: bytes | None, o: bytes, p: bytes, t: bytes) -> PaymentState | None
     if i is None:
         return None
     return PaymentState(index=int(i), owed=int(o), proof=p, created_at=t.decode())
+
+
+def _view(reply: list[bytes | None]) -> VendorView:
+    """A reply of HMGET i o p t c (and nodes after them) as a view."""
+    i, o, p, t, c = reply[:5]
+    return VendorView(state=_state(i, o, p, t), nodes=reply[5:], closing=c is not None)  # type: ignore[arg-type]
+
+
+def _cas_result(reply: list[Reply]) -> CasResult:
+    if reply[0] == 0:
+        return CasResult(outcome=CasOutcome.stored)
+    outcome = CasOutcome.lost if reply[0] == 1 else CasOutcome.closing
+    return CasResult(outcome=outcome, current=_state(*reply[1:5]))
+
+
+def _pack_load(request: tuple[str, Sequence[int]], keys: list[Arg], args: list[Arg]) -> None:
+    channel_id, node_keys = request
+    keys += vendor_keys(channel_id)
+    args.append(len(node_keys))
+    args += [pack_node_key(key) for key in node_keys]
+
+
+def _pack_write(
+    write: tuple[str, int, PaymentState, Mapping[int, bytes]], keys: list[Arg], args: list[Arg]
+) -> None:
+    channel_id, expected, new, nodes = write
+    keys += vendor_keys(channel_id)
+    args.append(len(nodes))
+    args += _state_args(new, nodes, expected)
 
 
 def _raise_refusal(reply: list[bytes]) -> None:
@@ -347,10 +420,16 @@ def _request_key(channel_id: str, request_id: str | None) -> str:
     return f"r:{{{channel_id}}}:{request_id or ''}"
 
 
-def _state_args(new: PaymentState, nodes: Mapping[int, bytes]) -> list[bytes | str | int]:
-    check_amount(new.index, allow_zero=True)  # the scripts compare canonical decimals
+def _state_args(
+    new: PaymentState, nodes: Mapping[int, bytes], expected: int | None
+) -> list[bytes | str | int]:
+    """store_state's arguments (the scripts compare canonical decimals)."""
+    check_amount(new.index, allow_zero=True)
     check_amount(new.owed, allow_zero=True)
-    args: list[bytes | str | int] = [new.index, new.owed, new.proof, new.created_at]
+    if expected is not None:
+        check_amount(expected, allow_zero=True)
+    condition: str | int = "" if expected is None else expected
+    args: list[bytes | str | int] = [condition, new.index, new.owed, new.proof, new.created_at]
     for key, value in nodes.items():
         args.append(pack_node_key(key))
         args.append(value)
@@ -376,22 +455,78 @@ class RedisVendorStore:
             reply = await self._redis.evalsha(_VENDOR_LOAD, (state_key, nodes_key), fields)
         else:  # most modes need no nodes: a plain HMGET costs the server less than a script
             reply = await self._redis.execute("HMGET", state_key, "i", "o", "p", "t", "c")
-        nodes = reply[5:]
-        return VendorView(
-            state=_state(reply[0], reply[1], reply[2], reply[3]),
-            nodes=nodes,
-            closing=reply[4] is not None,
+        return _view(reply)
+
+    async def _per_slot(
+        self,
+        script: Script,
+        items: Sequence[T],
+        pack_one: Callable[[T, list[Arg], list[Arg]], None],
+        parse: Callable[[Reply], R],
+    ) -> list[R | StoreUnavailable]:
+        """One call of a many-channel `script` per slot (a standalone server: one for
+        all), concurrently, so they leave in one write. `items[n]` names its channel
+        first; `pack_one` adds its keys and arguments. A failed call's StoreUnavailable
+        stands for each of its channels."""
+        redis = self._redis
+        if not isinstance(redis, ClusterClient):
+            return await self._call_many(script, items, pack_one, parse)
+        groups: dict[int, list[int]] = {}
+        for position, item in enumerate(items):
+            slot = redis.slot_of(vendor_keys(item[0])[0].encode())  # type: ignore[index]
+            groups.setdefault(slot, []).append(position)
+        answers = await asyncio.gather(
+            *(
+                self._call_many(script, [items[n] for n in positions], pack_one, parse)
+                for positions in groups.values()
+            )
         )
+        results: list[R | StoreUnavailable | None] = [None] * len(items)
+        for positions, replies in zip(groups.values(), answers, strict=True):
+            for position, reply in zip(positions, replies, strict=True):
+                results[position] = reply
+        return [result for result in results if result is not None]
+
+    async def _call_many(
+        self,
+        script: Script,
+        items: Sequence[T],
+        pack_one: Callable[[T, list[Arg], list[Arg]], None],
+        parse: Callable[[Reply], R],
+    ) -> list[R | StoreUnavailable]:
+        keys: list[Arg] = []
+        args: list[Arg] = []
+        for item in items:
+            pack_one(item, keys, args)
+        try:
+            replies = await self._redis.evalsha(script, keys, args)
+        except StoreUnavailable as exc:
+            return [exc] * len(items)
+        return [parse(reply) for reply in replies]
+
+    async def load_many(
+        self, requests: Sequence[tuple[str, Sequence[int]]]
+    ) -> list[VendorView | StoreUnavailable]:
+        return await self._per_slot(_VENDOR_LOAD_MANY, requests, _pack_load, _view)
+
+    async def compare_and_set_many(
+        self, writes: Sequence[tuple[str, int, PaymentState, Mapping[int, bytes]]]
+    ) -> list[CasResult | StoreUnavailable]:
+        for _, expected, new, _ in writes:
+            check_amount(expected, allow_zero=True)  # compared as canonical decimals
+            check_amount(new.index, allow_zero=True)
+            check_amount(new.owed, allow_zero=True)
+        return await self._per_slot(_VENDOR_CAS_MANY, writes, _pack_write, _cas_result)
 
     async def compare_and_set(
-        self, channel_id: str, new: PaymentState, nodes: Mapping[int, bytes]
+        self,
+        channel_id: str,
+        new: PaymentState,
+        nodes: Mapping[int, bytes],
+        expected: int | None = None,
     ) -> CasResult:
-        args = _state_args(new, nodes)
-        reply = await self._redis.evalsha(_VENDOR_CAS, vendor_keys(channel_id), args)
-        if reply[0] == 0:
-            return CasResult(outcome=CasOutcome.stored)
-        outcome = CasOutcome.lost if reply[0] == 1 else CasOutcome.closing
-        return CasResult(outcome=outcome, current=_state(*reply[1:5]))
+        args = _state_args(new, nodes, expected)
+        return _cas_result(await self._redis.evalsha(_VENDOR_CAS, vendor_keys(channel_id), args))
 
     async def begin_close(self, channel_id: str) -> PaymentState | None:
         reply = await self._redis.evalsha(_VENDOR_BEGIN_CLOSE, vendor_keys(channel_id)[:1], ())
@@ -420,6 +555,7 @@ class RedisVendorStore:
         *,
         new: PaymentState | None = None,
         nodes: Mapping[int, bytes] | None = None,
+        expected: int | None = None,
         request_id: str | None = None,
         minimum: int = 0,
         remember: float = REQUEST_MEMORY,
@@ -435,7 +571,7 @@ class RedisVendorStore:
             "0" if new is None else "1",
         ]
         if new is not None:
-            args += _state_args(new, nodes or {})
+            args += _state_args(new, nodes or {}, expected)
         keys = (*vendor_keys(channel_id), _request_key(channel_id, request_id))
         return _charge(await self._redis.evalsha(_PAYWALL_CHARGE, keys, args))
 

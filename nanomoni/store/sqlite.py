@@ -216,7 +216,11 @@ class _Worker:
         self._writer = writer
         self._stopped = False
         self.batches = 0  # transactions run (for tests and metrics: ops / batches = coalescing)
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        # Jobs go over in lists: all that one event-loop turn queued, handed over at its
+        # end (`_hand_over`), so the worker wakes once per turn, not once per job, and
+        # every request in flight shares its transaction (one commit, one fsync).
+        self._jobs: queue.SimpleQueue[list[_Job] | None] = queue.SimpleQueue()
+        self._outboxes: dict[asyncio.AbstractEventLoop, list[_Job]] = {}  # one per caller loop
         self._deadlines: dict[asyncio.AbstractEventLoop, _Deadlines] = {}  # one per caller loop
         self._claims = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -250,12 +254,27 @@ class _Worker:
         if deadlines is None:
             deadlines = self._deadlines[loop] = _Deadlines(loop, self._path, self.claim)
         deadlines.watch(job)
-        self._jobs.put(job)
+        outbox = self._outboxes.get(loop)
+        if outbox is None:
+            outbox = self._outboxes[loop] = []
+        if not outbox:
+            loop.call_soon(self._hand_over, outbox)
+        outbox.append(job)
         try:
             return await fut
         except asyncio.CancelledError:
             self.claim(job, GIVEN_UP)  # nobody waits any more: skip it if not started
             raise
+
+    def _hand_over(self, outbox: list[_Job]) -> None:
+        jobs = outbox.copy()
+        outbox.clear()
+        if self._stopped:  # closed meanwhile: these would queue behind the worker's end
+            for job in jobs:
+                if self.claim(job, GIVEN_UP):
+                    job.fut.set_exception(RuntimeError("the SQLite store is closed"))
+            return
+        self._jobs.put(jobs)
 
     def stop(self) -> None:
         self._stopped = True
@@ -265,10 +284,10 @@ class _Worker:
 
     def _run(self) -> None:
         while True:
-            job = self._jobs.get()
-            if job is None:
+            jobs = self._jobs.get()
+            if jobs is None:
                 return
-            batch = [job]
+            batch = list(jobs)
             while len(batch) < MAX_BATCH:
                 try:
                     more = self._jobs.get_nowait()
@@ -277,7 +296,7 @@ class _Worker:
                 if more is None:
                     self._execute(batch)
                     return
-                batch.append(more)
+                batch += more
             self._execute(batch)
 
     def _execute(self, batch: list[_Job]) -> None:
@@ -591,18 +610,28 @@ def _read_nodes(
     return [found.get(key) for key in node_keys]
 
 
-def _store_state(
+def _load(conn: sqlite3.Connection, channel_id: str, node_keys: Sequence[int]) -> VendorView:
+    row = conn.execute(_STATE_SQL, (channel_id,)).fetchone()
+    nodes = _read_nodes(conn, channel_id, node_keys) if node_keys else []
+    return VendorView(state=_row_state(row), nodes=nodes, closing=row is not None and bool(row[4]))
+
+
+def _compare_and_set(
     conn: sqlite3.Connection,
     channel_id: str,
     new: PaymentState,
-    node_rows: Sequence[tuple[str, int, bytes]],
+    nodes: Mapping[int, bytes],
+    expected: int | None = None,
 ) -> CasResult:
-    """The vendor's compare-and-set, shared by payments and the paywall's charge."""
+    """The vendor's compare-and-set, shared by payments, batches and the paywall's
+    charge: store `new` unless closing or a state >= it is stored (or, with
+    `expected`, unless the stored index is not exactly that: 0 for none)."""
     row = conn.execute(_STATE_SQL, (channel_id,)).fetchone()
     if row is not None and row[4]:
         return CasResult(outcome=CasOutcome.closing, current=_row_state(row))
     current = _row_state(row)
-    if current is not None and current.index >= new.index:
+    stored = current.index if current is not None else 0
+    if stored >= new.index or (expected is not None and stored != expected):
         return CasResult(outcome=CasOutcome.lost, current=current)
     conn.execute(
         "INSERT INTO vendor_channels (channel_id, idx, owed, proof, created_at) "
@@ -611,10 +640,10 @@ def _store_state(
         "created_at = excluded.created_at",
         (channel_id, new.index, new.owed, new.proof, new.created_at),
     )
-    if node_rows:
+    if nodes:
         conn.executemany(
             "INSERT OR REPLACE INTO vendor_nodes (channel_id, node, value) VALUES (?, ?, ?)",
-            node_rows,
+            [(channel_id, key, value) for key, value in nodes.items()],
         )
     return CasResult(outcome=CasOutcome.stored)
 
@@ -635,25 +664,59 @@ _SEEN_SQL = (
 )
 
 
+def _check_state(new: PaymentState) -> None:
+    check_amount(new.index, allow_zero=True)
+    check_amount(new.owed, allow_zero=True)
+
+
 class SqliteVendorStore(_SqliteBase):
     async def load(self, channel_id: str, node_keys: Sequence[int] = ()) -> VendorView:
-        def op(conn: sqlite3.Connection) -> VendorView:
-            row = conn.execute(_STATE_SQL, (channel_id,)).fetchone()
-            nodes = _read_nodes(conn, channel_id, node_keys) if node_keys else []
-            return VendorView(
-                state=_row_state(row), nodes=nodes, closing=row is not None and bool(row[4])
-            )
+        return await self._reading(lambda conn: _load(conn, channel_id, node_keys))
 
-        return await self._reading(op)
+    async def load_many(
+        self, requests: Sequence[tuple[str, Sequence[int]]]
+    ) -> list[VendorView | StoreUnavailable]:
+        """One read job (one snapshot) for all channels."""
+        try:
+            views = await self._reading(
+                lambda conn: [_load(conn, channel_id, keys) for channel_id, keys in requests]
+            )
+        except StoreUnavailable as exc:
+            return [exc] * len(requests)
+        return list(views)
 
     async def compare_and_set(
-        self, channel_id: str, new: PaymentState, nodes: Mapping[int, bytes]
+        self,
+        channel_id: str,
+        new: PaymentState,
+        nodes: Mapping[int, bytes],
+        expected: int | None = None,
     ) -> CasResult:
-        check_amount(new.index, allow_zero=True)
-        check_amount(new.owed, allow_zero=True)
-        node_rows = [(channel_id, key, value) for key, value in nodes.items()]
+        _check_state(new)
+        if expected is not None:
+            check_amount(expected, allow_zero=True)
+        return await self._writing(
+            lambda conn: _compare_and_set(conn, channel_id, new, nodes, expected)
+        )
 
-        return await self._writing(lambda conn: _store_state(conn, channel_id, new, node_rows))
+    async def compare_and_set_many(
+        self, writes: Sequence[tuple[str, int, PaymentState, Mapping[int, bytes]]]
+    ) -> list[CasResult | StoreUnavailable]:
+        """One write job: inside the writer's next transaction, with every other
+        request's writes queued meanwhile (one commit, one fsync for all)."""
+        for _, expected, new, _ in writes:
+            check_amount(expected, allow_zero=True)
+            _check_state(new)
+        try:
+            results = await self._writing(
+                lambda conn: [
+                    _compare_and_set(conn, channel_id, new, nodes, expected)
+                    for channel_id, expected, new, nodes in writes
+                ]
+            )
+        except StoreUnavailable as exc:
+            return [exc] * len(writes)
+        return list(results)
 
     async def begin_close(self, channel_id: str) -> PaymentState | None:
         def op(conn: sqlite3.Connection) -> PaymentState | None:
@@ -699,6 +762,7 @@ class SqliteVendorStore(_SqliteBase):
         *,
         new: PaymentState | None = None,
         nodes: Mapping[int, bytes] | None = None,
+        expected: int | None = None,
         request_id: str | None = None,
         minimum: int = 0,
         remember: float = REQUEST_MEMORY,
@@ -706,9 +770,9 @@ class SqliteVendorStore(_SqliteBase):
         check_amount(price, allow_zero=True)
         check_amount(minimum, allow_zero=True)
         if new is not None:
-            check_amount(new.index, allow_zero=True)
-            check_amount(new.owed, allow_zero=True)
-        node_rows = [(channel_id, key, value) for key, value in (nodes or {}).items()]
+            _check_state(new)
+        if expected is not None:
+            check_amount(expected, allow_zero=True)
         need = max(price, minimum)
 
         def op(conn: sqlite3.Connection) -> Charge:
@@ -720,7 +784,7 @@ class SqliteVendorStore(_SqliteBase):
                     owed, consumed = _credit(conn, channel_id)
                     return Charge(outcome=ChargeOutcome.repeated, owed=owed or 0, consumed=consumed)
             if new is not None:
-                stored = _store_state(conn, channel_id, new, node_rows)
+                stored = _compare_and_set(conn, channel_id, new, nodes or {}, expected)
                 if stored.outcome is not CasOutcome.stored:
                     closing = stored.outcome is CasOutcome.closing
                     current = stored.current

@@ -26,13 +26,15 @@ import sys
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Coroutine, Iterator
+from collections.abc import Awaitable, Coroutine, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import aiohttp
+import msgspec
 import uvloop
 
 from nanomoni import wire
@@ -40,6 +42,7 @@ from nanomoni.client.http import api_error, require_loopback
 from nanomoni.client.session import Channel, Client
 from nanomoni.client.wallet import Wallet
 from nanomoni.launch import free_port
+from nanomoni.protocol.messages import Payment
 from nanomoni.tools.cpu import TICKS_PER_SECOND, cpu_seconds, process_tree
 from nanomoni.tools.demo import wait_for_account
 from nanomoni.tools.display import Display
@@ -54,6 +57,7 @@ UNIT = 1
 SERVER_CPU, LOAD_CPU = 0, 1
 SETUP_CONCURRENCY = 16  # channel opens and closures in flight outside the timed phase
 MIN_CPU_TICKS = 2  # fewer /proc ticks than this cannot tell a CPU figure from rounding
+TRANSPORTS = ("post", "batch", "websocket")  # one payment per POST, batches, stream frames
 
 
 @dataclass
@@ -62,7 +66,8 @@ class Plan:
 
     run: Run
     channels: list[Channel]
-    requests: list[list[bytes]]
+    requests: list[list[bytes]]  # one POST per payment
+    payments: list[list[Payment]]  # the same payments, for batches and frames
 
     @property
     def total(self) -> int:
@@ -85,6 +90,8 @@ class Measured:
     replays: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     accepted_steps: dict[int, int] = field(default_factory=dict)  # channel slot -> count
+    owed: dict[str, int] = field(default_factory=dict)  # batches: channel id -> highest owed
+    requests: int = 0  # HTTP requests or stream frames sent
     elapsed_s: float = 0.0
     vendor_cpu_s: float | None = None
     redis_cpu_s: float | None = None
@@ -102,17 +109,19 @@ async def limited(steps: list[Coroutine[Any, Any, T]], limit: int) -> list[T]:
     return await asyncio.gather(*(one(step) for step in steps))
 
 
-async def prepare_channel(client: Client, run: Run, count: int) -> tuple[Channel, list[bytes]]:
+async def prepare_channel(
+    client: Client, run: Run, count: int
+) -> tuple[Channel, list[bytes], list[Payment]]:
     """Open one channel for `count` payments and build all their requests."""
     channel = await client.open_channel(
         run.mode, count * UNIT, unit_value=UNIT, max_index=count, hash_alg=run.hash_alg
     )
     # Each payment assumes its predecessors were accepted (signatures: one native batch).
-    payments = channel.payer.payments(range(1, count + 1))
+    payments = list(channel.payer.payments(range(1, count + 1)))
     bodies = [wire.encode_payment(payment) for payment in payments]
     url = client.vendor.payment_url(channel.rules, channel.channel_id)
     path = urlsplit(url).path
-    return channel, [build_post(url, path, body) for body in bodies]
+    return channel, [build_post(url, path, body) for body in bodies], payments
 
 
 async def prepare(client: Client, run: Run, channels: int, payments: int) -> Plan:
@@ -120,7 +129,51 @@ async def prepare(client: Client, run: Run, channels: int, payments: int) -> Pla
     counts = [min(per_channel, payments - n * per_channel) for n in range(channels)]
     steps = [prepare_channel(client, run, count) for count in counts if count > 0]
     prepared = await limited(steps, SETUP_CONCURRENCY)
-    return Plan(run, [channel for channel, _ in prepared], [reqs for _, reqs in prepared])
+    return Plan(
+        run,
+        [channel for channel, _, _ in prepared],
+        [requests for _, requests, _ in prepared],
+        [payments for _, _, payments in prepared],
+    )
+
+
+@dataclass(frozen=True)
+class Batched:
+    """One batch request (or stream frame) of a lane and how many payments it carries."""
+
+    request: bytes
+    items: int
+    channels: int
+
+
+def batch_lanes(
+    plan: Plan, lanes: int, batch_size: int, transport: str, vendor_url: str
+) -> list[list[Batched]]:
+    """The timed payments (each channel's first is the warm-up) as `lanes` ordered
+    streams of batches: a lane's channels take turns, so a batch of N spreads over
+    min(N, its lane's channels) channels; each channel's payments stay in order."""
+    rules = plan.channels[0].rules
+    out = []
+    for lane in range(lanes):
+        slots = list(range(lane, len(plan.channels), lanes))
+        queues = [plan.payments[slot][1:] for slot in slots]
+        order = [
+            (slot, payment)
+            for step in range(max((len(q) for q in queues), default=0))
+            for slot, queue in zip(slots, queues, strict=True)
+            if step < len(queue)
+            for payment in [queue[step]]
+        ]
+        batches = []
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            body = wire.encode_batch([(rules, payment) for _, payment in chunk])
+            if transport == "batch":
+                url = f"{vendor_url}/api/v1/vendor/payments/batch"
+                body = build_post(url, urlsplit(url).path, body)
+            batches.append(Batched(body, len(chunk), len({slot for slot, _ in chunk})))
+        out.append(batches)
+    return out
 
 
 class Pacer:
@@ -150,6 +203,7 @@ class Load:
     rate: float = 0.0
     duration: float | None = None
     pids: tuple[int | None, int | None] = (None, None)  # vendor, redis: CPU is read for these
+    transport: str = "post"
 
 
 async def drive(load: Load, streams: list[list[bytes]], sent: Any) -> Measured:
@@ -194,10 +248,19 @@ async def drive(load: Load, streams: list[list[bytes]], sent: Any) -> Measured:
         finally:
             connection.close()
 
+    workers_done = asyncio.gather(
+        *(worker(list(range(w, len(streams), workers))) for w in range(workers))
+    )
+    await timed(load, measured, workers_done)
+    return measured
+
+
+async def timed(load: Load, measured: Measured, work: Awaitable[Any]) -> None:
+    """Run `work`, recording its wall time and the CPU of the load's processes and ours."""
     cpu_before = [cpu_seconds(pid) if pid else None for pid in load.pids]
     client_cpu_before = time.process_time()
     started = time.perf_counter()
-    await asyncio.gather(*(worker(list(range(w, len(streams), workers))) for w in range(workers)))
+    await work
     measured.elapsed_s = time.perf_counter() - started
     measured.client_cpu_s = time.process_time() - client_cpu_before
     cpu_after = [cpu_seconds(pid) if pid else None for pid in load.pids]
@@ -205,6 +268,83 @@ async def drive(load: Load, streams: list[list[bytes]], sent: Any) -> Measured:
         None if before is None or after is None else after - before
         for before, after in zip(cpu_before, cpu_after, strict=True)
     )
+
+
+class StreamConnection:
+    """One WebSocket to the payment stream: a frame out, its answer back."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url + "/api/v1/vendor/payments/stream"
+        self._session: aiohttp.ClientSession | None = None
+        self._socket: aiohttp.ClientWebSocketResponse | None = None
+
+    async def send(self, frame: bytes) -> tuple[int, bytes]:
+        if self._socket is None:
+            self._session = aiohttp.ClientSession()
+            self._socket = await self._session.ws_connect(self.url, max_msg_size=0)
+        await self._socket.send_str(frame.decode())
+        message = await self._socket.receive()
+        if message.type is not aiohttp.WSMsgType.TEXT:
+            raise ResponseError(f"stream ended: {message.type.name}")
+        data: bytes = message.data.encode()
+        return (200 if data.startswith(b'{"results"') else 400), data
+
+    async def close(self) -> None:
+        if self._socket is not None:
+            await self._socket.close()
+        if self._session is not None:
+            await self._session.close()
+
+
+_results_decoder = msgspec.json.Decoder(wire.BatchResults)
+
+
+async def drive_batches(load: Load, lanes: list[list[Batched]], sent: Any) -> Measured:
+    """Send each lane's batches (POSTs or frames of one WebSocket) in order, one lane per
+    connection; every item's result is counted."""
+    measured = Measured()
+    pacer = Pacer(load.rate)
+    deadline = None if load.duration is None else time.perf_counter() + load.duration
+
+    async def lane(batches: list[Batched]) -> None:
+        stream = load.transport == "websocket"
+        connection: RawConnection | StreamConnection = (
+            StreamConnection(load.url) if stream else RawConnection(load.url)
+        )
+        try:
+            for batch in batches:
+                if deadline is not None and time.perf_counter() > deadline:
+                    return
+                for _ in range(batch.items):
+                    await pacer.wait()
+                started = time.perf_counter()
+                try:
+                    status, body = await connection.send(batch.request)
+                except ResponseError:
+                    status, body = 0, b""
+                sent.value += batch.items
+                measured.requests += 1
+                if status != 200:
+                    code = api_error(status, body).raw_code if status else "connection"
+                    measured.errors[code] += batch.items
+                    continue
+                measured.latencies_s.append(time.perf_counter() - started)
+                for result in _results_decoder.decode(body).results:
+                    if result.status in (200, 201):
+                        measured.accepted += 1
+                        measured.replays += result.status == 200
+                        assert result.channel_id and result.cumulative_owed_amount is not None
+                        owed = measured.owed.get(result.channel_id, 0)
+                        measured.owed[result.channel_id] = max(owed, result.cumulative_owed_amount)
+                    else:
+                        measured.errors[result.code or str(result.status)] += 1
+        finally:
+            if isinstance(connection, StreamConnection):
+                await connection.close()
+            else:
+                connection.close()
+
+    await timed(load, measured, asyncio.gather(*(lane(batches) for batches in lanes)))
     return measured
 
 
@@ -222,13 +362,20 @@ def _pin(pid: int, cpu: int) -> None:
                 pass
 
 
-def _drive_child(load: Load, streams: list[list[bytes]], sent: Any, out: Any) -> None:
+def _any_drive(load: Load, streams: Any, sent: Any) -> Coroutine[Any, Any, Measured]:
+    if load.transport == "post":
+        return drive(load, streams, sent)
+    return drive_batches(load, streams, sent)
+
+
+def _drive_child(load: Load, streams: Any, sent: Any, out: Any) -> None:
     _pin(os.getpid(), LOAD_CPU)
-    out.send(uvloop.run(drive(load, streams, sent)))
+    out.send(uvloop.run(_any_drive(load, streams, sent)))
 
 
-async def drive_apart(load: Load, streams: list[list[bytes]], sent: Any) -> Measured:
-    """`drive` in a forked process on the load CPU, so the measured side has its own."""
+async def drive_apart(load: Load, streams: Any, sent: Any) -> Measured:
+    """`drive` (or `drive_batches`) in a forked process on the load CPU, so the measured
+    side has its own."""
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
     child = context.Process(target=_drive_child, args=(load, streams, sent, send))
@@ -319,6 +466,8 @@ def describe(
     measured: Measured,
     floor: Measured | None,
     settled: tuple[int, int, bool],
+    load: Load,
+    batches: list[list[Batched]] | None,
 ) -> dict[str, Any]:
     owed, settled_total, exact = settled
     edges = log_edges_ms(
@@ -341,15 +490,24 @@ def describe(
         return cpu_s * 1e6 / count
 
     vendor_us = per_payment("vendor", measured.vendor_cpu_s, measured.accepted)
+    # The floor answers every request alike: its CPU per request (a batch is one).
+    floor_requests = None if floor is None else floor.requests or floor.accepted
     floor_us = (
-        None if floor is None else per_payment("floor", floor.vendor_cpu_s, floor.accepted)
+        None if floor is None else per_payment("floor", floor.vendor_cpu_s, floor_requests or 0)
     )
     redis_us = per_payment("redis", measured.redis_cpu_s, measured.accepted)
     client_us = per_payment("load generator", measured.client_cpu_s, measured.accepted)
+    per_request = measured.accepted / measured.requests if measured.requests else 1.0
+    all_batches = [batch for lane in batches or [] for batch in lane]
     return {
         "label": plan.run.label,
         "mode": plan.run.mode.value,
         "hash_alg": plan.run.hash_alg,
+        "transport": load.transport,
+        "payments_per_request": per_request,
+        "channels_per_batch": (
+            sum(batch.channels for batch in all_batches) / len(all_batches) if all_batches else 1
+        ),
         "channels": len(plan.channels),
         "planned": plan.total,
         "warmup": warm.accepted,
@@ -365,7 +523,10 @@ def describe(
         "redis_cpu_us_per_payment": redis_us,
         "client_cpu_us_per_payment": client_us,
         "floor_cpu_us_per_request": floor_us,
-        "vendor_to_floor": None if vendor_us is None or not floor_us else vendor_us / floor_us,
+        # Per request: a batch's vendor CPU against the floor's for one request.
+        "vendor_to_floor": (
+            None if vendor_us is None or not floor_us else vendor_us * per_request / floor_us
+        ),
         "owed_total": owed,
         "settled_total": settled_total,
         "settled_exact": exact,
@@ -385,13 +546,18 @@ async def bench_mode(
     plan = await prepare(client, run, args.channels, args.payments)
     sent = multiprocessing.get_context("fork").Value("q", 0, lock=False) if args.pin else _Counter()
     warm = await drive(Load(load.url, load.concurrency), plan.warmup, _Counter())
-    streams = [
+    streams: Any = [
         requests if warm.accepted_steps.get(slot) else []  # a refused channel stays refused
         for slot, requests in enumerate(plan.timed)
     ]
-    send = drive_apart if args.pin else drive
+    batches = None
+    total = sum(len(stream) for stream in streams)
+    if load.transport != "post":
+        lanes = min(load.concurrency, len(plan.channels))
+        batches = streams = batch_lanes(plan, lanes, args.batch_size, load.transport, load.url)
+    send = drive_apart if args.pin else _any_drive
     with display.progress() as progress:
-        task = progress.add_task(run.label, total=sum(len(stream) for stream in streams))
+        task = progress.add_task(run.label, total=total)
         driving = asyncio.create_task(send(load, streams, sent))
         # Refresh the bar from a counter instead of on every payment.
         while not driving.done():
@@ -400,16 +566,25 @@ async def bench_mode(
         measured = driving.result()
         progress.update(task, sent.value)
     floor_measured = None
-    if floor is not None:
+    if floor is not None and load.transport != "websocket":  # the floor app has no stream
         floor_url, floor_pid = floor
         floor_load = Load(floor_url, load.concurrency, pids=(floor_pid, None))
-        floor_measured = await send(floor_load, streams, _Counter() if not args.pin else sent)
-    accepted = {
-        slot: warm.accepted_steps.get(slot, 0) + measured.accepted_steps.get(slot, 0)
-        for slot in range(len(plan.channels))
-    }
+        floor_streams = streams
+        if batches is not None:  # the same batch bodies, as plain POSTs to the floor
+            floor_streams = [[batch.request for batch in lane] for lane in batches]
+        floor_measured = await send(floor_load, floor_streams, _Counter() if not args.pin else sent)
+    if batches is None:
+        accepted = {
+            slot: warm.accepted_steps.get(slot, 0) + measured.accepted_steps.get(slot, 0)
+            for slot in range(len(plan.channels))
+        }
+    else:
+        slots = {channel.channel_id: slot for slot, channel in enumerate(plan.channels)}
+        accepted = {slot: warm.accepted_steps.get(slot, 0) for slot in range(len(plan.channels))}
+        for channel_id, owed in measured.owed.items():
+            accepted[slots[channel_id]] = max(accepted[slots[channel_id]], owed // UNIT)
     settled = await settle(client, plan, accepted)
-    return describe(plan, warm, measured, floor_measured, settled)
+    return describe(plan, warm, measured, floor_measured, settled, load, batches)
 
 
 async def bench(
@@ -422,7 +597,7 @@ async def bench(
 ) -> list[dict[str, Any]]:
     results = []
     wallet = Wallet.generate(args.key_kind)
-    load = Load(vendor_url, args.concurrency, args.rate, args.duration, pids)
+    load = Load(vendor_url, args.concurrency, args.rate, args.duration, pids, args.transport)
     async with Client(issuer_url, vendor_url, wallet, connections=args.concurrency) as client:
         await client.register()
         if args.admin_token:
@@ -516,6 +691,8 @@ def collect(args: argparse.Namespace, display: Display) -> dict[str, Any]:
             "workers": args.workers,
             "floor": args.floor,
             "pinned": args.pin,
+            "transport": args.transport,
+            "batch_size": args.batch_size,
         },
         "runs": runs,
     }

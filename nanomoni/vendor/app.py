@@ -12,11 +12,13 @@ from litestar import MediaType, Request, Response, get, post
 
 from nanomoni import wire
 from nanomoni.encoding import require_channel_id
-from nanomoni.http import HotPath, build_app, empty_response, json_response
+from nanomoni.http import HotPath, build_app, empty_response, frame_stream, json_response
 from nanomoni.protocol.modes import rules_for
 from nanomoni.vendor.core import Vendor, VendorConfig
 
 PREFIX = "/api/v1/vendor"
+BATCH_PATH = f"{PREFIX}/payments/batch"
+STREAM_PATH = f"{PREFIX}/payments/stream"
 __all__ = ["PREFIX", "VendorConfig", "create_app"]
 
 
@@ -33,6 +35,15 @@ def create_app(config: VendorConfig) -> HotPath:
         body = wire.payment_response(rules, accepted.terms, accepted.state)
         return (200 if accepted.replay else 201), body
 
+    async def pay_batch_raw(raw: bytes, client: str) -> tuple[int, bytes]:
+        """SPEC §12: 200 with one result per item (only the envelope's errors raise)."""
+        results = await vendor.pay_many(wire.decode_batch(raw), client)
+        return 200, wire.encode(wire.BatchResponse(results))
+
+    async def pay_frame(frame: bytes | str, client: str) -> bytes:
+        results = await vendor.pay_many(wire.decode_frame(frame), client)
+        return wire.encode(wire.BatchResponse(results))
+
     @get(f"{PREFIX}/keys/public", sync_to_thread=False)
     def public_key() -> Response[bytes]:
         return json_response(wire.VendorKeyResponse(vendor.public_key_b64))
@@ -42,6 +53,13 @@ def create_app(config: VendorConfig) -> HotPath:
         """Documents the route; requests are answered by the HotPath in front (same handler)."""
         address = request.client.host if request.client else ""
         status, payload = await pay_raw(mode, channel_id, await request.body(), address)
+        return Response(content=payload, status_code=status, media_type=MediaType.JSON)
+
+    @post(BATCH_PATH, request_max_body_size=config.max_batch_body)
+    async def pay_batch(request: Request[Any, Any, Any]) -> Response[bytes]:
+        """Documents the route; requests are answered by the HotPath in front (same handler)."""
+        address = request.client.host if request.client else ""
+        status, payload = await pay_batch_raw(await request.body(), address)
         return Response(content=payload, status_code=status, media_type=MediaType.JSON)
 
     @post(f"{PREFIX}/channels/{{mode:str}}/{{channel_id:str}}/closure-requests")
@@ -54,7 +72,7 @@ def create_app(config: VendorConfig) -> HotPath:
 
     app = build_app(
         service="vendor",
-        routes=[public_key, pay, close],
+        routes=[public_key, pay, pay_batch, close],
         on_startup=[vendor.start],
         on_shutdown=[vendor.stop],
         max_body=config.max_body,
@@ -66,4 +84,6 @@ def create_app(config: VendorConfig) -> HotPath:
         suffix="/payments",
         handler=pay_raw,
         max_body=config.max_body,
+        posts={BATCH_PATH: (pay_batch_raw, config.max_batch_body)},
+        streams={STREAM_PATH: frame_stream(pay_frame, config.max_batch_body)},
     )

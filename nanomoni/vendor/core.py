@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,9 +31,11 @@ from nanomoni.protocol.modes import AnyRules
 from nanomoni.protocol.payments import Decision, decide_payment, learned_terms, require_mode
 from nanomoni.serve import load_or_create_key
 from nanomoni.store import open_vendor_store, store_url
-from nanomoni.store.base import VendorStore
+from nanomoni.store.base import StoreUnavailable, VendorStore
+from nanomoni.vendor.batch import Batch
 from nanomoni.vendor.budget import HashBudget
 from nanomoni.vendor.issuer_client import IssuerClient
+from nanomoni.wire import BatchItem, ItemAccepted, ItemRefused
 
 log = logging.getLogger("nanomoni.vendor")
 
@@ -46,6 +49,38 @@ class Accepted(msgspec.Struct, frozen=True):
     replay: bool
 
 
+class ViewCache:
+    """The state this worker last read or wrote per channel, most recent last, at most
+    `size` of them. Only a hint: every write compares against the state it was
+    decided on, and the store keeps the truth (other workers write too)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._views: dict[str, VendorView] = {}
+
+    def remember(self, channel_id: str, state: PaymentState | None, *, closing: bool) -> None:
+        views = self._views
+        views.pop(channel_id, None)
+        if len(views) >= self.size:
+            del views[next(iter(views))]  # bounded memory: forget the longest unused
+        views[channel_id] = VendorView(state=state, nodes=[], closing=closing)
+
+    def forget(self, channel_id: str) -> None:
+        self._views.pop(channel_id, None)
+
+    def get(self, channel_id: str) -> VendorView | None:
+        return self._views.get(channel_id)
+
+    def usable(self, rules: AnyRules, terms: ChannelTerms, payment: Payment) -> VendorView | None:
+        """The remembered view, unless deciding on it could walk an expensive hash chain
+        (whose failure spends the client's budget: that needs the current state)."""
+        view = self._views.get(terms.channel_id)
+        if view is None:
+            return None
+        accepted = view.accepted_index
+        return view if rules.hash_walk(terms, accepted, payment) <= crypto.INLINE_HASHES else None
+
+
 @dataclass(frozen=True, kw_only=True)
 class VendorConfig:
     data_dir: Path
@@ -53,6 +88,7 @@ class VendorConfig:
     store: str | None = None  # default: sqlite file in data_dir
     key_file: Path | None = None  # default: vendor-key.pem in data_dir
     max_body: int = config.MAX_BODY
+    max_batch_body: int = config.MAX_BATCH_BODY  # a batch body or stream frame (SPEC §12)
     max_hashes: int = config.MAX_HASHES
     issuer_timeout: float = config.ISSUER_TIMEOUT
     terms_cache: int = config.TERMS_CACHE
@@ -99,6 +135,7 @@ class Vendor:
             Code.issuer_unavailable, "not registered at the issuer yet"
         )
         self.budget = HashBudget()
+        self.views = ViewCache(config.terms_cache)
 
     @property
     def store(self) -> VendorStore:
@@ -139,6 +176,10 @@ class Vendor:
             delay = min(delay * 2, 5.0)
 
     # --- channel terms ---------------------------------------------------------
+
+    def known_terms(self, channel_id: str) -> ChannelTerms | None:
+        """The cached terms of a channel, if this worker learned them already."""
+        return self._terms.get(channel_id)
 
     async def terms(self, rules: AnyRules, channel_id: str) -> ChannelTerms:
         """Cached terms, or learned from the issuer once even under concurrent first payments."""
@@ -206,65 +247,150 @@ class Vendor:
     async def _pay(
         self, rules: AnyRules, channel_id: str, payment: Payment, client: str
     ) -> Accepted:
-        terms, decision = await self.decide(rules, channel_id, payment, client)
-        if decision.replay:
-            return Accepted(terms, decision.state, replay=True)
-        store = self.store
+        """Decided against the state this worker last saw of the channel when it has
+        one (and the decision is cheap), written with a compare-and-set against that
+        state: one store round trip. A write that finds the state moved, and any
+        refusal or replay decided on a remembered state, is decided again on a fresh
+        read, so no answer rests on an outdated state."""
+        if payment.channel_id is not None and payment.channel_id != channel_id:
+            raise NanoMoniError(Code.id_mismatch, "body channel_id differs from the path")
+        terms = self.known_terms(channel_id) or await self.terms(rules, channel_id)
+        require_mode(rules, terms, "payment")
+        now = encoding.utc_now()
+        keys = rules.payment_node_keys(terms, payment)
+        view = None if keys else self.views.usable(rules, terms, payment)
+        fresh = view is None
+        if view is None:
+            view = await self._load(channel_id, keys)
+        lost = False
+        while True:
+            try:
+                decision = await self.decide(rules, terms, view, payment, client, now)
+            except NanoMoniError:
+                if fresh:
+                    raise
+                view, fresh = await self._load(channel_id, keys), True
+                continue
+            if decision.replay:
+                if fresh:
+                    return Accepted(terms, decision.state, replay=True)
+                view, fresh = await self._load(channel_id, keys), True
+                continue
+            expected = view.accepted_index
+            started = time.perf_counter()
+            try:
+                result = await self.store.compare_and_set(
+                    channel_id, decision.state, decision.nodes, expected
+                )
+            except StoreUnavailable:
+                self.views.forget(channel_id)
+                raise
+            metrics.store_time("compare_and_set", time.perf_counter() - started)
+            if result.outcome is CasOutcome.stored:
+                if not keys:
+                    self.views.remember(channel_id, decision.state, closing=False)
+                return Accepted(terms, decision.state, replay=False)
+            if result.outcome is CasOutcome.closing:
+                self.views.remember(channel_id, result.current, closing=True)
+                raise NanoMoniError(Code.channel_closed, "the channel is closed: no more payments")
+            current = result.current
+            if lost:  # moved twice under us: answered as a payment that lost its race
+                if current is not None and (current.index, current.proof) == (
+                    decision.state.index,
+                    decision.state.proof,
+                ):
+                    return Accepted(terms, current, replay=True)  # an identical one won
+                raise NanoMoniError(
+                    Code.non_monotonic, "payment index must be strictly increasing"
+                )
+            lost = True
+            if keys:
+                view = await self._load(channel_id, keys)
+            else:  # the compare-and-set answered with the current state: decide on it
+                view = VendorView(state=current, nodes=[], closing=False)
+                self.views.remember(channel_id, current, closing=False)
+            fresh = True
+
+    async def decide_for(
+        self, rules: AnyRules, channel_id: str, payment: Payment, client: str
+    ) -> tuple[ChannelTerms, Decision, int]:
+        """The terms, the decision on one payment and the index it was decided against
+        (0: none), nothing stored yet (the paywall stores it with its charge): on the
+        state this worker last saw when usable, a refusal decided on that state being
+        decided again on a fresh read."""
+        if payment.channel_id is not None and payment.channel_id != channel_id:
+            raise NanoMoniError(Code.id_mismatch, "body channel_id differs from the path")
+        terms = self.known_terms(channel_id) or await self.terms(rules, channel_id)
+        require_mode(rules, terms, "payment")
+        now = encoding.utc_now()
+        keys = rules.payment_node_keys(terms, payment)
+        view = None if keys else self.views.usable(rules, terms, payment)
+        if view is not None:
+            try:
+                decision = await self.decide(rules, terms, view, payment, client, now)
+                return terms, decision, view.accepted_index
+            except NanoMoniError as exc:
+                if exc.status >= 500 or exc.code is Code.rate_limited:
+                    raise
+        view = await self._load(channel_id, keys)
+        decision = await self.decide(rules, terms, view, payment, client, now)
+        return terms, decision, view.accepted_index
+
+    async def _load(self, channel_id: str, keys: Sequence[int]) -> VendorView:
         started = time.perf_counter()
-        result = await store.compare_and_set(channel_id, decision.state, decision.nodes)
-        metrics.store_time("compare_and_set", time.perf_counter() - started)
-        if result.outcome is CasOutcome.stored:
-            return Accepted(terms, decision.state, replay=False)
-        return Accepted(terms, lost_race(decision, result.outcome, result.current), replay=True)
+        view = await self.store.load(channel_id, keys)
+        metrics.store_time("load", time.perf_counter() - started)
+        if not keys:
+            self.views.remember(channel_id, view.state, closing=view.closing)
+        return view
+
+    def check_budget(
+        self,
+        rules: AnyRules,
+        terms: ChannelTerms,
+        view: VendorView,
+        payment: Payment,
+        client: str,
+    ) -> int:
+        """The hash walk verifying `payment` against `view` costs; 429 `rate_limited` if
+        it is an expensive one and `client` failed too many of those lately."""
+        accepted = view.accepted_index
+        walk = rules.hash_walk(terms, accepted, payment)
+        if walk > crypto.INLINE_HASHES:
+            self.budget.check(terms.channel_id, client, walk)
+        return walk
 
     async def decide(
         self,
         rules: AnyRules,
-        channel_id: str,
+        terms: ChannelTerms,
+        view: VendorView,
         payment: Payment,
         client: str,
-        *,
-        view: VendorView | None = None,
-    ) -> tuple[ChannelTerms, Decision]:
-        """The channel's terms and the decision on one payment, nothing stored yet.
-
-        `view` is an accepted state the caller already holds (the paywall's per-worker
-        copy; used only by modes that need no stored nodes): verifying against any
-        state that was once accepted proves the same as against the latest, and the
-        compare-and-set that follows refuses what a newer state would. A refusal
-        decided on such a view may be stale: decide again without it."""
-        if payment.channel_id is not None and payment.channel_id != channel_id:
-            raise NanoMoniError(Code.id_mismatch, "body channel_id differs from the path")
-        terms = await self.terms(rules, channel_id)
-        require_mode(rules, terms, "payment")
-        node_keys = rules.payment_node_keys(terms, payment)
-        if view is None or node_keys:
-            started = time.perf_counter()
-            view = await self.store.load(channel_id, node_keys)
-            metrics.store_time("load", time.perf_counter() - started)
+        now: str,
+    ) -> Decision:
+        """The decision on `payment` against `view` (no store write): long walks run in a
+        thread and, when they fail, spend from `client`'s budget."""
+        walk = self.check_budget(rules, terms, view, payment, client)
         decide = functools.partial(
-            decide_payment,
-            rules,
-            terms,
-            view,
-            payment,
-            now=encoding.utc_now(),
-            max_hashes=self.config.max_hashes,
+            decide_payment, rules, terms, view, payment, now=now, max_hashes=self.config.max_hashes
         )
-        accepted = view.state.index if view.state is not None else 0
-        walk = rules.hash_walk(terms, accepted, payment)
         if walk <= crypto.INLINE_HASHES:
-            decision = decide()
-        else:
-            self.budget.check(channel_id, client, walk)
-            try:
-                # The native core releases the GIL: a thread keeps this worker's loop serving.
-                decision = await asyncio.to_thread(decide)
-            except NanoMoniError as exc:
-                if exc.code is Code.invalid_proof:  # the walk was done for nothing
-                    self.budget.spend(channel_id, client, walk)
-                raise
-        return terms, decision
+            return decide()
+        try:
+            # The native core releases the GIL: a thread keeps this worker's loop serving.
+            return await asyncio.to_thread(decide)
+        except NanoMoniError as exc:
+            if exc.code is Code.invalid_proof:  # the walk was done for nothing
+                self.budget.spend(terms.channel_id, client, walk)
+            raise
+
+    async def pay_many(
+        self, items: Sequence[BatchItem | NanoMoniError], client: str
+    ) -> list[ItemAccepted | ItemRefused]:
+        """A batch (SPEC §12): each item's answer as if it had been sent alone, in
+        order; `items` as `wire.decode_batch` gives them."""
+        return await Batch(self, items, client).run()
 
     # --- closure -------------------------------------------------------------------
 
@@ -347,5 +473,3 @@ class Vendor:
         async with metrics.timed_store("record_settlement"):
             await store.record_settlement(channel_id, closure)
         metrics.settlement(rules.mode.value, "settled")
-
-

@@ -114,3 +114,80 @@ async def test_out_of_range_index_is_refused(vendor: VendorStore) -> None:
             await vendor.compare_and_set(cid, bad, {})
         assert refused.value.code is Code.invalid_amount
     assert (await vendor.load(cid)).state is None
+
+
+# --- many channels in one round trip (batches, SPEC §12) ------------------------------------
+
+
+async def test_load_many_and_compare_and_set_many_match_their_single_forms(
+    vendor: VendorStore,
+) -> None:
+    # Enough channels to span every master of the cluster; one closing, one ahead.
+    cids = [new_channel_id() for _ in range(12)]
+    await vendor.compare_and_set(cids[0], state(5), {NODE_A: b"a" * 32})
+    await vendor.compare_and_set(cids[1], state(2), {})
+    await vendor.begin_close(cids[1])
+    views = await vendor.load_many(
+        [(cid, [NODE_A] if n == 0 else []) for n, cid in enumerate(cids)]
+    )
+    assert views[0] == VendorView(state=state(5), nodes=[b"a" * 32], closing=False)
+    assert views[1] == VendorView(state=state(2), nodes=[], closing=True)
+    assert all(view == VendorView(state=None, nodes=[], closing=False) for view in views[2:])
+
+    writes = [
+        (cid, 0, state(3), {NODE_B: cid.encode()[:32]} if n == 2 else {})
+        for n, cid in enumerate(cids)
+    ]
+    writes[0] = (cids[0], 5, state(3), {})  # not above the state it was decided against: lost
+    results = await vendor.compare_and_set_many(writes)
+    assert results[0] == CasResult(outcome=CasOutcome.lost, current=state(5))
+    assert results[1] == CasResult(outcome=CasOutcome.closing, current=state(2))
+    assert results[2:] == [CasResult(outcome=CasOutcome.stored)] * 10
+    for n, cid in enumerate(cids[2:], start=2):
+        assert await vendor.load(cid, [NODE_B]) == VendorView(
+            state=state(3), nodes=[cid.encode()[:32] if n == 2 else None], closing=False
+        )
+    assert await vendor.load_many([]) == [] and await vendor.compare_and_set_many([]) == []
+
+
+async def test_compare_and_set_many_checks_amounts_before_writing(vendor: VendorStore) -> None:
+    cids = [new_channel_id(), new_channel_id()]
+    with pytest.raises(NanoMoniError) as caught:
+        await vendor.compare_and_set_many(
+            [(cids[0], 0, state(1), {}), (cids[1], 0, state(2**63), {})]
+        )
+    assert caught.value.code is Code.invalid_amount
+    assert [view.state for view in await vendor.load_many([(c, []) for c in cids])] == [None] * 2
+
+
+async def test_compare_and_set_many_loses_when_the_state_moved_since_it_was_read(
+    vendor: VendorStore,
+) -> None:
+    cid = new_channel_id()
+    await vendor.compare_and_set(cid, state(4), {})
+    # Decided against "no state" (0) or index 2, but 4 is stored: lost, even though 6 > 4.
+    for expected in (0, 2):
+        (result,) = await vendor.compare_and_set_many([(cid, expected, state(6), {})])
+        assert result == CasResult(outcome=CasOutcome.lost, current=state(4))
+    (result,) = await vendor.compare_and_set_many([(cid, 4, state(6), {})])
+    assert result == CasResult(outcome=CasOutcome.stored)
+    assert (await vendor.load(cid)).state == state(6)
+
+
+async def test_compare_and_set_with_an_expected_index(vendor: VendorStore) -> None:
+    cid = new_channel_id()
+    assert (await vendor.compare_and_set(cid, state(2), {}, expected=1)).outcome is (
+        CasOutcome.lost
+    )  # decided against index 1, but there is no state
+    assert (await vendor.compare_and_set(cid, state(2), {}, expected=0)).outcome is (
+        CasOutcome.stored
+    )
+    lost = await vendor.compare_and_set(cid, state(5), {}, expected=0)
+    assert lost == CasResult(outcome=CasOutcome.lost, current=state(2))
+    assert (await vendor.compare_and_set(cid, state(5), {}, expected=2)).outcome is (
+        CasOutcome.stored
+    )
+    # Never backwards, whatever was expected.
+    assert (await vendor.compare_and_set(cid, state(4), {}, expected=5)).outcome is (
+        CasOutcome.lost
+    )

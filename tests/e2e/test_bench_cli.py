@@ -191,3 +191,36 @@ def is_running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has stopped running
+
+
+@pytest.mark.parametrize("transport", ["batch", "websocket"])
+def test_bench_sends_batches_and_stream_frames(tmp_path: Path, transport: str) -> None:
+    done = run_bench(
+        tmp_path,
+        "--modes", "signature,paytree_second_opt",
+        "--payments", "400",
+        "--channels", "16",
+        "--concurrency", "2",
+        "--transport", transport,
+        "--batch-size", "32",
+        "--floor",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["config"]["transport"] == transport and result["config"]["batch_size"] == 32
+    for run in result["runs"]:
+        assert run["transport"] == transport
+        assert run["accepted"] == run["planned"] == 400 and run["errors"] == {}
+        assert run["owed_total"] == run["settled_total"] == 400 and run["settled_exact"]
+        # 384 timed payments over 2 connections of 8 channels each: 12 batches of 32.
+        assert run["timed"] == 384 and run["payments_per_request"] == 32
+        assert run["channels_per_batch"] == 8
+        assert sum(run["latency_histogram"]["counts"]) == 12
+        # CPU is read in /proc ticks: a figure too small to tell is withheld, with a warning.
+        withheld = {w.split(" CPU ")[0].split(": ")[1] for w in run["warnings"]}
+        assert (run["vendor_cpu_us_per_payment"] is None) == ("vendor" in withheld)
+        # The floor app serves plain POSTs only: it is measured for batches, not streams.
+        if transport == "websocket":
+            assert run["floor_cpu_us_per_request"] is None and "floor" not in withheld
+        else:
+            assert (run["floor_cpu_us_per_request"] is None) == ("floor" in withheld)

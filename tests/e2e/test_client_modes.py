@@ -10,6 +10,7 @@ import pytest
 
 from nanomoni import wire
 from nanomoni.client import ApiError, Client, SyncClient, Wallet
+from nanomoni.client.session import Transport
 from nanomoni.errors import Code, NanoMoniError
 from nanomoni.protocol.model import Mode
 from nanomoni.tools.local import LocalServices, local_services
@@ -137,5 +138,47 @@ async def test_pruned_proofs_follow_the_vendor_over_random_gaps(
         assert (await channel.refresh()).balance == index
         # Pruning pays off: fewer siblings than full depth-10 paths would carry.
         assert sent < 10 * payments
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("transport", ["batch", "websocket"])
+async def test_pay_many_groups_payments_of_every_mode(
+    services: LocalServices, transport: Transport
+) -> None:
+    client = await ready_client(services, "ed25519")
+    try:
+        vendor_key = await client.vendor_public_key()
+        vendor_before = await client.balance(vendor_key)
+        channels = [
+            await client.open_channel(mode, 200, unit_value=2, max_index=100)
+            for mode in Mode
+            for _ in range(2)
+        ]
+        rng = random.Random(transport)
+        plan = [(channel, rng.choice([1, 1, 2, 5])) for channel in channels for _ in range(9)]
+        rng.shuffle(plan)
+        results = await client.pay_many(plan, batch_size=16, transport=transport)
+        assert all(not isinstance(result, ApiError) for result in results), results
+        owed = dict.fromkeys(channels, 0)
+        for (channel, units), result in zip(plan, results, strict=True):
+            assert not isinstance(result, ApiError)
+            owed[channel] += units * channel.unit_value  # signature: unit 1, index = amount
+            assert result.owed == owed[channel] and not result.replay
+        # The payers stand where the vendor does: a single payment follows on.
+        for channel in channels:
+            assert (await channel.pay()).owed == owed[channel] + channel.unit_value
+        # A refusal is that item's result; the others still go through.
+        closed, open_ = channels[0], channels[1]
+        await closed.close()
+        mixed = await client.pay_many([(closed, 1), (open_, 1)], transport=transport)
+        assert isinstance(mixed[0], ApiError) and mixed[0].code is Code.channel_closed
+        assert not isinstance(mixed[1], ApiError) and mixed[1].owed == open_.owed
+        settled = 0
+        for channel in channels:
+            await channel.close()
+            settled += (await channel.refresh()).balance
+        assert settled == sum(channel.owed for channel in channels)
+        assert await client.balance(vendor_key) == vendor_before + settled
     finally:
         await client.close()

@@ -125,3 +125,28 @@ async def test_unresolved_payment_is_resent_before_the_next(
         await channel.close()
         assert (await channel.refresh()).balance == 12
         assert await client.balance() == before - 12
+
+
+async def test_a_batch_whose_answer_was_lost_is_resent_and_counted_once(
+    services: LocalServices, proxy: tuple[DroppingProxy, str]
+) -> None:
+    relay, vendor_url = proxy
+    async with Client(
+        services.issuer_url, vendor_url, Wallet.generate(), retry_delay=0.01
+    ) as client:
+        before = await client.register()
+        await wait_for_account(client, await client.vendor_public_key())
+        first = await client.open_channel(Mode.payword, 100, unit_value=1, max_index=100)
+        second = await client.open_channel(Mode.paytree_first_opt, 100, max_index=100)
+        relay.armed = True
+        plan = [(first, 2), (second, 1), (first, 3), (second, 4)]
+        results = await client.pay_many(plan)
+        assert relay.dropped == 1
+        # Re-sent whole: each channel's last item is a replay, the earlier ones are
+        # covered by it (the vendor answers them non_monotonic): all paid, once.
+        assert [getattr(result, "owed", None) for result in results] == [2, 1, 5, 5]
+        assert all(getattr(result, "attempts", 0) == 2 for result in results)
+        assert first.owed == 5 and second.owed == 5
+        await first.close()
+        await second.close()
+        assert await client.balance() == before - 10

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from nanomoni import crypto, wire
 from nanomoni.encoding import b64encode, canonical_json
 from nanomoni.errors import Code, NanoMoniError
+from nanomoni.protocol.messages import TreeSettlement
 from nanomoni.protocol.model import Closure, Mode, PaymentState, VendorView
 from nanomoni.protocol.modes import RULES
 from nanomoni.protocol.opening import open_channel_terms
@@ -668,32 +669,23 @@ def test_first_opt_tampered_pruned_proof_is_invalid_proof() -> None:
 # --- §5.5 paytree_second_opt ---------------------------------------------------------------
 
 
-def test_second_opt_uses_nodes_learned_from_earlier_payments() -> None:
+def test_second_opt_sends_only_unknown_siblings_and_keeps_the_full_path() -> None:
     channel = Channel(Mode.paytree_second_opt, max_index=127)
     tree = channel.tree
     assert tree is not None
-    depth = tree.depth
     sent = []
     for i in (1, 2, 3, 6, 100):
         payment = channel.payment(i)
         assert isinstance(payment, wire.TreePaymentBody)
         sent.append(len(payment.siblings_b64))
         decision = channel.pay(i)
-        for key, node in decision.nodes.items():
-            level = depth - (key.bit_length() - 1)
-            pos = key - (1 << (depth - level))
-            assert tree.node(level, pos) == node
+        assert decision.nodes == {}  # no node map: the state holds all the vendor needs
+        # count ‖ secret ‖ the full path of i, whatever the body carried
+        assert decision.state.proof[0] == len(payment.siblings_b64)
+        assert decision.state.proof[33:] == b"".join(tree.proof(i))
     # 1: full path; 2: only leaf 3 is new (node(1,1) known); 3: leaf 3 already known;
     # 6: leaves 6, 7 and node(1,3) unknown, node(2,1) known; 100: the other half.
     assert sent == [7, 1, 0, 2, 6]
-    # After these payments the vendor knows every node on each accepted path.
-    for i in (1, 2, 3, 6, 100):
-        for level in range(depth):
-            assert channel.nodes[crypto.node_key(level, i >> level, depth)] == tree.node(
-                level, i >> level
-            )
-            sibling_key = crypto.node_key(level, (i >> level) ^ 1, depth)
-            assert channel.nodes[sibling_key] == tree.node(level, (i >> level) ^ 1)
 
 
 def test_second_opt_extra_or_missing_siblings_are_invalid_proof() -> None:
@@ -743,21 +735,10 @@ def test_second_opt_replay_and_duplicate_mismatch() -> None:
     assert channel.state == accepted.state
 
 
-def test_second_opt_node_keys_cover_path_and_siblings() -> None:
-    channel = Channel(Mode.paytree_second_opt, max_index=127)
-    keys = payment_node_keys(channel.terms, channel.payment(6))
-    depth = 7
-    expected = []
-    for level in range(depth):
-        expected += [
-            crypto.node_key(level, 6 >> level, depth),
-            crypto.node_key(level, (6 >> level) ^ 1, depth),
-        ]
-    assert keys == expected and len(set(keys)) == 2 * depth
-    beyond = msgspec.structs.replace(channel.payment(6), i=128)
-    assert payment_node_keys(channel.terms, beyond) == []
-    other = Channel(Mode.paytree_first_opt, max_index=127)
-    assert payment_node_keys(other.terms, other.payment(6)) == []
+def test_no_mode_loads_merkle_nodes() -> None:
+    for mode in TREE_MODES:
+        channel = Channel(mode, max_index=127)
+        assert payment_node_keys(channel.terms, channel.payment(6)) == []
 
 
 # --- §4.5 / §5.6 settlement ---------------------------------------------------------------
@@ -930,20 +911,17 @@ def test_paytree_settlement_refusals(mode: Mode) -> None:
     channel.check_refused(bad, Code.invalid_encoding)
 
 
-def test_second_opt_settlement_needs_every_path_node() -> None:
+def test_second_opt_settles_with_the_full_path_it_kept() -> None:
     channel = Channel(Mode.paytree_second_opt, max_index=127)
-    channel.pay(5)
-    assert channel.state is not None
-    keys = settlement_node_keys(channel.terms, channel.state)
-    nodes = [channel.nodes.get(key) for key in keys]
-    nodes[3] = None
-    with pytest.raises(NanoMoniError) as caught:
-        RULES[channel.mode].build_settlement(channel.terms, channel.state, nodes, channel.vendor)
-    assert caught.value.code == Code.internal_error
-    other = Channel(Mode.paytree_first_opt, max_index=127)
-    other.pay(5)
-    assert other.state is not None
-    assert settlement_node_keys(other.terms, other.state) == []
+    for i in (5, 6, 9):
+        channel.pay(i)
+    assert channel.state is not None and channel.tree is not None
+    assert settlement_node_keys(channel.terms, channel.state) == []
+    settlement = RULES[channel.mode].build_settlement(
+        channel.terms, channel.state, [], channel.vendor
+    )
+    assert isinstance(settlement, TreeSettlement)
+    assert settlement.i == 9 and settlement.siblings == channel.tree.proof(9)
 
 
 # --- properties -----------------------------------------------------------------------------

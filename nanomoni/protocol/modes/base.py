@@ -14,7 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 
@@ -45,7 +45,7 @@ class CommitmentMembers:
         return (self.root, self.unit, self.max)
 
 
-class Verified(msgspec.Struct, frozen=True):
+class Verified(msgspec.Struct, frozen=True, gc=False):
     """What a valid payment leaves for the store: its proof blob and new Merkle nodes."""
 
     proof: bytes
@@ -156,6 +156,35 @@ class ModeRules(ABC, Generic[P, S]):
     @abstractmethod
     def verify(self, terms: ChannelTerms, view: VendorView, payment: P) -> Verified:
         """The proof to store, or invalid_proof / invalid_signature."""
+
+    # --- batches: the costly check presumed now, run later with the batch's others ----------
+    # A mode whose verification is one native check that the core can run in bulk
+    # (a signature, a hash walk) overrides these three; the others verify at once.
+
+    def presume(
+        self, terms: ChannelTerms, view: VendorView, payment: P, checks: list[Any]
+    ) -> Verified:
+        """What `verify` returns if the payment's costly check passes; that check is
+        appended to `checks` (for `run_checks`) instead of run. Default: verify now."""
+        return self.verify(terms, view, payment)
+
+    def presume_replay(
+        self, terms: ChannelTerms, stored: PaymentState, payment: P, checks: list[Any]
+    ) -> bool:
+        """`is_replay`, its costly check presumed and appended to `checks` like `presume`'s."""
+        return self.is_replay(terms, stored, payment)
+
+    def run_checks(self, checks: Sequence[Any]) -> list[bool]:
+        """The outcome of each check `presume` collected, in one native call where the
+        core has one. The GIL is released: callers may run this off their event loop."""
+        if checks:
+            raise NotImplementedError(f"{self.mode.value} presumes no checks")
+        return []
+
+    def check_cost(self, checks: Sequence[Any]) -> int:
+        """What running `checks` costs, in hash steps (a service runs more than
+        crypto.INLINE_HASHES of them off its event loop)."""
+        return 0
 
     # --- settlement -------------------------------------------------------------------
 

@@ -9,8 +9,8 @@ proves nothing. `PaymentState.proof` per mode:
 * paytree: secret ‖ the full path (depth siblings);
 * paytree_first_opt: count ‖ secret ‖ the full path, where count (one byte) is how
   many siblings the accepted body carried, so only that exact body is a replay;
-* paytree_second_opt: secret ‖ the siblings the body carried; the known-node set
-  lives in the store's node map, keyed by `crypto.node_key` heap indices.
+* paytree_second_opt: the same as first-opt's (SecondOptRules says why that is all
+  the known-node set K amounts to).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from nanomoni import crypto
 from nanomoni.encoding import b64encode
-from nanomoni.errors import Code, NanoMoniError
+from nanomoni.errors import NanoMoniError
 from nanomoni.protocol.messages import TreePayment, TreeSettlement
 from nanomoni.protocol.model import ChannelTerms, Mode, PaymentState, VendorView
 from nanomoni.protocol.modes.base import (
@@ -76,6 +76,11 @@ def _leaf(terms: ChannelTerms, payment: TreePayment) -> bytes:
     if payment.leaf is not None and payment.leaf != leaf:
         raise invalid_proof("invalid proof: leaf_b64 is not the hash of secret_b64")
     return leaf
+
+
+def _root(terms: ChannelTerms) -> bytes:
+    assert terms.root is not None
+    return terms.root
 
 
 def _consistent(terms: ChannelTerms, payment: TreePayment) -> bool:
@@ -200,28 +205,36 @@ class FirstOptRules(TreeRules):
             and _consistent(terms, payment)
         )
 
+    def _pruned(
+        self, terms: ChannelTerms, last: int, path: bytes, i: int, depth: int
+    ) -> tuple[int, bytes, bytes]:
+        """For payment i after the accepted index `last` (whose secret ‖ full path is
+        `path`): how many siblings it carries, the node they must fold its leaf to, and
+        its full path above them. Here: node(t, i >> t) = node(t, last >> t)."""
+        t = crypto.first_opt_levels(i, last, depth)
+        if t == depth:
+            return depth, _root(terms), b""
+        last_leaf = crypto.digest(path[:HASH_LEN], terms.hash_alg)
+        below = _split(path[HASH_LEN : HASH_LEN * (t + 1)])
+        anchor = crypto.merkle_fold(last_leaf, last, below, terms.hash_alg)
+        return t, anchor, path[HASH_LEN * (t + 1) :]
+
     def verify(self, terms: ChannelTerms, view: VendorView, payment: TreePayment) -> Verified:
-        assert terms.root is not None
         sent = self._siblings(payment)
         depth = depth_of(terms)
         stored = view.state
-        last = stored.index if stored is not None else None
-        t = crypto.first_opt_levels(payment.i, last, depth)
-        if len(sent) != t:
-            raise _wrong_count(len(sent), t)
-        if stored is None or t == depth:
-            anchor = terms.root
-            above = b""
+        if stored is None:
+            count, anchor, above = depth, _root(terms), b""
         else:
-            # node(t, i >> t) == node(t, last >> t): fold the accepted leaf t levels.
-            path = stored.proof
-            last_leaf = crypto.digest(path[1:33], terms.hash_alg)
-            last_siblings = [path[33 + 32 * j : 65 + 32 * j] for j in range(t)]
-            anchor = crypto.merkle_fold(last_leaf, stored.index, last_siblings, terms.hash_alg)
-            above = path[33 + 32 * t :]
+            count, anchor, above = self._pruned(
+                terms, stored.index, stored.proof[1:], payment.i, depth
+            )
+        if len(sent) != count:
+            raise _wrong_count(len(sent), count)
         if crypto.merkle_fold(_leaf(terms, payment), payment.i, sent, terms.hash_alg) != anchor:
             raise _bad_path()
-        return Verified(proof=bytes([t]) + _sent(payment) + above, nodes={})
+        # count ‖ secret ‖ the full path: what a replay must match, and what settles.
+        return Verified(proof=bytes([count]) + _sent(payment) + above, nodes={})
 
     def full_path(
         self, terms: ChannelTerms, state: PaymentState, nodes: Sequence[bytes | None]
@@ -234,89 +247,33 @@ class FirstOptRules(TreeRules):
         return FirstOptPayer
 
 
-def second_opt_path_keys(i: int, depth: int) -> list[int]:
-    """For each level below the root: the path node's key, then its sibling's.
+class SecondOptRules(FirstOptRules):
+    """`paytree_second_opt`: only the siblings the vendor does not know yet (§5.5).
 
-    Keys are `crypto.node_key` heap indices, so a parent is `key >> 1` and a
-    sibling `key ^ 1`: plain integer steps on the hot path.
+    The known set K is the union of the accepted payments' paths, and accepted
+    indices only grow, so for a payment i above the accepted index `last` K holds
+    exactly what `last`'s full path holds: a node of i's path (or its sibling) at
+    level l is known iff i and `last` agree above l, i.e. from level t − 1 on, where
+    t = bit_length(i XOR last). So i carries the siblings of levels 0 .. t − 2 and
+    its leaf must fold to node(t − 1, i >> (t − 1)) — the sibling of `last`'s path
+    there. The state keeps, like first-opt's, count ‖ secret ‖ the full path: no
+    node map, one small write per payment.
     """
-    leaf_key = crypto.node_key(0, i, depth)
-    return [(leaf_key >> level) ^ side for level in range(depth) for side in (0, 1)]
-
-
-class SecondOptRules(TreeRules):
-    """`paytree_second_opt`: only the siblings the vendor does not know yet (§5.5)."""
 
     mode = Mode.paytree_second_opt
     payment_cost = 3
 
-    def payment_node_keys(self, terms: ChannelTerms, payment: TreePayment) -> list[int]:
-        assert terms.max_index is not None
-        if not 1 <= payment.i <= terms.max_index:
-            return []  # refused before any node is needed; keys would not even be in the tree
-        return second_opt_path_keys(payment.i, depth_of(terms))
-
-    def verify(self, terms: ChannelTerms, view: VendorView, payment: TreePayment) -> Verified:
-        assert terms.root is not None
-        sent = self._siblings(payment)
-        depth = depth_of(terms)
-        i = payment.i
-        # view.nodes follows second_opt_path_keys: [2·level] = path node, [2·level + 1] = sibling.
-        nodes = view.nodes
-        if len(nodes) != 2 * depth:
-            raise ValueError(
-                f"view.nodes has {len(nodes)} entries; payment_node_keys asked for {2 * depth}"
-            )
-
-        def is_known(level: int, pos: int) -> bool:
-            return nodes[2 * level + ((pos ^ (i >> level)) & 1)] is not None
-
-        missing, stop = crypto.second_opt_levels(i, depth, is_known)
-        if len(sent) != len(missing):
-            raise _wrong_count(len(sent), len(missing))
-        supplied = dict(zip(missing, sent, strict=True))
-        new_nodes: dict[int, bytes] = {}
-        current = _leaf(terms, payment)
-        key = crypto.node_key(0, i, depth)  # the path node's heap index at each level
-        for level in range(stop):
-            new_nodes[key] = current
-            if level in supplied:
-                sibling = supplied[level]
-                new_nodes[key ^ 1] = sibling
-            else:
-                known_sibling = nodes[2 * level + 1]
-                assert known_sibling is not None  # second_opt_levels only skips known siblings
-                sibling = known_sibling
-            pair = current + sibling if key & 1 == 0 else sibling + current
-            current = crypto.digest(pair, terms.hash_alg)
-            key >>= 1
-        if stop == depth:
-            anchor = terms.root
-        else:
-            known_ancestor = nodes[2 * stop]
-            assert known_ancestor is not None  # second_opt_levels stops at a known path node
-            anchor = known_ancestor
-        if current != anchor:
-            raise _bad_path()
-        return Verified(proof=_sent(payment), nodes=new_nodes)
-
-    def settlement_node_keys(self, terms: ChannelTerms, state: PaymentState) -> list[int]:
-        """The keys of the accepted index's siblings, level 0 upward."""
-        depth = depth_of(terms)
-        return [crypto.node_key(level, (state.index >> level) ^ 1, depth) for level in range(depth)]
-
-    def full_path(
-        self, terms: ChannelTerms, state: PaymentState, nodes: Sequence[bytes | None]
-    ) -> tuple[bytes, list[bytes]]:
-        secret = state.proof[:HASH_LEN]
-        missing = [level for level, node in enumerate(nodes) if node is None]
-        if missing or len(nodes) != depth_of(terms):
-            raise NanoMoniError(
-                Code.internal_error,
-                f"the vendor store lacks path nodes at levels {missing} of channel "
-                f"{terms.channel_id}",
-            )
-        return secret, [node for node in nodes if node is not None]
+    def _pruned(
+        self, terms: ChannelTerms, last: int, path: bytes, i: int, depth: int
+    ) -> tuple[int, bytes, bytes]:
+        t = (i ^ last).bit_length()  # i > last: t >= 1
+        last_siblings = path[HASH_LEN:]
+        anchor = last_siblings[HASH_LEN * (t - 1) : HASH_LEN * t]
+        # i's sibling at level t - 1 is last's path node there: fold last's leaf up to it.
+        last_leaf = crypto.digest(path[:HASH_LEN], terms.hash_alg)
+        below = _split(last_siblings[: HASH_LEN * (t - 1)])
+        sibling = crypto.merkle_fold(last_leaf, last, below, terms.hash_alg)
+        return t - 1, anchor, sibling + last_siblings[HASH_LEN * t :]
 
     @property
     def payer_type(self) -> type[PaytreePayer]:
@@ -383,30 +340,11 @@ class FirstOptPayer(PaytreePayer):
 
 
 class SecondOptPayer(PaytreePayer):
-    """Only the siblings the vendor does not know yet (§5.5).
-
-    `known` mirrors the vendor's set K as heap indices (crypto.node_key); the
-    root is known from the start.
-    """
-
-    def __init__(self, seed: bytes, tree: crypto.MerkleTree, channel_id: str = "") -> None:
-        super().__init__(seed, tree, channel_id)
-        self.known: set[int] = {crypto.node_key(self.depth, 0, self.depth)}
-
-    def _known(self, level: int, pos: int) -> bool:
-        return crypto.node_key(level, pos, self.depth) in self.known
+    """Only the siblings the vendor does not know yet (§5.5): below level t − 1, where
+    t = bit_length(i XOR last) (SecondOptRules says why K comes down to that)."""
 
     def siblings(self, index: int) -> list[bytes]:
-        levels, _stop = crypto.second_opt_levels(index, self.depth, self._known)
-        return [self.tree.node(level, (index >> level) ^ 1) for level in levels]
-
-    def accepted(self, index: int) -> None:
-        super().accepted(index)
-        # Walk up from the leaf adding each path node and its sibling (heap
-        # indices: parent = key >> 1, sibling = key ^ 1). A known path node means
-        # everything above it is known already (it came with an earlier path).
-        key = crypto.node_key(0, index, self.depth)
-        while key > 1 and key not in self.known:
-            self.known.add(key)
-            self.known.add(key ^ 1)
-            key >>= 1
+        proof = self.tree.proof(index)
+        if not self.last or index < self.last:
+            return proof  # nothing known but the root (or a refused index: all of it)
+        return proof[: max(0, (index ^ self.last).bit_length() - 1)]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 from nanomoni import crypto
 from nanomoni.encoding import b64encode
@@ -51,13 +53,40 @@ class PaywordRules(ModeRules[PaywordPayment, PaywordSettlement]):
     ) -> bool:
         return payment.token == stored.proof
 
-    def verify(self, terms: ChannelTerms, view: VendorView, payment: PaywordPayment) -> Verified:
+    def _check(
+        self, terms: ChannelTerms, view: VendorView, payment: PaywordPayment
+    ) -> tuple[bytes, int, bytes, str]:
+        """(token, steps, anchor, hash suite): H^steps(token) must equal the anchor."""
         assert terms.root is not None
         stored = view.state
         anchor, previous = (terms.root, 0) if stored is None else (stored.proof, stored.index)
-        if not crypto.verify_payword(payment.token, payment.k - previous, anchor, terms.hash_alg):
+        return payment.token, payment.k - previous, anchor, terms.hash_alg
+
+    def verify(self, terms: ChannelTerms, view: VendorView, payment: PaywordPayment) -> Verified:
+        if not crypto.verify_payword(*self._check(terms, view, payment)):
             raise invalid_proof("invalid token: hash chain mismatch with the accepted token")
         return Verified(proof=payment.token, nodes={})
+
+    def presume(
+        self, terms: ChannelTerms, view: VendorView, payment: PaywordPayment, checks: list[Any]
+    ) -> Verified:
+        checks.append(self._check(terms, view, payment))
+        return Verified(proof=payment.token, nodes={})
+
+    def run_checks(self, checks: Sequence[Any]) -> list[bool]:
+        """Every walk of one hash suite in one native call."""
+        by_alg: dict[str, list[int]] = defaultdict(list)
+        for n, (_, _, _, alg) in enumerate(checks):
+            by_alg[alg].append(n)
+        results = [False] * len(checks)
+        for alg, positions in by_alg.items():
+            triples = [checks[n][:3] for n in positions]
+            for n, ok in zip(positions, crypto.verify_payword_batch(triples, alg), strict=True):
+                results[n] = ok
+        return results
+
+    def check_cost(self, checks: Sequence[Any]) -> int:
+        return sum(check[1] for check in checks)
 
     def build_settlement(
         self,

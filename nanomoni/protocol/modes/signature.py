@@ -4,9 +4,10 @@ cumulative amount it owes; settlement carries that signature and the vendor's.""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from nanomoni import crypto
-from nanomoni.encoding import b64encode, canonical_json, public_key_der
+from nanomoni.encoding import b64encode, canonical_json, is_channel_id, public_key_der
 from nanomoni.errors import Code, NanoMoniError
 from nanomoni.protocol.messages import SignaturePayment, SignatureSettlement
 from nanomoni.protocol.model import ChannelTerms, Mode, PaymentState, VendorView
@@ -18,9 +19,15 @@ from nanomoni.protocol.modes.base import (
     check_signature,
 )
 
+# One signature verification costs about as much as this many hash steps (25-60 µs).
+SIGNATURE_HASHES = 1000
+
 
 def amount_message(channel_id: str, amount: int) -> bytes:
     """What the client signs for a payment and both parties sign at closure (§4.5, §5.1)."""
+    if is_channel_id(channel_id) and type(amount) is int and amount >= 0:
+        # The canonical JSON itself (a channel id needs no escaping), 10x cheaper.
+        return b'{"channel_id":"%s","cumulative_owed_amount":%d}' % (channel_id.encode(), amount)
     return canonical_json({"channel_id": channel_id, "cumulative_owed_amount": amount})
 
 
@@ -36,10 +43,13 @@ class SignatureRules(ModeRules[SignaturePayment, SignatureSettlement]):
     def index(self, payment: SignaturePayment) -> int:
         return payment.amount
 
-    def _verify_client(self, terms: ChannelTerms, payment: SignaturePayment) -> None:
+    def _check(self, terms: ChannelTerms, payment: SignaturePayment) -> tuple[bytes, bytes, bytes]:
+        """(client key DER, signed message, signature): what verifying the payment checks."""
         message = amount_message(terms.channel_id, payment.amount)
-        key = public_key_der(terms.client_public_key_der_b64)
-        if not crypto.verify_signature(key, message, payment.signature):
+        return public_key_der(terms.client_public_key_der_b64), message, payment.signature
+
+    def _verify_client(self, terms: ChannelTerms, payment: SignaturePayment) -> None:
+        if not crypto.verify_signature(*self._check(terms, payment)):
             raise NanoMoniError(
                 Code.invalid_signature,
                 "invalid signature: signature_b64 is not the client's signature over the "
@@ -59,6 +69,28 @@ class SignatureRules(ModeRules[SignaturePayment, SignatureSettlement]):
     ) -> Verified:
         self._verify_client(terms, payment)
         return Verified(proof=payment.signature, nodes={})
+
+    def presume(
+        self, terms: ChannelTerms, view: VendorView, payment: SignaturePayment, checks: list[Any]
+    ) -> Verified:
+        checks.append(self._check(terms, payment))
+        return Verified(proof=payment.signature, nodes={})
+
+    def presume_replay(
+        self,
+        terms: ChannelTerms,
+        stored: PaymentState,
+        payment: SignaturePayment,
+        checks: list[Any],
+    ) -> bool:
+        checks.append(self._check(terms, payment))
+        return True
+
+    def run_checks(self, checks: Sequence[Any]) -> list[bool]:
+        return crypto.verify_signatures(checks)  # all of a batch in one native call
+
+    def check_cost(self, checks: Sequence[Any]) -> int:
+        return SIGNATURE_HASHES * len(checks)
 
     def build_settlement(
         self,
