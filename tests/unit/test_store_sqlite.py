@@ -64,7 +64,7 @@ async def test_processes_sharing_a_file_never_overdraw(tmp_path: Path) -> None:
     await store.register("vendor", 0)
     procs = [
         await asyncio.create_subprocess_exec(
-            sys.executable, "-c", OPENER, url, tag, stdout=subprocess.PIPE, env=_child_env()
+            sys.executable, "-P", "-c", OPENER, url, tag, stdout=subprocess.PIPE, env=_child_env()
         )
         for tag in ("a", "b", "c")
     ]
