@@ -132,7 +132,7 @@ _DETAILS = {
     "channel_not_found": (Code.channel_not_found, "no such channel"),
     "already_closed": (
         Code.already_closed,
-        "the channel is already closed (settled with a different proof, or finalized)",
+        "the channel is already settled with a different proof (or finalized)",
     ),
     "exceeds_amount": (Code.exceeds_amount, "owed exceeds the channel amount"),
     "invalid_amount": (Code.invalid_amount, "the total supply would exceed 2**63 - 1"),
