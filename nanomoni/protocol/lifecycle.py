@@ -100,8 +100,8 @@ def check_receipt(issuer_der: bytes, signed: SignedReceipt, channel_id: str) -> 
     """A receipt the issuer really signed, for this channel (client and vendor side)."""
     if signed.receipt.channel_id != channel_id:
         raise NanoMoniError(
-            Code.invalid_signature, f"a receipt of channel {signed.receipt.channel_id} was sent "
-            f"for channel {channel_id}"
+            Code.invalid_signature,
+            f"a receipt of channel {signed.receipt.channel_id} was sent for channel {channel_id}",
         )
     if not crypto.verify_signature(issuer_der, receipt_message(signed.receipt), signed.signature):
         raise NanoMoniError(
@@ -138,9 +138,7 @@ def check_top_up(terms: ChannelTerms, request: TopUp) -> None:
             Code.unauthorized, "client_signature_b64 is not the channel client's signature"
         )
     if request.amount < 1:
-        raise NanoMoniError(
-            Code.invalid_amount, f"a top-up adds at least 1, got {request.amount}"
-        )
+        raise NanoMoniError(Code.invalid_amount, f"a top-up adds at least 1, got {request.amount}")
     if not NONCE_MIN <= len(request.nonce) <= NONCE_MAX:
         raise NanoMoniError(
             Code.invalid_encoding,

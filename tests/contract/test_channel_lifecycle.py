@@ -74,9 +74,7 @@ async def test_an_expired_channel_closes_from_its_expiry(issuer: IssuerStore) ->
     assert (await issuer.closing_channels(client)).channels == []
     # Closing: the vendor may still settle (the channel closes at once), nothing else.
     await refused(issuer.settle(opened.channel_id, closure(5), final=False), Code.channel_closed)
-    await refused(
-        issuer.top_up(opened.channel_id, 1, b"n" * 16, b"d" * 32), Code.channel_closed
-    )
+    await refused(issuer.top_up(opened.channel_id, 1, b"n" * 16, b"d" * 32), Code.channel_closed)
     settled = await issuer.settle(opened.channel_id, closure(5))
     assert (settled.client_balance, settled.vendor_balance) == (95, 5)
     assert (await issuer.closing_channels(vendor)).channels == []
@@ -129,9 +127,7 @@ async def test_finalization_refunds_what_checkpoints_did_not_credit(issuer: Issu
     # After finalization: no settlement (not even the checkpoint's proof), no checkpoint.
     for digest in (b"p25", b"p30"):
         await refused(issuer.settle(opened.channel_id, closure(30, digest)), Code.already_closed)
-    await refused(
-        issuer.settle(opened.channel_id, closure(30), final=False), Code.channel_closed
-    )
+    await refused(issuer.settle(opened.channel_id, closure(30), final=False), Code.channel_closed)
     assert await channel(issuer, opened.channel_id) == found  # refusals changed nothing
     assert await issuer.overdue() == 0
 
@@ -168,7 +164,10 @@ async def test_checkpoints_credit_the_difference_and_keep_the_channel_open(
     assert not first.replayed and first.closure is None
     assert (first.client_balance, first.vendor_balance) == (0, 30)
     assert (first.receipt.kind, first.receipt.owed, first.receipt.vendor_credited) == (
-        ReceiptKind.checkpoint, 30, 30)
+        ReceiptKind.checkpoint,
+        30,
+        30,
+    )
     assert first.receipt.client_refund == 0 and first.receipt.seq == 2
     # The same proof again, or an older one: nothing moves, the latest receipt.
     for owed, digest in ((30, b"p30"), (10, b"p10")):
@@ -176,7 +175,10 @@ async def test_checkpoints_credit_the_difference_and_keep_the_channel_open(
         assert again.replayed and again.receipt == first.receipt
     second = await issuer.settle(cid, closure(70, b"p70"), final=False)
     assert (second.vendor_balance, second.receipt.vendor_credited, second.receipt.seq) == (
-        70, 70, 3)
+        70,
+        70,
+        3,
+    )
     found = await channel(issuer, cid)
     assert found.state is ChannelState.open and found.locked == 30
     # A final settlement with the same proof as the last checkpoint closes: the rest moves.
@@ -199,17 +201,13 @@ async def test_a_final_settlement_below_the_checkpoint_keeps_the_credit(
 
 async def test_checkpoint_owed_above_the_amount_is_refused(issuer: IssuerStore) -> None:
     _, vendor, opened = await opened_channel(issuer, 50)
-    await refused(
-        issuer.settle(opened.channel_id, closure(51), final=False), Code.exceeds_amount
-    )
+    await refused(issuer.settle(opened.channel_id, closure(51), final=False), Code.exceeds_amount)
     assert await balance(issuer, vendor) == 0
 
 
 async def test_checkpoints_and_top_ups_stay_exact_beyond_doubles(issuer: IssuerStore) -> None:
     big = 2**62 + 7
-    _, _, opened = await opened_channel(
-        issuer, 2**53 + 3, client_balance=big, mode=Mode.signature
-    )
+    _, _, opened = await opened_channel(issuer, 2**53 + 3, client_balance=big, mode=Mode.signature)
     cid = opened.channel_id
     point = await issuer.settle(cid, closure(2**53 + 1), final=False)
     assert point.vendor_balance == 2**53 + 1 and point.receipt.vendor_credited == 2**53 + 1
@@ -231,7 +229,10 @@ async def test_a_top_up_moves_money_once_per_nonce(issuer: IssuerStore) -> None:
     topped = await issuer.top_up(cid, 25, b"a" * 16, b"d1" * 16)
     assert not topped.replayed and topped.channel.terms.amount == 35
     assert (topped.receipt.kind, topped.receipt.amount, topped.receipt.seq) == (
-        ReceiptKind.top_up, 35, 2)
+        ReceiptKind.top_up,
+        35,
+        2,
+    )
     assert await balance(issuer, client) == 65
     again = await issuer.top_up(cid, 25, b"a" * 16, b"d1" * 16)
     assert again.replayed and again.receipt == topped.receipt
@@ -272,7 +273,10 @@ async def test_every_money_movement_leaves_one_receipt_in_order(issuer: IssuerSt
     found = await channel(issuer, cid)
     assert [r.seq for r in found.receipts] == [1, 2, 3, 4]
     assert kinds(found) == [
-        ReceiptKind.open, ReceiptKind.top_up, ReceiptKind.checkpoint, ReceiptKind.finalization
+        ReceiptKind.open,
+        ReceiptKind.top_up,
+        ReceiptKind.checkpoint,
+        ReceiptKind.finalization,
     ]
     assert [r.amount for r in found.receipts] == [20, 30, 30, 30]
     assert [r.vendor_credited for r in found.receipts] == [0, 0, 5, 5]
@@ -356,8 +360,9 @@ async def test_settlements_racing_the_deadline_move_money_once(
     settled = finalized = 0
     for n, (item, outcome) in enumerate(zip(channels, outcomes, strict=False)):
         found = await channel(issuers[0], item.channel_id)
-        closing = [k for k in kinds(found) if k in (ReceiptKind.settlement,
-                                                    ReceiptKind.finalization)]
+        closing = [
+            k for k in kinds(found) if k in (ReceiptKind.settlement, ReceiptKind.finalization)
+        ]
         assert len(closing) == 1, kinds(found)
         checkpointed = 10 + n if n < 25 else 0
         if isinstance(outcome, Settled):
