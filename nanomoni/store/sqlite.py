@@ -815,9 +815,10 @@ class SqliteIssuerStore(_SqliteBase):
             if row is None:
                 raise refusal("channel_not_found")
             if final and row.state == "closed":
-                if row.proof_digest is None or row.proof_digest != closure.proof_digest:
+                # A retry of the settlement that closed it (one settled before receipts
+                # existed has none to answer with: refused like any other).
+                if row.settle_seq is None or row.proof_digest != closure.proof_digest:
                     raise refusal("already_closed")
-                assert row.settle_seq is not None
                 stored = _channel(conn, channel_id, row).closure
                 assert stored is not None
                 return Settled(
