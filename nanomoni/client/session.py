@@ -181,7 +181,7 @@ class Channel:
 
     async def _close_at_issuer(self) -> ChannelInfo:
         consent = self.client.wallet.sign(consent_message(CLIENT_CLOSE, self.channel_id))
-        info = await self.client._retried(
+        info = await self.client.retried(
             lambda: self.client.issuer.client_close(self.rules, self.channel_id, consent)
         )
         return self._keep(info)
@@ -209,7 +209,7 @@ class Channel:
         body = wire.top_up_body(
             self.channel_id, amount, os.urandom(NONCE_BYTES), self.client.wallet.sign
         )
-        info, receipt = await self.client._retried(
+        info, receipt = await self.client.retried(
             lambda: self.client.issuer.top_up(self.rules, self.channel_id, body)
         )
         if receipt is None:
@@ -281,7 +281,7 @@ class Client:
             self._issuer_key = await self.issuer.public_key()
         return self._issuer_key
 
-    async def _retried(self, send: Callable[[], Awaitable[T]]) -> T:
+    async def retried(self, send: Callable[[], Awaitable[T]]) -> T:
         """Send an idempotent request; a lost answer is retried with the identical body."""
         attempts = 0
         while True:
@@ -334,7 +334,7 @@ class Client:
         commitment = None if payer.root is None else (payer.root, unit_value, count)
         body = wire.open_body(rules, common, commitment, self.wallet.key.sign)
         # A lost answer is retried with the identical body (idempotent).
-        info, opened = await self._retried(lambda: self.issuer.open_channel(rules, body))
+        info, opened = await self.retried(lambda: self.issuer.open_channel(rules, body))
         payer.channel_id = info.terms.channel_id
         issuer_der = b64decode(await self.issuer_public_key(), field="der_b64")
         return Channel(self, rules, info, payer, unit_value, issuer_der=issuer_der, opened=opened)

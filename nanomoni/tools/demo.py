@@ -21,8 +21,8 @@ import uvloop
 from nanomoni.client.http import TRANSIENT, ApiError
 from nanomoni.client.session import Channel, Client
 from nanomoni.client.wallet import Wallet
-from nanomoni.protocol.model import ChannelState, Mode, ReceiptKind
-from nanomoni.protocol.modes import RULES
+from nanomoni.protocol.model import ChannelState, ReceiptKind
+from nanomoni.protocol.modes import ALL, RULES
 from nanomoni.tools.display import Display, Tracker
 from nanomoni.tools.local import LocalServices, local_services
 from nanomoni.tools.runs import Run
@@ -36,8 +36,11 @@ REGISTRATION_TIMEOUT = 20.0
 DISPUTE_WINDOW = 3.0
 CHECKPOINT_INTERVAL = 0.5
 SERVICE_WAIT = 15.0  # seconds a protection row waits for a checkpoint or a refund
-CHECKPOINT_LABEL = "signature · checkpoint"
-OFFLINE_LABEL = "payword · client close, vendor offline"
+# A mode whose amount is its index (it could also be topped up), and a hash-chain mode.
+AMOUNT_MODE = next(rules.mode for rules in ALL if rules.members is None)
+CHAIN_MODE = next(rules.mode for rules in ALL if rules.members is not None)
+CHECKPOINT_LABEL = f"{AMOUNT_MODE.value} · checkpoint"
+OFFLINE_LABEL = f"{CHAIN_MODE.value} · client close, vendor offline"
 
 
 @dataclass
@@ -165,11 +168,11 @@ def _kinds(channel: Channel) -> list[ReceiptKind]:
 async def checkpoint_row(client: Client, payments: int, progress: Tracker) -> Outcome:
     """The vendor withdraws what half the payments owe while the channel stays open; the
     close then settles only the rest."""
-    outcome = Outcome(Run(Mode.signature, "sha256"), label=CHECKPOINT_LABEL)
+    outcome = Outcome(Run(AMOUNT_MODE, "sha256"), label=CHECKPOINT_LABEL)
     task = progress.add_task(outcome.title, total=payments)
     vendor_key = await client.vendor_public_key()
     client_before, vendor_before = await client.balance(), await client.balance(vendor_key)
-    channel = await client.open_channel(Mode.signature, payments * UNIT + SLACK)
+    channel = await client.open_channel(AMOUNT_MODE, payments * UNIT + SLACK)
     half = payments // 2
     await _pay(channel, outcome, half, UNIT, progress, task)
     withdrawn = await _until_checkpointed(channel, half * UNIT)
@@ -203,12 +206,14 @@ async def offline_row(
     """The client closes a channel at the issuer while its vendor is offline: at the
     dispute deadline the vendor keeps what its checkpoint withdrew, the client gets the
     rest (also what the vendor was paid but never settled)."""
-    outcome = Outcome(Run(Mode.payword, "sha256"), label=OFFLINE_LABEL)
+    outcome = Outcome(Run(CHAIN_MODE, "sha256"), label=OFFLINE_LABEL)
     task = progress.add_task(outcome.title, total=payments)
     vendor_key = await client.vendor_public_key()
     client_before, vendor_before = await client.balance(), await client.balance(vendor_key)
     amount = payments * UNIT + SLACK
-    channel = await client.open_channel(Mode.payword, amount, unit_value=UNIT, max_index=payments)
+    channel = await client.open_channel(
+        CHAIN_MODE, amount, unit_value=UNIT, max_index=payments
+    )
     half = payments // 2
     await _pay(channel, outcome, half, 1, progress, task)
     withdrawn = await _until_checkpointed(channel, half * UNIT)
@@ -250,11 +255,11 @@ async def run_protection(
                 (CHECKPOINT_LABEL, lambda: checkpoint_row(client, payments, progress)),
                 (OFFLINE_LABEL, lambda: offline_row(client, services, payments, progress)),
             ]
-            for label, row in rows:
+            for (label, row), mode in zip(rows, (AMOUNT_MODE, CHAIN_MODE), strict=True):
                 try:
                     outcomes.append(await row())
                 except Exception as error:  # report the failure in the table, go on
-                    failed = Outcome(Run(Mode.signature, "sha256"), label=label)
+                    failed = Outcome(Run(mode, "sha256"), label=label)
                     failed.problems.append(f"{type(error).__name__}: {error}")
                     outcomes.append(failed)
     return outcomes

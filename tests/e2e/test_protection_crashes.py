@@ -2,7 +2,8 @@
 protection (SPEC §4.5–§4.6), on SQLite and on Redis:
 
 * the issuer SIGKILLed while its background task finalizes channels past their
-  dispute deadline: after a restart each is finalized once;
+  dispute deadline: after a restart with two workers (two finalizers) each is
+  finalized once;
 * the vendor SIGKILLed while its watch settles the channels its clients closed, and
   while its checkpoint task withdraws: after a restart each settles once, and the
   vendor ends up credited exactly what it was paid;
@@ -54,12 +55,13 @@ class Rig:
     vendor: ServiceProcess | None = None
     port: int | None = None  # the issuer's, kept across restarts (the vendor knows it)
 
-    def start_issuer(self) -> ServiceProcess:
+    def start_issuer(self, workers: int = 1) -> ServiceProcess:
         self.issuer = start_issuer(
             data_dir=self.root / "issuer",
             store=self.issuer_store,
             initial_balance=INITIAL,
             port=self.port,
+            workers=workers,
             extra=self.issuer_flags,
         )
         self.port = int(self.issuer.url.rsplit(":", 1)[1])
@@ -198,7 +200,7 @@ def test_an_issuer_killed_while_finalizing_finalizes_each_channel_once(rig: Rig)
     issuer = rig.start_issuer()  # its finalizer finds every deadline past
     at_kill = count - kill_midway(issuer, lambda: count - rig.closing(), count)
     print(f"issuer SIGKILLed with {count - at_kill} of {count} channels finalized")
-    rig.start_issuer()
+    rig.start_issuer(workers=2)  # two finalizers now, racing for the rest
     wait_until(lambda: rig.closing() == 0, "the restarted issuer to finalize the rest")
     print(f"all {count} finalized {time.monotonic() - started:.1f} s after the first start")
     asyncio.run(_finalized_once(rig.issuer_store, client, vendor, credited))
