@@ -77,13 +77,14 @@ def honest_body(mode: Mode, index: int) -> bytes:
     return wire.encode_payment(CHANNELS[mode].payer.payment(index))
 
 
-def settlement_body(mode: Mode) -> bytes:
+def settlement_body(mode: Mode, final: bool | None = None) -> bytes:
+    """The vendor's settlement of the accepted state (`final=False`: a checkpoint)."""
     channel = CHANNELS[mode]
     rules = RULES[mode]
     keys = rules.settlement_node_keys(channel.terms, channel.state)
     nodes = [channel.nodes.get(key) for key in keys]
     return wire.encode_settlement(
-        rules.build_settlement(channel.terms, channel.state, nodes, VENDOR)
+        rules.build_settlement(channel.terms, channel.state, nodes, VENDOR, final=final)
     )
 
 

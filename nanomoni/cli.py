@@ -79,6 +79,16 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    """A duration the stores keep exactly (SPEC §4.6 times, up to 100 years)."""
+    from nanomoni.protocol.lifecycle import MAX_SECONDS
+
+    value = _positive_float(text)
+    if value > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SECONDS} s, got {text}")
+    return value
+
+
 def _non_negative_float(text: str) -> float:
     try:
         value = float(text)
@@ -165,6 +175,25 @@ def _issuer(parser: argparse.ArgumentParser) -> None:
         default=config.MAX_INDEX,
         help="largest max_k / max_i a channel may have",
     )
+    flags.add(
+        "--dispute-window",
+        type=_seconds,
+        default=config.DISPUTE_WINDOW,
+        help="seconds a closing channel waits for its vendor's settlement before the client "
+        "gets back what checkpoints did not pay",
+    )
+    flags.add(
+        "--min-channel-ttl",
+        type=_seconds,
+        default=config.MIN_CHANNEL_TTL,
+        help="shortest lifetime (ttl_s) an open may ask for, in seconds",
+    )
+    flags.add(
+        "--max-channel-ttl",
+        type=_seconds,
+        default=config.MAX_CHANNEL_TTL,
+        help="longest lifetime an open may ask for, and the lifetime of one that asks none",
+    )
 
 
 def _vendor(parser: argparse.ArgumentParser) -> None:
@@ -200,6 +229,19 @@ def _vendor(parser: argparse.ArgumentParser) -> None:
     flags.add(
         "--admin-token",
         help="bearer token that lets the operator ask for a closure (none: only clients can)",
+    )
+    flags.add(
+        "--watch-interval",
+        type=_positive_float,
+        default=config.WATCH_INTERVAL,
+        help="seconds between asking the issuer for closing channels to settle (also at "
+        "start-up); keep it well below the issuer's dispute window",
+    )
+    flags.add(
+        "--checkpoint-interval",
+        type=_non_negative_float,
+        default=config.CHECKPOINT_INTERVAL,
+        help="seconds between checkpoints that withdraw what open channels owe (0: none)",
     )
 
 
@@ -426,7 +468,12 @@ def _issuer_factory(args: argparse.Namespace) -> Callable[[], Any]:
         admin_token=args.admin_token or None,
         max_body=args.max_body,
         max_index=args.max_index,
+        dispute_window=args.dispute_window,
+        min_channel_ttl=args.min_channel_ttl,
+        max_channel_ttl=args.max_channel_ttl,
     )
+    if config.min_channel_ttl > config.max_channel_ttl:
+        raise SystemExit("nanomoni issuer: --min-channel-ttl exceeds --max-channel-ttl")
     _prepare(
         config.data_dir,
         config.key_path,
@@ -451,6 +498,8 @@ def _vendor_factory(args: argparse.Namespace) -> Callable[[], Any]:
         issuer_timeout=args.issuer_timeout,
         terms_cache=args.terms_cache,
         admin_token=args.admin_token or None,
+        watch_interval=args.watch_interval,
+        checkpoint_interval=args.checkpoint_interval,
     )
     _prepare(
         config.data_dir,

@@ -23,6 +23,13 @@ MAX_CONNECTIONS = 10_000  # open connections per worker
 # --- issuer ------------------------------------------------------------------------------
 INITIAL_BALANCE = 10_000_000  # granted to a newly registered account (0 in production)
 MAX_INDEX = 2**24  # largest max_k / max_i a channel may commit to
+# Client protection (SPEC §4.6): a channel closing (asked by its client, or expired)
+# closes for good this long after, whatever the vendor does.
+DISPUTE_WINDOW = 3600.0  # seconds
+MIN_CHANNEL_TTL = 60.0  # seconds an open's ttl_s may ask for, at least ...
+MAX_CHANNEL_TTL = 30 * 24 * 3600.0  # ... and at most (also the default lifetime)
+FINALIZE_INTERVAL = 1.0  # seconds between the issuer's sweeps for due expiries/deadlines
+FINALIZE_BATCH = 100  # channels one sweep step advances (one store transaction)
 
 # --- vendor ------------------------------------------------------------------------------
 MAX_HASHES = 2**20  # hashes one PayWord payment may make the vendor walk
@@ -35,6 +42,15 @@ ISSUER_TIMEOUT = 10.0  # seconds the vendor waits for the issuer
 TERMS_CACHE = 200_000  # channels whose terms a vendor worker keeps in memory
 MAX_BATCH_BODY = 1024 * 1024  # bytes per batch body or stream frame (SPEC §12)
 MAX_BATCH_ITEMS = 1024  # payments per batch or stream frame (SPEC §12)
+# The watch (SPEC §4.6): how often a vendor asks the issuer for its closing channels and
+# settles them. Keep it well below the issuer's dispute window.
+WATCH_INTERVAL = 30.0  # seconds
+SETTLE_CONCURRENCY = 16  # settlements the watch runs at once
+# Checkpoints (SPEC §4.5): withdraw what open channels owe this often, bounding what a
+# lost vendor store could cost. Off (0) by default: a checkpoint costs the issuer a
+# proof check (up to max_k hashes in payword mode) per channel and interval.
+CHECKPOINT_INTERVAL = 0.0  # seconds; 0: off
+AMOUNT_RECHECK = 5.0  # seconds between re-reads of one channel's amount (top-ups)
 
 # --- client --------------------------------------------------------------------------------
 CLIENT_MAX_INDEX = 2**16  # a committed channel's size when the caller names none
@@ -42,6 +58,8 @@ CLIENT_CONNECTIONS = 100
 CLIENT_TIMEOUT = 30.0
 CLIENT_RETRIES = 5
 CLIENT_RETRY_DELAY = 0.05
+CLIENT_CLOSE_TIMEOUT = 10.0  # seconds the vendor gets to settle before the client closes
+CLIENT_RENEW_MARGIN = 0.1  # renew (top up, or open a successor) with this share left
 
 # --- tools -----------------------------------------------------------------------------------
 DEMO_PAYMENTS = 1000  # per mode

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -118,7 +118,9 @@ def start_issuer(
     initial_balance: int | None = None,
     workers: int = 1,
     env: Mapping[str, str] | None = None,
+    extra: Sequence[str] = (),
 ) -> ServiceProcess:
+    """`extra`: more command-line flags (e.g. --dispute-window 5)."""
     args = ["--data-dir", str(data_dir), "--workers", str(workers)]
     if store is not None:
         args += ["--store", store]
@@ -126,7 +128,7 @@ def start_issuer(
         args += ["--admin-token", admin_token]
     if initial_balance is not None:
         args += ["--initial-balance", str(initial_balance)]
-    return _start("issuer", args, env, port)
+    return _start("issuer", [*args, *extra], env, port)
 
 
 def start_vendor(
@@ -137,8 +139,10 @@ def start_vendor(
     port: int | None = None,
     workers: int = 1,
     env: Mapping[str, str] | None = None,
+    extra: Sequence[str] = (),
 ) -> ServiceProcess:
+    """`extra`: more command-line flags (e.g. --watch-interval 1)."""
     args = ["--data-dir", str(data_dir), "--issuer-url", issuer_url, "--workers", str(workers)]
     if store is not None:
         args += ["--store", store]
-    return _start("vendor", args, env, port)
+    return _start("vendor", [*args, *extra], env, port)

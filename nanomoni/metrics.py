@@ -17,6 +17,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -51,6 +52,13 @@ store_unavailable_total = Counter(
     "nanomoni_store_unavailable_total",
     "Requests answered 503 store_unavailable (store down or past its deadline)",
 )
+# Set by each issuer worker's finalization sweep; the largest live worker's value counts
+# ("livemax": a dead worker's last value must not page forever).
+channels_closing_overdue = Gauge(
+    "nanomoni_channels_closing_overdue",
+    "Channels still closing after their dispute deadline (finalization is not keeping up)",
+    multiprocess_mode="livemax",
+)
 
 # The outcomes each service counts (issuer/app.py, vendor/app.py), declared up front.
 SETTLEMENT_OUTCOMES = {
@@ -69,6 +77,8 @@ def declare(service: str, modes: Iterable[str]) -> None:
     """Export the series the alerts watch at 0 from the service's start: rate() and
     increase() only see an event in a series that existed before it, so without this the
     first failed settlement after a restart would never page."""
+    if service == "issuer":
+        channels_closing_overdue.set(0)
     for mode in modes:
         for outcome in SETTLEMENT_OUTCOMES.get(service, ()):
             settlements_total.labels(mode, outcome)
@@ -117,6 +127,10 @@ def settlement(mode: str, outcome: str) -> None:
 
 def channel_opened(mode: str) -> None:
     channels_opened_total.labels(mode).inc()
+
+
+def closing_overdue(count: int) -> None:
+    channels_closing_overdue.set(count)
 
 
 def store_time(op: str, seconds: float) -> None:

@@ -20,6 +20,7 @@ import msgspec
 from nanomoni import config
 from nanomoni.encoding import b64decode, b64decode_list, b64encode, canonical_json, is_channel_id
 from nanomoni.errors import Code, NanoMoniError
+from nanomoni.protocol.lifecycle import iso_from_us, us_from_iso
 from nanomoni.protocol.messages import (
     CloseRequest,
     OpenRequest,
@@ -29,10 +30,19 @@ from nanomoni.protocol.messages import (
     Settlement,
     SignaturePayment,
     SignatureSettlement,
+    TopUp,
     TreePayment,
     TreeSettlement,
 )
-from nanomoni.protocol.model import ChannelInfo, ChannelTerms, Closure, PaymentState
+from nanomoni.protocol.model import (
+    ChannelInfo,
+    ChannelState,
+    ChannelTerms,
+    IssuerChannel,
+    PaymentState,
+    Receipt,
+    SignedReceipt,
+)
 from nanomoni.protocol.modes import ALL, COMMITMENT_MEMBERS, HASH_LEN, AnyRules, rules_for
 
 T = TypeVar("T")
@@ -129,6 +139,7 @@ _OPEN_COMMON: list[tuple[str, Any] | tuple[str, Any, Any]] = [
     ("hash_alg", str | None, None),
     ("nonce_b64", str | None, None),
     ("issuer_public_key_der_b64", str | None, None),
+    ("ttl_s", U63 | None, None),
 ]
 
 
@@ -173,6 +184,7 @@ def decode_open(raw: bytes) -> OpenRequest:
         mode_members=mode_members,
         nonce=None if nonce_text is None else b64decode(nonce_text, field="nonce_b64"),
         issuer_key=members.get("issuer_public_key_der_b64"),
+        ttl_s=members.get("ttl_s"),
     )
 
 
@@ -212,27 +224,57 @@ def _commitment_view(rules: AnyRules, terms: ChannelTerms) -> dict[str, Any]:
     }
 
 
+class SignedReceiptBody(msgspec.Struct):
+    """A receipt and the issuer's signature beside it (SPEC §4.5)."""
+
+    receipt: Receipt
+    receipt_signature_b64: str
+
+    def domain(self) -> SignedReceipt:
+        signature = b64decode(self.receipt_signature_b64, field="receipt_signature_b64")
+        return SignedReceipt(receipt=self.receipt, signature=signature)
+
+    @classmethod
+    def of(cls, signed: SignedReceipt) -> SignedReceiptBody:
+        return cls(signed.receipt, b64encode(signed.signature))
+
+
+def _iso(micros: int | None) -> str | None:
+    return None if micros is None else iso_from_us(micros)
+
+
 def channel_view(
-    rules: AnyRules, terms: ChannelTerms, closure: Closure | None, *, opened: bool
+    rules: AnyRules,
+    channel: IssuerChannel,
+    *,
+    opened: bool,
+    receipts: Sequence[SignedReceipt] = (),
 ) -> dict[str, Any]:
-    """The members SPEC §4.3 (open, 201) or §4.4 (read, 200) lists for this mode, in order."""
+    """The members SPEC §4.3 (open, 201) or §4.4 (read, 200) lists for this mode, in order;
+    `receipts` are the channel's receipts signed by the issuer (read views)."""
+    terms, closure = channel.terms, channel.closure
     view: dict[str, Any] = {
         "channel_id": terms.channel_id,
         "client_public_key_der_b64": terms.client_public_key_der_b64,
         "vendor_public_key_der_b64": terms.vendor_public_key_der_b64,
         "salt_b64": terms.salt_b64,
         "amount": terms.amount,
-        "balance": closure.owed if closure is not None else 0,
+        "balance": channel.vendor_credited if channel.is_closed else 0,
         "hash_alg": terms.hash_alg,
         **_commitment_view(rules, terms),
+        "state": channel.state.value,
+        "expires_at": _iso(terms.expires_at),
     }
     if opened:
         return view
     view |= {
         "id": terms.id,
-        "is_closed": closure is not None,
+        "is_closed": channel.is_closed,
         "created_at": terms.created_at,
         "closed_at": closure.closed_at if closure is not None else None,
+        "dispute_deadline": _iso(channel.dispute_deadline),
+        "vendor_credited": channel.vendor_credited,
+        "receipts": [SignedReceiptBody.of(signed) for signed in receipts],
     }
     if rules.members is None:  # signature channels show how they were closed
         for name in _SIGNATURE_CLOSE:
@@ -255,10 +297,28 @@ ChannelResponse: type[msgspec.Struct] = msgspec.defstruct(
         ("is_closed", bool, False),
         ("created_at", str, ""),
         ("closed_at", str | None, None),
+        ("state", ChannelState | None, None),  # older issuers: is_closed says it
+        ("expires_at", str | None, None),
+        ("dispute_deadline", str | None, None),
+        ("vendor_credited", int, 0),
+        ("receipts", list[SignedReceiptBody], []),
         *_commitment_fields(False),
     ],
     kw_only=True,
 )
+
+
+def _micros(view: dict[str, Any], field: str) -> int | None:
+    text: str | None = view[field]
+    if text is None:
+        return None
+    try:
+        return us_from_iso(text)
+    except ValueError:
+        raise ValidationFailed(
+            f"{field} is not an ISO-8601 time with a timezone",
+            [{"field": field, "message": "not a timestamp"}],
+        ) from None
 
 
 def decode_channel(rules: AnyRules, raw: bytes) -> ChannelInfo:
@@ -289,12 +349,20 @@ def decode_channel(rules: AnyRules, raw: bytes) -> ChannelInfo:
         root=root,
         unit_value=unit_value,
         max_index=max_index,
+        expires_at=_micros(view, "expires_at"),
     )
+    state = view["state"]
+    if state is None:
+        state = ChannelState.closed if view["is_closed"] else ChannelState.open
     return ChannelInfo(
         terms=terms,
         balance=view["balance"],
-        is_closed=view["is_closed"],
+        is_closed=view["is_closed"] or state is ChannelState.closed,
         closed_at=view["closed_at"],
+        state=state,
+        dispute_deadline=_micros(view, "dispute_deadline"),
+        vendor_credited=view["vendor_credited"],
+        receipts=tuple(body.domain() for body in view["receipts"]),
     )
 
 
@@ -306,6 +374,7 @@ class SignatureSettlementBody(Strict):
     cumulative_owed_amount: U63
     client_close_signature_b64: str
     vendor_close_signature_b64: str
+    final: bool | None = None  # false: a checkpoint (SPEC §4.5 [v1.1])
 
     def domain(self) -> SignatureSettlement:
         return SignatureSettlement(
@@ -317,6 +386,7 @@ class SignatureSettlementBody(Strict):
             vendor_signature=b64decode(
                 self.vendor_close_signature_b64, field="vendor_close_signature_b64"
             ),
+            final=self.final,
         )
 
     @classmethod
@@ -326,6 +396,7 @@ class SignatureSettlementBody(Strict):
             cumulative_owed_amount=settlement.amount,
             client_close_signature_b64=b64encode(settlement.client_signature),
             vendor_close_signature_b64=b64encode(settlement.vendor_signature),
+            final=settlement.final,
         )
 
 
@@ -334,6 +405,7 @@ class PaywordSettlementBody(Strict):
     k: U63
     token_b64: str
     vendor_signature_b64: str
+    final: bool | None = None
 
     def domain(self) -> PaywordSettlement:
         return PaywordSettlement(
@@ -341,6 +413,7 @@ class PaywordSettlementBody(Strict):
             k=self.k,
             token=_hash(self.token_b64, "token_b64"),
             vendor_signature=b64decode(self.vendor_signature_b64, field="vendor_signature_b64"),
+            final=self.final,
         )
 
     @classmethod
@@ -350,6 +423,7 @@ class PaywordSettlementBody(Strict):
             k=settlement.k,
             token_b64=b64encode(settlement.token),
             vendor_signature_b64=b64encode(settlement.vendor_signature),
+            final=settlement.final,
         )
 
 
@@ -360,6 +434,7 @@ class TreeSettlementBody(Strict):
     leaf_b64: str
     siblings_b64: list[str]
     vendor_signature_b64: str
+    final: bool | None = None
 
     def domain(self) -> TreeSettlement:
         return TreeSettlement(
@@ -369,6 +444,7 @@ class TreeSettlementBody(Strict):
             leaf=_hash(self.leaf_b64, "leaf_b64"),
             siblings=b64decode_list(self.siblings_b64, HASH_LEN, "siblings_b64"),
             vendor_signature=b64decode(self.vendor_signature_b64, field="vendor_signature_b64"),
+            final=self.final,
         )
 
     @classmethod
@@ -380,6 +456,7 @@ class TreeSettlementBody(Strict):
             leaf_b64=b64encode(settlement.leaf),
             siblings_b64=[b64encode(sibling) for sibling in settlement.siblings],
             vendor_signature_b64=b64encode(settlement.vendor_signature),
+            final=settlement.final,
         )
 
 
@@ -408,10 +485,92 @@ def encode_settlement(settlement: Settlement) -> bytes:
     return encode(settlement_body(settlement))
 
 
-class SettlementResponse(msgspec.Struct):
+class SettlementResponse(msgspec.Struct, omit_defaults=True):
+    """The issuer's answer to a settlement or checkpoint (older issuers: no receipt)."""
+
     channel_id: str
     client_balance: int
     vendor_balance: int
+    receipt: Receipt | None = None
+    receipt_signature_b64: str | None = None
+
+    def signed_receipt(self) -> SignedReceipt | None:
+        if self.receipt is None or self.receipt_signature_b64 is None:
+            return None
+        return SignedReceiptBody(self.receipt, self.receipt_signature_b64).domain()
+
+
+class ReceiptMembers(msgspec.Struct):
+    """The receipt an answer that moved money carries beside its other members."""
+
+    receipt: Receipt | None = None
+    receipt_signature_b64: str | None = None
+
+
+def decode_receipt(raw: bytes) -> SignedReceipt | None:
+    """The signed receipt of an answer (open, top-up, settlement), if it has one."""
+    members = decode(raw, ReceiptMembers)
+    if members.receipt is None or members.receipt_signature_b64 is None:
+        return None
+    return SignedReceiptBody(members.receipt, members.receipt_signature_b64).domain()
+
+
+# --- issuer: the client's protection (§4.6, §4.7) ------------------------------------------
+
+
+class ClientClosureRequest(Strict):
+    """The client starts the dispute window (its signed consent `client_close`)."""
+
+    channel_id: str
+    client_signature_b64: str
+
+
+def decode_client_closure(raw: bytes) -> CloseRequest:
+    body = decode(raw, ClientClosureRequest)
+    signature = b64decode(body.client_signature_b64, field="client_signature_b64")
+    return CloseRequest(channel_id=body.channel_id, client_signature=signature)
+
+
+class TopUpRequest(Strict):
+    channel_id: str
+    amount: U63
+    nonce_b64: str
+    client_signature_b64: str
+
+
+def decode_top_up(raw: bytes) -> TopUp:
+    body = decode(raw, TopUpRequest)
+    return TopUp(
+        channel_id=body.channel_id,
+        amount=body.amount,
+        nonce=b64decode(body.nonce_b64, field="nonce_b64"),
+        signature=b64decode(body.client_signature_b64, field="client_signature_b64"),
+        signed=canonical_json(msgspec.structs.asdict(body)),
+    )
+
+
+def top_up_body(
+    channel_id: str, amount: int, nonce: bytes, sign: Callable[[bytes], bytes]
+) -> bytes:
+    """The client's signed top-up body (SPEC §4.6)."""
+    members: dict[str, Any] = {
+        "channel_id": channel_id,
+        "amount": amount,
+        "nonce_b64": b64encode(nonce),
+    }
+    members["client_signature_b64"] = b64encode(sign(canonical_json(members)))
+    return encode(members)
+
+
+class ClosingChannel(msgspec.Struct):
+    mode: str
+    channel_id: str
+    dispute_deadline: str
+
+
+class ClosingChannelsResponse(msgspec.Struct):
+    channels: list[ClosingChannel]
+    now: str
 
 
 # --- vendor: payments (§5) --------------------------------------------------------------------

@@ -31,10 +31,6 @@ DATASOURCES = GRAFANA_DIR / "provisioning" / "datasources" / "prometheus.yml"
 # (tests/e2e/test_prometheus_loop.py) fails as soon as a service emits one of them, until it
 # is deleted here, and from then on its expressions must be non-empty under that test's load.
 PENDING_METRICS = {
-    "nanomoni_channels_closing_overdue": (
-        "gauge, issuer: channels still closing after their dispute_deadline, set by the "
-        "finalization sweep (multiprocess_mode='max')"
-    ),
     "nanomoni_audit_failures_total": (
         "counter {check}: audit runs that found money not conserved (SPEC §4.5)"
     ),

@@ -15,7 +15,7 @@ import msgspec
 from nanomoni import wire
 from nanomoni.encoding import b64encode
 from nanomoni.errors import Code, NanoMoniError, http_status
-from nanomoni.protocol.model import ChannelInfo
+from nanomoni.protocol.model import ChannelInfo, SignedReceipt
 from nanomoni.protocol.modes import AnyRules
 
 T = TypeVar("T")
@@ -151,15 +151,38 @@ class IssuerApi:
         _, data = await self.http.send("GET", f"{self.api}/keys/public")
         return _decode(data, wire.IssuerKeyResponse).der_b64
 
-    async def open_channel(self, rules: AnyRules, body: bytes) -> ChannelInfo:
-        """Send a signed open body (`wire.open_body`)."""
+    async def open_channel(
+        self, rules: AnyRules, body: bytes
+    ) -> tuple[ChannelInfo, SignedReceipt | None]:
+        """Send a signed open body (`wire.open_body`): the channel and its open receipt."""
         _, data = await self.http.send("POST", f"{self.api}/channels/{rules.mode.value}", body)
-        return wire.decode_channel(rules, data)
+        return wire.decode_channel(rules, data), wire.decode_receipt(data)
+
+    def channel_url(self, rules: AnyRules, channel_id: str) -> str:
+        return f"{self.api}/channels/{rules.mode.value}/{channel_id}"
 
     async def channel(self, rules: AnyRules, channel_id: str) -> ChannelInfo:
-        path = f"{self.api}/channels/{rules.mode.value}/{channel_id}"
-        _, data = await self.http.send("GET", path)
+        _, data = await self.http.send("GET", self.channel_url(rules, channel_id))
         return wire.decode_channel(rules, data)
+
+    async def client_close(
+        self, rules: AnyRules, channel_id: str, consent: bytes
+    ) -> ChannelInfo:
+        """Start the dispute window (SPEC §4.6); `consent` signs `client_close`."""
+        request = wire.ClientClosureRequest(
+            channel_id=channel_id, client_signature_b64=b64encode(consent)
+        )
+        url = self.channel_url(rules, channel_id) + "/client-closures"
+        _, data = await self.http.send("POST", url, wire.encode(request))
+        return wire.decode_channel(rules, data)
+
+    async def top_up(
+        self, rules: AnyRules, channel_id: str, body: bytes
+    ) -> tuple[ChannelInfo, SignedReceipt | None]:
+        """Send a signed top-up body (`wire.top_up_body`): the channel and the receipt."""
+        url = self.channel_url(rules, channel_id) + "/top-ups"
+        _, data = await self.http.send("POST", url, body)
+        return wire.decode_channel(rules, data), wire.decode_receipt(data)
 
 
 class VendorApi:

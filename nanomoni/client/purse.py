@@ -14,8 +14,8 @@ aiohttp, so the three behave alike.
   so most requests spend credit without a round trip to pay.
 * A channel that cannot take the next payment is **renewed**: a new channel is
   opened for the lane (within `budget`: the most this purse will ever have paid
-  or locked) and the old one is settled. `_top_up` is the hook for raising a
-  `signature` channel in place once the issuer's top-ups (SPEC §4.6) land.
+  or locked) and the old one is settled — but a `signature` channel is topped
+  up in place (SPEC §4.6): no new channel, no settlement.
 * Every request carries a fresh request id (or one derived from its
   `Idempotency-Key`), the same on each retry, so the paywall charges it once; a
   payment whose answer was lost is sent again identically until the vendor's
@@ -463,9 +463,29 @@ class Purse:
             task.add_done_callback(self._closing.discard)
 
     async def _top_up(self, lane: Lane, price: int) -> bool:
-        """Hook: raise the lane's channel in place instead of opening a new one. The
-        issuer's top-ups (SPEC §4.6, `signature` channels) are not wired yet."""
-        return False
+        """Raise the lane's channel in place by another channel's worth (SPEC §4.6: a
+        `signature` channel's amount is its index) instead of opening a new one. False
+        where a new channel is needed: a mode of fixed units, no budget for it, or a
+        top-up the issuer refused (an expired or closing channel)."""
+        channel = lane.channel
+        if channel is None or channel.rules.members is not None:
+            return False
+        with self._lock:
+            amount = min(self.budget - self.reserved, price * self.channel_requests)
+            if amount < 1 or channel.max_index + amount < lane.consumed + price:
+                return False
+            self.reserved += amount
+        try:
+            await channel.top_up(amount)
+        except (NanoMoniError, *TRANSIENT) as exc:
+            if isinstance(exc, ApiError) and exc.status < 500:  # refused: nothing locked
+                with self._lock:
+                    self.reserved -= amount
+            # Else its outcome is unknown: it stays reserved (the budget is never passed);
+            # the channel's view at settlement says what it locked.
+            log.info("top-up of channel %s failed (%s): opening another", channel.channel_id, exc)
+            return False
+        return True
 
     async def _open(self, price: int) -> Channel:
         client = self._client_for()

@@ -1,4 +1,9 @@
-"""The wallet-facing client: register, open, pay (with safe retries), close.
+"""The wallet-facing client: register, open, pay (with safe retries), top up, close.
+
+Closing is the client's way (SPEC §4.6): ask the vendor to settle, and if it does not
+within a timeout, close at the issuer — the client then gets back, at the dispute
+deadline, everything the vendor did not settle. Every receipt the issuer sends is
+checked against the issuer's key and kept (`Channel.receipts`).
 
 Async first; `SyncClient` runs the same code on a private event loop.
 """
@@ -8,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Coroutine, Sequence
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from nanomoni import config, wire
 from nanomoni.client.http import (
@@ -24,11 +30,15 @@ from nanomoni.client.http import (
     api_error,
 )
 from nanomoni.client.wallet import Wallet
-from nanomoni.encoding import b64encode
+from nanomoni.encoding import b64decode, b64encode
 from nanomoni.errors import Code, NanoMoniError
-from nanomoni.protocol.consent import VENDOR_CLOSE, consent_message
-from nanomoni.protocol.model import ChannelInfo, Mode
+from nanomoni.protocol.consent import CLIENT_CLOSE, VENDOR_CLOSE, consent_message
+from nanomoni.protocol.lifecycle import check_receipt, require_top_up
+from nanomoni.protocol.model import ChannelInfo, Mode, SignedReceipt
 from nanomoni.protocol.modes import RULES, AnyRules, Payer
+
+if TYPE_CHECKING:
+    from nanomoni.client.renewing import RenewingChannel
 
 T = TypeVar("T")
 NONCE_BYTES = 16
@@ -47,7 +57,15 @@ class Channel:
     """An open channel and its payer; payments on one channel are sequential."""
 
     def __init__(
-        self, client: Client, rules: AnyRules, info: ChannelInfo, payer: Payer, unit_value: int
+        self,
+        client: Client,
+        rules: AnyRules,
+        info: ChannelInfo,
+        payer: Payer,
+        unit_value: int,
+        *,
+        issuer_der: bytes,
+        opened: SignedReceipt | None = None,
     ) -> None:
         self.client = client
         self.rules = rules
@@ -57,10 +75,33 @@ class Channel:
         self.payer = payer
         self.unit_value = unit_value
         self.max_index = payer.max_index
+        self.issuer_der = issuer_der  # the key every receipt must verify with
+        self.receipts: dict[int, SignedReceipt] = {}  # by seq, each checked
         self._lock = asyncio.Lock()
         # A body sent but not answered: it must be resolved before anything newer,
         # because the vendor may have accepted it.
         self._pending: tuple[int, bytes] | None = None
+        self._keep(info, opened)
+
+    def _keep(self, info: ChannelInfo, *more: SignedReceipt | None) -> ChannelInfo:
+        """Take the issuer's view (and receipts from its answer): every receipt must be
+        signed by the issuer for this channel, else invalid_signature."""
+        for signed in (*info.receipts, *more):
+            if signed is not None:
+                check_receipt(self.issuer_der, signed, self.channel_id)
+                self.receipts[signed.receipt.seq] = signed
+        self.info = info
+        return info
+
+    @property
+    def amount(self) -> int:
+        """The channel's amount as last seen (top-ups raise it)."""
+        return self.info.terms.amount
+
+    @property
+    def remaining(self) -> int:
+        """Payment indices still available in this channel."""
+        return self.max_index - self.payer.last
 
     @property
     def accepted_index(self) -> int:
@@ -126,15 +167,70 @@ class Channel:
             response=response,
         )
 
-    async def close(self) -> None:
-        """Ask the vendor to settle at the issuer (idempotent)."""
+    async def close(self, *, vendor_timeout: float | None = None) -> ChannelInfo:
+        """Close the client's way (idempotent): ask the vendor to settle; if it does not
+        within `vendor_timeout` seconds (default: the client's `close_timeout`), refuses
+        or cannot be reached, close at the issuer, which refunds at the dispute deadline
+        all the vendor has not settled by then. The issuer's view afterwards."""
+        timeout = self.client.close_timeout if vendor_timeout is None else vendor_timeout
         async with self._lock:
             consent = self.client.wallet.sign(consent_message(VENDOR_CLOSE, self.channel_id))
-            await self.client.vendor.close(self.rules, self.channel_id, consent)
+            try:
+                await asyncio.wait_for(
+                    self.client.vendor.close(self.rules, self.channel_id, consent), timeout
+                )
+            except (ApiError, *TRANSIENT, TimeoutError):
+                return await self._close_at_issuer()
+        return await self.refresh()
+
+    async def close_at_issuer(self) -> ChannelInfo:
+        """Start the dispute window at the issuer, whatever the vendor does (SPEC §4.6)."""
+        async with self._lock:
+            return await self._close_at_issuer()
+
+    async def _close_at_issuer(self) -> ChannelInfo:
+        consent = self.client.wallet.sign(consent_message(CLIENT_CLOSE, self.channel_id))
+        info = await self.client.retried(
+            lambda: self.client.issuer.client_close(self.rules, self.channel_id, consent)
+        )
+        return self._keep(info)
+
+    async def wait_closed(self, *, poll: float = 0.5, timeout: float | None = None) -> ChannelInfo:
+        """Poll the issuer until the channel is closed (settled, or finalized at its
+        dispute deadline); TimeoutError past `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            info = await self.refresh()
+            if info.is_closed:
+                return info
+            if deadline is not None and time.monotonic() + poll > deadline:
+                raise TimeoutError(f"channel {self.channel_id} still {info.state.value}")
+            await asyncio.sleep(poll)
+
+    async def top_up(self, amount: int) -> SignedReceipt:
+        """Raise a signature channel's amount by `amount` (SPEC §4.6); the receipt."""
+        async with self._lock:
+            return await self._top_up(amount)
+
+    async def _top_up(self, amount: int) -> SignedReceipt:
+        require_top_up(self.rules)
+        # A fresh nonce; a retry of this very body is answered with the same top-up.
+        body = wire.top_up_body(
+            self.channel_id, amount, os.urandom(NONCE_BYTES), self.client.wallet.sign
+        )
+        info, receipt = await self.client.retried(
+            lambda: self.client.issuer.top_up(self.rules, self.channel_id, body)
+        )
+        if receipt is None:
+            raise NanoMoniError(Code.invalid_signature, "the issuer sent no top-up receipt")
+        self._keep(info, receipt)
+        self.payer.max_index = self.max_index = info.terms.amount  # the amount is the index
+        return receipt
 
     async def refresh(self) -> ChannelInfo:
-        """The issuer's current view (balance = settled owed amount after close)."""
-        return await self.client.issuer.channel(self.rules, self.channel_id)
+        """The issuer's current view (balance = what the vendor got, once closed); its
+        receipts are checked and kept."""
+        return self._keep(await self.client.issuer.channel(self.rules, self.channel_id))
 
 
 Transport = Literal["batch", "websocket"]
@@ -153,6 +249,7 @@ class Client:
         timeout: float = config.CLIENT_TIMEOUT,
         retries: int = config.CLIENT_RETRIES,
         retry_delay: float = config.CLIENT_RETRY_DELAY,
+        close_timeout: float = config.CLIENT_CLOSE_TIMEOUT,
     ) -> None:
         self.wallet = wallet
         self.http = Http(connections=connections, timeout=timeout)
@@ -160,6 +257,7 @@ class Client:
         self.vendor = VendorApi(self.http, vendor_url)
         self.retries = retries
         self.retry_delay = retry_delay
+        self.close_timeout = close_timeout  # seconds the vendor gets to settle a close
         self._vendor_key: str | None = None
         self._issuer_key: str | None = None
         self._stream: PaymentStream | None = None
@@ -296,6 +394,18 @@ class Client:
             self._issuer_key = await self.issuer.public_key()
         return self._issuer_key
 
+    async def retried(self, send: Callable[[], Awaitable[T]]) -> T:
+        """Send an idempotent request; a lost answer is retried with the identical body."""
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                return await send()
+            except TRANSIENT:
+                if attempts > self.retries:
+                    raise
+            await asyncio.sleep(self.retry_delay * attempts)
+
     async def open_channel(
         self,
         mode: Mode | str,
@@ -304,10 +414,12 @@ class Client:
         unit_value: int = 1,
         max_index: int | None = None,
         hash_alg: str = "sha256",
+        ttl_s: int | None = None,
     ) -> Channel:
         """Lock `amount` toward the vendor. For PayWord/PayTree modes the channel can
         take `max_index` payments of `unit_value` (default: as many as `amount`
-        covers, at most DEFAULT_MAX_INDEX, since the client holds every secret)."""
+        covers, at most DEFAULT_MAX_INDEX, since the client holds every secret).
+        `ttl_s`: the channel's lifetime (default: the issuer's maximum)."""
         rules = RULES[Mode(mode)]
         vendor_key = await self.vendor_public_key()
         if rules.members is None:  # the amount itself is the index: no commitment
@@ -330,24 +442,33 @@ class Client:
             # body (same nonce) is answered with the same channel, never a second debit.
             "nonce_b64": b64encode(os.urandom(NONCE_BYTES)),
             "issuer_public_key_der_b64": await self.issuer_public_key(),
+            "ttl_s": ttl_s,
         }
         commitment = None if payer.root is None else (payer.root, unit_value, count)
         body = wire.open_body(rules, common, commitment, self.wallet.key.sign)
-        info = await self._open(rules, body)
+        # A lost answer is retried with the identical body (idempotent).
+        info, opened = await self.retried(lambda: self.issuer.open_channel(rules, body))
         payer.channel_id = info.terms.channel_id
-        return Channel(self, rules, info, payer, unit_value)
+        issuer_der = b64decode(await self.issuer_public_key(), field="der_b64")
+        return Channel(self, rules, info, payer, unit_value, issuer_der=issuer_der, opened=opened)
 
-    async def _open(self, rules: AnyRules, body: bytes) -> ChannelInfo:
-        """Send an open; a lost answer is retried with the identical body (idempotent)."""
-        attempts = 0
-        while True:
-            attempts += 1
-            try:
-                return await self.issuer.open_channel(rules, body)
-            except TRANSIENT:
-                if attempts > self.retries:
-                    raise
-            await asyncio.sleep(self.retry_delay * attempts)
+    async def open_renewing(
+        self,
+        mode: Mode | str,
+        amount: int,
+        *,
+        margin: float = config.CLIENT_RENEW_MARGIN,
+        **options: Any,
+    ) -> RenewingChannel:
+        """A channel that does not run out: topped up (signature mode) or followed by a
+        successor opened with the same terms (hash-chain modes) before it does, the old
+        one closed; `options` as for `open_channel`."""
+        from nanomoni.client.renewing import RenewingChannel
+
+        def open_next() -> Coroutine[Any, Any, Channel]:
+            return self.open_channel(mode, amount, **options)
+
+        return RenewingChannel(await open_next(), open_next, amount=amount, margin=margin)
 
     async def get_channel(self, mode: Mode | str, channel_id: str) -> ChannelInfo:
         return await self.issuer.channel(RULES[Mode(mode)], channel_id)
@@ -372,8 +493,14 @@ class SyncChannel:
     def pay_to(self, index: int) -> PaymentResult:
         return self._owner.run(self.channel.pay_to(index))
 
-    def close(self) -> None:
-        self._owner.run(self.channel.close())
+    def close(self, *, vendor_timeout: float | None = None) -> ChannelInfo:
+        return self._owner.run(self.channel.close(vendor_timeout=vendor_timeout))
+
+    def top_up(self, amount: int) -> SignedReceipt:
+        return self._owner.run(self.channel.top_up(amount))
+
+    def wait_closed(self, *, poll: float = 0.5, timeout: float | None = None) -> ChannelInfo:
+        return self._owner.run(self.channel.wait_closed(poll=poll, timeout=timeout))
 
     def refresh(self) -> ChannelInfo:
         return self._owner.run(self.channel.refresh())

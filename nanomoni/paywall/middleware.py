@@ -381,6 +381,7 @@ class Paywall:
                 )
             elif new is not None and charge.outcome is not ChargeOutcome.repeated:
                 self.vendor.views.remember(channel_id, new, closing=False)
+                self.vendor.note_accepted(rules, channel_id)
         except NanoMoniError as exc:
             metrics.payment(mode, "rejected", time.perf_counter() - started, exc.code.value)
             raise
@@ -492,8 +493,6 @@ class Paywall:
         client = scope.get("client")
         address = client[0] if client else ""
         accepted = await self.vendor.pay(rules, channel_id, paid.payment, address)
-        if not accepted.replay:
-            self.vendor.views.remember(channel_id, accepted.state, closing=False)
         self._credit_paid(channel_id)
         body = wire.payment_response(rules, accepted.terms, accepted.state)
         return (200 if accepted.replay else 201), body

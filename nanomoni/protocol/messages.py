@@ -46,11 +46,17 @@ Payment = SignaturePayment | PaywordPayment | TreePayment
 # --- settlements (vendor → issuer, SPEC §4.5) -------------------------------------------
 
 
+# `final` (SPEC §4.5 [v1.1]): None or True settles and closes; False is a checkpoint
+# (the vendor withdraws, the channel stays open). The vendor's signature covers it
+# whenever the body carries it.
+
+
 class SignatureSettlement(msgspec.Struct, frozen=True, kw_only=True):
     channel_id: str
     amount: int
     client_signature: bytes
     vendor_signature: bytes
+    final: bool | None = None
 
 
 class PaywordSettlement(msgspec.Struct, frozen=True, kw_only=True):
@@ -58,6 +64,7 @@ class PaywordSettlement(msgspec.Struct, frozen=True, kw_only=True):
     k: int
     token: bytes
     vendor_signature: bytes
+    final: bool | None = None
 
 
 class TreeSettlement(msgspec.Struct, frozen=True, kw_only=True):
@@ -69,6 +76,7 @@ class TreeSettlement(msgspec.Struct, frozen=True, kw_only=True):
     leaf: bytes
     siblings: list[bytes]
     vendor_signature: bytes
+    final: bool | None = None
 
 
 Settlement = SignatureSettlement | PaywordSettlement | TreeSettlement
@@ -107,3 +115,18 @@ class OpenRequest(msgspec.Struct, frozen=True, kw_only=True):
     mode_members: dict[str, int | bytes] = {}
     nonce: bytes | None = None  # makes equal terms a new channel (SPEC §4.3)
     issuer_key: str | None = None  # binds the open to one issuer
+    ttl_s: int | None = None  # the channel's lifetime (default: the issuer's maximum)
+
+
+# --- the client's protection (client → issuer, SPEC §4.6) ---------------------------------
+
+
+class TopUp(msgspec.Struct, frozen=True, kw_only=True):
+    """Raise a signature channel's amount by `amount`; `signed` is the canonical JSON the
+    client signed (every member but the signature), `nonce` makes it idempotent."""
+
+    channel_id: str
+    amount: int
+    nonce: bytes
+    signature: bytes
+    signed: bytes

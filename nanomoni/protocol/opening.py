@@ -9,6 +9,7 @@ from __future__ import annotations
 from nanomoni import config, crypto
 from nanomoni.encoding import b64encode, b64url_nopad
 from nanomoni.errors import Code, NanoMoniError
+from nanomoni.protocol.lifecycle import channel_ttl_us
 from nanomoni.protocol.messages import OpenRequest
 from nanomoni.protocol.model import ChannelTerms
 from nanomoni.protocol.modes import HASH_LEN, AnyRules
@@ -97,11 +98,14 @@ def open_channel_terms(
     created_at: str,
     max_index_cap: int = config.MAX_INDEX,
     issuer_key: str | None = None,
+    min_ttl_s: float = config.MIN_CHANNEL_TTL,
+    max_ttl_s: float = config.MAX_CHANNEL_TTL,
 ) -> ChannelTerms:
     """The terms of a channel `req` asks for, or the first SPEC §4.3 rule it breaks.
 
     `issuer_key` is this issuer's own public key: an open bound to another issuer
-    is refused. Order: mode members, then the signature, then everything else."""
+    is refused. The channel lives `ttl_s` (default `max_ttl_s`) from its opening.
+    Order: mode members, then the signature, then everything else."""
     if req.hash_alg is not None and req.hash_alg not in crypto.HASH_ALGS:
         raise NanoMoniError(
             Code.validation_error,
@@ -127,6 +131,7 @@ def open_channel_terms(
         )
     if req.amount < 1:
         raise NanoMoniError(Code.invalid_amount, f"amount must be at least 1, got {req.amount}")
+    ttl_us = channel_ttl_us(req.ttl_s, min_s=min_ttl_s, max_s=max_ttl_s)
     root, unit_value, max_index = _commitment(rules, req, max_index_cap)
     return ChannelTerms(
         id=channel_uuid,
@@ -142,4 +147,5 @@ def open_channel_terms(
         unit_value=unit_value,
         max_index=max_index,
         open_key=open_key(rules, req),
+        ttl_us=ttl_us,
     )

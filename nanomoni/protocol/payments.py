@@ -16,7 +16,13 @@ import msgspec
 from nanomoni import config
 from nanomoni.errors import Code, NanoMoniError
 from nanomoni.protocol.messages import Payment
-from nanomoni.protocol.model import ChannelInfo, ChannelTerms, PaymentState, VendorView
+from nanomoni.protocol.model import (
+    ChannelInfo,
+    ChannelState,
+    ChannelTerms,
+    PaymentState,
+    VendorView,
+)
 from nanomoni.protocol.modes import AnyRules, Verified
 
 
@@ -35,12 +41,17 @@ def require_mode(rules: AnyRules, terms: ChannelTerms, what: str) -> None:
         )
 
 
-def learned_terms(channel: ChannelInfo, vendor_public_key_der_b64: str) -> ChannelTerms:
+def learned_terms(
+    channel: ChannelInfo, vendor_public_key_der_b64: str, *, settling: bool = False
+) -> ChannelTerms:
     """Vendor side: the terms of a channel read from the issuer, if it may take payments
-    here (SPEC §5.0)."""
+    here (SPEC §5.0): open (not closing or closed) and ours. `settling`: terms to settle
+    with, whatever the channel's state."""
     terms = channel.terms
-    if channel.is_closed:
-        raise NanoMoniError(Code.channel_closed, f"channel {terms.channel_id} is closed")
+    if not settling and (channel.is_closed or channel.state is not ChannelState.open):
+        raise NanoMoniError(
+            Code.channel_closed, f"channel {terms.channel_id} is {channel.state.value}"
+        )
     if terms.vendor_public_key_der_b64 != vendor_public_key_der_b64:
         raise NanoMoniError(
             Code.wrong_vendor, f"channel {terms.channel_id} pays another vendor key"

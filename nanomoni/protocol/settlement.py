@@ -26,6 +26,11 @@ def proof_digest(terms: ChannelTerms, index: int, proof: bytes) -> bytes:
     return crypto.digest(canonical_json(content), "sha256")
 
 
+def is_final(body: Settlement) -> bool:
+    """A settlement closes the channel unless it says `final: false` (a checkpoint)."""
+    return body.final is not False
+
+
 def check_settlement(
     rules: AnyRules,
     terms: ChannelTerms,

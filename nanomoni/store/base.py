@@ -1,6 +1,14 @@
 """The storage interfaces. Every method that moves money or advances a channel
 is one atomic step in the store; the store never verifies signatures or proofs.
 
+Time (SPEC §4.6): the issuer store judges expiry and dispute deadlines with its
+own clock inside each atomic step (SQLite: the host's, in the write
+transaction; Redis: TIME in the script). Whatever touches a channel first
+applies what is due to it: an expired open channel starts closing at its
+expiry, a closing channel past its deadline is finalized. So a reader never
+sees a state that should have changed, and with several issuer workers exactly
+one of them moves the money.
+
 Every store call has a deadline (the `timeout` given to the store's factory):
 a call that misses it, or finds the store down, raises StoreUnavailable.
 """
@@ -19,15 +27,19 @@ from nanomoni.protocol.model import (
     Account,
     CasResult,
     ChannelTerms,
+    Closing,
     Closure,
     IssuerChannel,
     Opened,
     PaymentState,
+    Settled,
+    ToppedUp,
     VendorView,
 )
 
 DEFAULT_TIMEOUT = config.STORE_TIMEOUT  # seconds per store call (SPEC §7 --store-timeout)
 REQUEST_MEMORY = 600.0  # seconds a paid request id is remembered (SPEC §11: 10 minutes)
+DEFAULT_DISPUTE_WINDOW_US = round(config.DISPUTE_WINDOW * 1_000_000)
 
 
 class StoreUnavailable(NanoMoniError):
@@ -83,26 +95,62 @@ class IssuerStore(Protocol):
     async def register(self, public_key_der_b64: str, initial_balance: int) -> Account:
         """Create the account with `initial_balance` unless it exists; never grants twice."""
 
-    async def get_account(self, public_key_der_b64: str) -> Account | None: ...
+    async def get_account(self, public_key_der_b64: str) -> Account | None:
+        """The balance after applying what is due to the account's channels (a finalization
+        refunds the client)."""
 
     async def deposit(self, public_key_der_b64: str, amount: int) -> Account | None:
         """Add `amount`; None if the account does not exist."""
 
-    async def open_channel(self, terms: ChannelTerms) -> Opened:
+    async def open_channel(
+        self, terms: ChannelTerms, *, dispute_window_us: int = DEFAULT_DISPUTE_WINDOW_US
+    ) -> Opened:
         """One atomic step: an earlier open with `terms.open_key` is answered with its
         channel (replayed, nothing moves); otherwise both parties registered (else
         not_registered), client balance >= amount (else insufficient_balance), root
-        never used (else commitment_reused); debit client, create channel, mark root
-        and open key used. Raises NanoMoniError."""
+        never used (else commitment_reused); debit client, create the channel (open,
+        expiring `terms.ttl_us` after now unless None, with this dispute window), record
+        its `open` receipt, mark root and open key used. Raises NanoMoniError."""
 
-    async def get_channel(self, channel_id: str) -> IssuerChannel | None: ...
+    async def get_channel(self, channel_id: str) -> IssuerChannel | None:
+        """The channel with what is due applied (writes only when something is)."""
 
-    async def settle(self, channel_id: str, closure: Closure) -> Closure:
-        """One atomic exactly-once step: credit vendor `owed`, refund client
-        `amount - owed`, close. `closure.client_balance/vendor_balance` are
-        ignored on input and filled in on output. If already closed with the
-        same `proof_digest`, return the stored closure unchanged; with another
-        digest raise already_closed. Unknown channel: channel_not_found."""
+    async def settle(self, channel_id: str, closure: Closure, *, final: bool = True) -> Settled:
+        """One atomic exactly-once step on an open or closing channel.
+
+        final: credit the vendor what `closure.owed` adds to what it was credited,
+        refund the client the rest of the amount, close, record a `settlement`
+        receipt. A closed channel settled with the same `proof_digest` answers the
+        original result (replayed); any other proof (also after a finalization) is
+        already_closed.
+        checkpoint (final=False): only on an open channel (else channel_closed):
+        credit the vendor `owed - vendor_credited` and record a `checkpoint` receipt;
+        owed <= vendor_credited moves nothing and answers the latest receipt.
+        owed > amount: exceeds_amount. Unknown channel: channel_not_found.
+        `closure.client_balance/vendor_balance/closed_at` are ignored on input."""
+
+    async def client_close(self, channel_id: str) -> IssuerChannel:
+        """Start the dispute window of an open channel now (deadline = now + its window);
+        a closing or closed channel is answered as it is. channel_not_found."""
+
+    async def top_up(
+        self, channel_id: str, amount: int, nonce: bytes, digest: bytes
+    ) -> ToppedUp:
+        """One atomic step: the same nonce again answers its first top-up (replayed) if
+        `digest` matches, else duplicate_mismatch; the channel must be open (else
+        channel_closed) and the client's balance >= amount (else insufficient_balance):
+        debit the client, raise the channel amount, record a `top_up` receipt."""
+
+    async def closing_channels(self, vendor_public_key_der_b64: str) -> Closing:
+        """The vendor's channels in their dispute window, after applying what is due."""
+
+    async def finalize_due(self, limit: int) -> int:
+        """Apply what is due (expiry → closing, deadline → finalization) to at most about
+        `limit` channels, oldest first; how many it advanced (call again while that is
+        `limit` or more). Safe from any number of workers at once."""
+
+    async def overdue(self) -> int:
+        """Channels still closing after their dispute deadline (should be 0)."""
 
     async def ping(self, timeout: float | None = None) -> None:
         """Raise StoreUnavailable unless the store answers within `timeout` seconds

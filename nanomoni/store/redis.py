@@ -37,29 +37,46 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import msgspec
+
+from nanomoni.config import FINALIZE_BATCH
 from nanomoni.protocol.model import (
     Account,
     CasOutcome,
     CasResult,
+    ChannelState,
     ChannelTerms,
+    Closing,
+    ClosingChannel,
     Closure,
     IssuerChannel,
     Opened,
     PaymentState,
+    Receipt,
+    Settled,
+    ToppedUp,
     VendorView,
 )
-from nanomoni.store.base import REQUEST_MEMORY, Charge, ChargeOutcome, StoreUnavailable
+from nanomoni.store.base import (
+    DEFAULT_DISPUTE_WINDOW_US,
+    REQUEST_MEMORY,
+    Charge,
+    ChargeOutcome,
+    StoreUnavailable,
+)
 from nanomoni.store.codec import (
     check_amount,
     check_open_key,
-    closure_from_blob,
+    check_times,
     closure_to_blob,
     pack_node_key,
+    receipt,
     refusal,
     settlement_from_blob,
     settlement_to_blob,
+    stored_closure,
     terms_from_blob,
     terms_to_blob,
 )
@@ -210,6 +227,125 @@ return s
 """
 )
 
+def _state(i: bytes | None, o: bytes, p: bytes, t: bytes) -> PaymentState | None:
+    if i is None:
+        return None
+    return PaymentState(index=int(i), owed=int(o), proof=p, created_at=t.decode())
+
+
+# --- the issuer ---------------------------------------------------------------------------
+
+ISSUER_TAG = "{nm-issuer}"
+_ACCOUNTS = f"{ISSUER_TAG}:accounts"
+_SUPPLY = f"{ISSUER_TAG}:supply"
+_ROOTS = f"{ISSUER_TAG}:roots"
+_OPENS = f"{ISSUER_TAG}:opens"
+_EXPIRIES = f"{ISSUER_TAG}:expiries"
+
+
+def _channel_key(channel_id: str) -> str:
+    return f"{ISSUER_TAG}:ch:{channel_id}"
+
+
+# What every lifecycle script shares (SPEC §4.6). Times are µs (doubles, exact below
+# 2**53); amounts stay decimal strings that only Redis does arithmetic on.
+_LIFECYCLE = (
+    _GE
+    + """
+local T = '{nm-issuer}:'
+local ACC, EXP, DL = T .. 'accounts', T .. 'expiries', T .. 'deadlines'
+
+local function clock()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+local function int(x) return string.format('%.0f', x) end
+
+-- Exact int64 arithmetic on canonical decimals, done by Redis ('-0' is not a number there).
+local function add(field, dec)
+  if dec ~= '0' then redis.call('HINCRBY', ACC, field, dec) end
+end
+local function sub(field, dec)
+  if dec ~= '0' then redis.call('HINCRBY', ACC, field, '-' .. dec) end
+end
+
+-- Append the channel's next receipt (its amount and credit as they are now): its seq.
+local function record(cid, kind, owed, now)
+  local ck = T .. 'ch:' .. cid
+  local seq = redis.call('HINCRBY', ck, 'n', 1)
+  local f = redis.call('HMGET', ck, 'a', 'vc')
+  local entry = table.concat({kind, f[1], owed, f[2] or '0', int(now)}, ' ')
+  redis.call('RPUSH', T .. 'rc:' .. cid, entry)
+  return seq
+end
+
+-- Credit the vendor up to `credited`, refund the client the rest of the amount, close.
+-- Subtracting before adding keeps every intermediate balance within int64.
+local function close(cid, credited, now)
+  local ck = T .. 'ch:' .. cid
+  local c = redis.call('HMGET', ck, 'a', 'ck', 'vk', 'vc')
+  local amount, client, vendor, vc = c[1], c[2], c[3], c[4] or '0'
+  sub(vendor, vc)
+  add(vendor, credited)
+  sub(client, credited)
+  add(client, amount)
+  local cb = redis.call('HGET', ACC, client)
+  local vb = redis.call('HGET', ACC, vendor)
+  redis.call('HSET', ck, 'st', 'closed', 'vc', credited, 'cb', cb, 'vb', vb, 'ca', int(now))
+  redis.call('ZREM', EXP, cid)
+  redis.call('ZREM', DL, cid)
+  redis.call('SREM', T .. 'vcl:' .. vendor, cid)
+end
+
+local function start_closing(cid, vendor, deadline)
+  redis.call('HSET', T .. 'ch:' .. cid, 'st', 'closing', 'dl', deadline)
+  redis.call('ZREM', EXP, cid)
+  redis.call('ZADD', DL, deadline, cid)
+  redis.call('SADD', T .. 'vcl:' .. vendor, cid)
+end
+
+-- Apply what is due to a channel at `now` (writes only then); its state after, or nil.
+local function due(cid, now)
+  local c = redis.call('HMGET', T .. 'ch:' .. cid, 'st', 'e', 'w', 'dl', 'a', 'vk', 'vc', 'd')
+  if not c[5] then return nil end
+  local st = c[1] or (c[8] and 'closed' or 'open')
+  if st == 'open' and c[2] and tonumber(c[2]) <= now then
+    -- an expiry starts the dispute window at expires_at, however late it is noticed
+    local deadline = int(tonumber(c[2]) + tonumber(c[3] or '0'))
+    start_closing(cid, c[6], deadline)
+    st, c[4] = 'closing', deadline
+  end
+  if st == 'closing' and tonumber(c[4]) <= now then
+    close(cid, c[7] or '0', now)
+    record(cid, 'finalization', '0', now)
+    st = 'closed'
+  end
+  return st
+end
+
+-- Apply what is due to at most `limit` expiring and `limit` closing channels, oldest
+-- first: how many, and whether there may be more.
+local function sweep(now, limit)
+  local done, more = 0, false
+  for _, zset in ipairs({EXP, DL}) do
+    local ids = redis.call('ZRANGEBYSCORE', zset, '-inf', int(now), 'LIMIT', 0, limit)
+    for _, cid in ipairs(ids) do due(cid, now) end
+    done = done + #ids
+    more = more or #ids >= limit
+  end
+  return done, more
+end
+
+local function channel(cid)
+  local c = redis.call('HMGET', T .. 'ch:' .. cid,
+    't', 'a', 'e', 'st', 'dl', 'vc', 'x', 'cb', 'vb', 'ca', 'd')
+  c[12] = redis.call('LRANGE', T .. 'rc:' .. cid, 0, -1)
+  return c
+end
+"""
+)
+
 _ISSUER_REGISTER = Script(
     """
 local b = redis.call('HGET', KEYS[1], ARGV[1])
@@ -231,8 +367,17 @@ return redis.call('HGET', KEYS[1], ARGV[1])
 """
 )
 
+_ISSUER_ACCOUNT = Script(
+    _LIFECYCLE
+    + """
+local done, more = sweep(clock(), tonumber(ARGV[2]))
+if more then return {'more'} end
+return {'', redis.call('HGET', ACC, ARGV[1])}
+"""
+)
+
 _ISSUER_OPEN = Script(
-    _GE
+    _LIFECYCLE
     + """
 local earlier = redis.call('HGET', KEYS[4], ARGV[6])
 if earlier then return {'replay', earlier} end
@@ -244,53 +389,191 @@ if ARGV[4] ~= '' and redis.call('SISMEMBER', KEYS[2], ARGV[4]) == 1 then
   return {'commitment_reused'}
 end
 if redis.call('EXISTS', KEYS[3]) == 1 then return {'channel_exists'} end
+local now = clock()
 if ARGV[4] ~= '' then redis.call('SADD', KEYS[2], ARGV[4]) end
 redis.call('HINCRBY', KEYS[1], ARGV[1], '-' .. ARGV[3])
-redis.call('HSET', KEYS[3], 'a', ARGV[3], 'ck', ARGV[1], 'vk', ARGV[2], 't', ARGV[5])
+redis.call('HSET', KEYS[3], 'a', ARGV[3], 'ck', ARGV[1], 'vk', ARGV[2], 't', ARGV[5],
+  'st', 'open', 'w', ARGV[9], 'vc', '0')
+local expires = ''
+if ARGV[8] ~= '' then
+  expires = int(now + tonumber(ARGV[8]))
+  redis.call('HSET', KEYS[3], 'e', expires)
+  redis.call('ZADD', EXP, expires, ARGV[7])
+end
 redis.call('HSET', KEYS[4], ARGV[6], ARGV[7])
-return redis.call('HGET', KEYS[1], ARGV[1])
+record(ARGV[7], 'open', '0', now)
+local entry = redis.call('LINDEX', T .. 'rc:' .. ARGV[7], 0)
+return {'', redis.call('HGET', KEYS[1], ARGV[1]), expires, entry}
 """
 )
+
+_ISSUER_READ = Script(
+    _LIFECYCLE
+    + """
+if not due(ARGV[1], clock()) then return false end
+return channel(ARGV[1])
+"""
+)
+
+# What a settlement or checkpoint answers: balances (at closing, or now), the receipt.
+_SETTLED = """
+local function answer(cid, replayed, seq)
+  local c = redis.call('HMGET', T .. 'ch:' .. cid, 'st', 'ck', 'vk', 'cb', 'vb')
+  local cb, vb = c[4], c[5]
+  if c[1] ~= 'closed' then
+    cb, vb = redis.call('HGET', ACC, c[2]), redis.call('HGET', ACC, c[3])
+  end
+  local entry = redis.call('LINDEX', T .. 'rc:' .. cid, seq - 1)
+  return {'', replayed, seq, entry, cb, vb, channel(cid)}
+end
+"""
 
 _ISSUER_SETTLE = Script(
-    _GE
+    _LIFECYCLE
+    + _SETTLED
     + """
-local c = redis.call('HMGET', KEYS[2], 'a', 'ck', 'vk', 'd', 'x', 'cb', 'vb')
-if not c[1] then return {'channel_not_found'} end
-if c[4] then
-  if c[4] == ARGV[2] then return {'', c[5], c[6], c[7]} end
-  return {'already_closed'}
+local cid, owed = ARGV[1], ARGV[2]
+local now = clock()
+local st = due(cid, now)
+if not st then return {'channel_not_found'} end
+local ck = T .. 'ch:' .. cid
+local c = redis.call('HMGET', ck, 'a', 'vc', 'd', 'rs', 'n')
+local vc = c[2] or '0'
+if ARGV[5] == '1' then
+  if st == 'closed' then
+    if c[3] and c[4] and c[3] == ARGV[3] then return answer(cid, 1, tonumber(c[4])) end
+    return {'already_closed'}
+  end
+  if not ge(c[1], owed) then return {'exceeds_amount'} end
+  local credited = owed
+  if ge(vc, owed) then credited = vc end
+  close(cid, credited, now)
+  redis.call('HSET', ck, 'd', ARGV[3], 'x', ARGV[4])
+  local seq = record(cid, 'settlement', owed, now)
+  redis.call('HSET', ck, 'rs', seq)
+  return answer(cid, 0, seq)
 end
-local amount, owed = c[1], ARGV[1]
-if not ge(amount, owed) then return {'exceeds_amount'} end
--- refund = amount - owed, done as +amount then -owed so Redis does exact int64 math
-redis.call('HINCRBY', KEYS[1], c[2], amount)
-if owed ~= '0' then
-  redis.call('HINCRBY', KEYS[1], c[2], '-' .. owed)
-  redis.call('HINCRBY', KEYS[1], c[3], owed)
-end
-local cb = redis.call('HGET', KEYS[1], c[2])
-local vb = redis.call('HGET', KEYS[1], c[3])
-redis.call('HSET', KEYS[2], 'd', ARGV[2], 'x', ARGV[3], 'cb', cb, 'vb', vb)
-return {'', ARGV[3], cb, vb}
+if st ~= 'open' then return {'channel_closed', st} end
+if not ge(c[1], owed) then return {'exceeds_amount'} end
+if ge(vc, owed) then return answer(cid, 1, tonumber(c[5])) end
+local vendor = redis.call('HGET', ck, 'vk')
+sub(vendor, vc)
+add(vendor, owed)
+redis.call('HSET', ck, 'vc', owed)
+return answer(cid, 0, record(cid, 'checkpoint', owed, now))
 """
 )
 
-ISSUER_TAG = "{nm-issuer}"
-_ACCOUNTS = f"{ISSUER_TAG}:accounts"
-_SUPPLY = f"{ISSUER_TAG}:supply"
-_ROOTS = f"{ISSUER_TAG}:roots"
-_OPENS = f"{ISSUER_TAG}:opens"
+_ISSUER_CLIENT_CLOSE = Script(
+    _LIFECYCLE
+    + """
+local cid = ARGV[1]
+local now = clock()
+local st = due(cid, now)
+if not st then return false end
+if st == 'open' then
+  local c = redis.call('HMGET', T .. 'ch:' .. cid, 'w', 'vk')
+  start_closing(cid, c[2], int(now + tonumber(c[1] or '0')))
+end
+return channel(cid)
+"""
+)
+
+_ISSUER_TOP_UP = Script(
+    _LIFECYCLE
+    + """
+local cid, amount, nonce, digest = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local now = clock()
+local st = due(cid, now)
+if not st then return {'channel_not_found'} end
+local nonces = T .. 'tu:' .. cid
+local earlier = redis.call('HGET', nonces, nonce)
+if earlier then
+  local space = string.find(earlier, ' ', 1, true)
+  if string.sub(earlier, space + 1) ~= digest then return {'duplicate_mismatch'} end
+  local seq = tonumber(string.sub(earlier, 1, space - 1))
+  return {'', 1, seq, redis.call('LINDEX', T .. 'rc:' .. cid, seq - 1), channel(cid)}
+end
+if st ~= 'open' then return {'channel_closed', st} end
+local ck = T .. 'ch:' .. cid
+local client = redis.call('HGET', ck, 'ck')
+if not ge(redis.call('HGET', ACC, client), amount) then return {'insufficient_balance'} end
+-- the only step that can fail (int64 overflow) comes before any write
+local raised = redis.pcall('HINCRBY', ck, 'a', amount)
+if type(raised) == 'table' and raised.err then return {'amount_overflow'} end
+sub(client, amount)
+local seq = record(cid, 'top_up', '0', now)
+redis.call('HSET', nonces, nonce, seq .. ' ' .. digest)
+return {'', 0, seq, redis.call('LINDEX', T .. 'rc:' .. cid, seq - 1), channel(cid)}
+"""
+)
+
+_ISSUER_CLOSING = Script(
+    _LIFECYCLE
+    + """
+local now = clock()
+local done, more = sweep(now, tonumber(ARGV[2]))
+if more then return {'more'} end
+local found = {'', int(now)}
+for _, cid in ipairs(redis.call('SMEMBERS', T .. 'vcl:' .. ARGV[1])) do
+  local c = redis.call('HMGET', T .. 'ch:' .. cid, 't', 'a', 'e', 'dl')
+  found[#found + 1] = c
+end
+return found
+"""
+)
+
+_ISSUER_SWEEP = Script(
+    _LIFECYCLE
+    + """
+local done = sweep(clock(), tonumber(ARGV[1]))
+return done
+"""
+)
+
+_ISSUER_OVERDUE = Script(
+    _LIFECYCLE
+    + """
+return redis.call('ZCOUNT', DL, '-inf', int(clock()))
+"""
+)
 
 
-def _channel_key(channel_id: str) -> str:
-    return f"{ISSUER_TAG}:ch:{channel_id}"
+def _receipt(channel_id: str, seq: int, entry: bytes) -> Receipt:
+    kind, amount, owed, credited, at = entry.decode().split(" ")
+    return receipt(channel_id, seq, kind, int(amount), int(owed), int(credited), int(at))
 
 
-def _state(i: bytes | None, o: bytes, p: bytes, t: bytes) -> PaymentState | None:
-    if i is None:
-        return None
-    return PaymentState(index=int(i), owed=int(o), proof=p, created_at=t.decode())
+def _terms(blob: bytes, amount: bytes, expires: bytes | None) -> ChannelTerms:
+    return msgspec.structs.replace(
+        terms_from_blob(blob),
+        amount=int(amount),
+        expires_at=None if not expires else int(expires),
+    )
+
+
+def _issuer_channel(channel_id: str, reply: list[Any]) -> IssuerChannel:
+    """A channel from the `channel()` fields of a script's reply."""
+    t, a, e, st, dl, vc, x, cb, vb, ca, d, entries = reply
+    state = ChannelState(st.decode()) if st else (
+        ChannelState.closed if d else ChannelState.open  # written before client protection
+    )
+    credited = int(vc) if vc is not None else 0
+    closure = None
+    if state is ChannelState.closed:
+        closure = stored_closure(x, credited, int(cb), int(vb), int(ca or 0))
+        if vc is None:  # settled before client protection: what it settled
+            credited = closure.owed
+    return IssuerChannel(
+        terms=_terms(t, a, e),
+        closure=closure,
+        state=state,
+        dispute_deadline=None if dl is None else int(dl),
+        vendor_credited=credited,
+        receipts=tuple(
+            _receipt(channel_id, seq, entry) for seq, entry in enumerate(entries, start=1)
+        ),
+    )
 
 
 def _view(reply: list[bytes | None]) -> VendorView:
@@ -330,6 +613,10 @@ class RedisIssuerStore:
     def __init__(self, client: Client) -> None:
         self._redis = client
 
+    async def _script(self, script: Script, channel_id: str, *args: Arg) -> Reply:
+        """A lifecycle script on one channel (declared for routing; all in one slot)."""
+        return await self._redis.evalsha(script, (_channel_key(channel_id),), (channel_id, *args))
+
     async def register(self, public_key_der_b64: str, initial_balance: int) -> Account:
         check_amount(initial_balance, allow_zero=True)
         reply: Reply = await self._redis.evalsha(
@@ -340,10 +627,15 @@ class RedisIssuerStore:
         return Account(public_key_der_b64=public_key_der_b64, balance=int(reply))
 
     async def get_account(self, public_key_der_b64: str) -> Account | None:
-        reply = await self._redis.execute("HGET", _ACCOUNTS, public_key_der_b64)
-        if reply is None:
+        while True:  # a sweep first, in steps, so that finalizations reach the balance
+            reply = await self._redis.evalsha(
+                _ISSUER_ACCOUNT, (_ACCOUNTS,), (public_key_der_b64, FINALIZE_BATCH)
+            )
+            if reply[0] != b"more":
+                break
+        if reply[1] is None:
             return None
-        return Account(public_key_der_b64=public_key_der_b64, balance=int(reply))
+        return Account(public_key_der_b64=public_key_der_b64, balance=int(reply[1]))
 
     async def deposit(self, public_key_der_b64: str, amount: int) -> Account | None:
         check_amount(amount, allow_zero=True)
@@ -356,9 +648,12 @@ class RedisIssuerStore:
             _raise_refusal(reply)
         return Account(public_key_der_b64=public_key_der_b64, balance=int(reply))
 
-    async def open_channel(self, terms: ChannelTerms) -> Opened:
+    async def open_channel(
+        self, terms: ChannelTerms, *, dispute_window_us: int = DEFAULT_DISPUTE_WINDOW_US
+    ) -> Opened:
         check_amount(terms.amount, allow_zero=False)
         check_open_key(terms)
+        check_times(terms.ttl_us, dispute_window_us)
         client = terms.client_public_key_der_b64
         reply = await self._redis.evalsha(
             _ISSUER_OPEN,
@@ -371,38 +666,96 @@ class RedisIssuerStore:
                 terms_to_blob(terms),
                 terms.open_key,
                 terms.channel_id,
+                "" if terms.ttl_us is None else terms.ttl_us,
+                dispute_window_us,
             ),
         )
-        if isinstance(reply, list) and reply[0] == b"replay":
+        if reply[0] == b"replay":
             # The earlier channel exists for as long as its open key: read it and the account.
             earlier = await self.get_channel(reply[1].decode())
             account = await self.get_account(client)
             assert earlier is not None and account is not None
-            return Opened(terms=earlier.terms, account=account, replayed=True)
-        if isinstance(reply, list):
+            return Opened(
+                terms=earlier.terms, account=account, receipt=earlier.receipts[0], replayed=True
+            )
+        if reply[0]:
             _raise_refusal(reply)
-        account = Account(public_key_der_b64=client, balance=int(reply))
-        return Opened(terms=terms, account=account)
+        _, balance, expires, entry = reply
+        return Opened(
+            terms=msgspec.structs.replace(
+                terms, expires_at=int(expires) if expires else None
+            ),
+            account=Account(public_key_der_b64=client, balance=int(balance)),
+            receipt=_receipt(terms.channel_id, 1, entry),
+        )
 
     async def get_channel(self, channel_id: str) -> IssuerChannel | None:
-        t, x, cb, vb = await self._redis.execute(
-            "HMGET", _channel_key(channel_id), "t", "x", "cb", "vb"
-        )
-        if t is None:
-            return None
-        closure = closure_from_blob(x, int(cb), int(vb)) if x is not None else None
-        return IssuerChannel(terms=terms_from_blob(t), closure=closure)
+        reply = await self._script(_ISSUER_READ, channel_id)
+        return None if reply is None else _issuer_channel(channel_id, reply)
 
-    async def settle(self, channel_id: str, closure: Closure) -> Closure:
+    async def settle(self, channel_id: str, closure: Closure, *, final: bool = True) -> Settled:
         check_amount(closure.owed, allow_zero=True)
-        reply = await self._redis.evalsha(
+        reply = await self._script(
             _ISSUER_SETTLE,
-            (_ACCOUNTS, _channel_key(channel_id)),
-            (closure.owed, closure.proof_digest, closure_to_blob(closure)),
+            channel_id,
+            closure.owed,
+            closure.proof_digest,
+            closure_to_blob(closure),
+            1 if final else 0,
         )
         if reply[0]:
             _raise_refusal(reply)
-        return closure_from_blob(reply[1], int(reply[2]), int(reply[3]))
+        _, replayed, seq, entry, cb, vb, fields = reply
+        channel = _issuer_channel(channel_id, fields)
+        return Settled(
+            client_balance=int(cb),
+            vendor_balance=int(vb),
+            receipt=_receipt(channel_id, seq, entry),
+            closure=channel.closure,
+            replayed=bool(replayed),
+        )
+
+    async def client_close(self, channel_id: str) -> IssuerChannel:
+        reply = await self._script(_ISSUER_CLIENT_CLOSE, channel_id)
+        if reply is None:
+            raise refusal("channel_not_found")
+        return _issuer_channel(channel_id, reply)
+
+    async def top_up(
+        self, channel_id: str, amount: int, nonce: bytes, digest: bytes
+    ) -> ToppedUp:
+        check_amount(amount, allow_zero=False)
+        reply = await self._script(_ISSUER_TOP_UP, channel_id, amount, nonce, digest.hex())
+        if reply[0]:
+            _raise_refusal(reply)
+        _, replayed, seq, entry, fields = reply
+        return ToppedUp(
+            channel=_issuer_channel(channel_id, fields),
+            receipt=_receipt(channel_id, seq, entry),
+            replayed=bool(replayed),
+        )
+
+    async def closing_channels(self, vendor_public_key_der_b64: str) -> Closing:
+        while True:
+            reply = await self._redis.evalsha(
+                _ISSUER_CLOSING, (_ACCOUNTS,), (vendor_public_key_der_b64, FINALIZE_BATCH)
+            )
+            if reply[0] != b"more":
+                break
+        channels = [
+            ClosingChannel(terms=_terms(t, a, e), dispute_deadline=int(dl))
+            for t, a, e, dl in reply[2:]
+        ]
+        channels.sort(key=lambda channel: channel.dispute_deadline)
+        return Closing(now=int(reply[1]), channels=channels)
+
+    async def finalize_due(self, limit: int) -> int:
+        done: int = await self._redis.evalsha(_ISSUER_SWEEP, (_ACCOUNTS,), (limit,))
+        return done
+
+    async def overdue(self) -> int:
+        count: int = await self._redis.evalsha(_ISSUER_OVERDUE, (_ACCOUNTS,), ())
+        return count
 
     async def ping(self, timeout: float | None = None) -> None:
         await self._redis.ping(timeout)

@@ -31,20 +31,31 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
+import msgspec
+
+from nanomoni.config import FINALIZE_BATCH
 from nanomoni.protocol.model import (
     Account,
     CasOutcome,
     CasResult,
+    ChannelState,
     ChannelTerms,
+    Closing,
+    ClosingChannel,
     Closure,
     IssuerChannel,
     Opened,
     PaymentState,
+    Receipt,
+    ReceiptKind,
+    Settled,
+    ToppedUp,
     VendorView,
 )
 from nanomoni.store.base import (
+    DEFAULT_DISPUTE_WINDOW_US,
     DEFAULT_TIMEOUT,
     REQUEST_MEMORY,
     Charge,
@@ -55,11 +66,13 @@ from nanomoni.store.codec import (
     MAX_INT,
     check_amount,
     check_open_key,
-    closure_from_blob,
+    check_times,
     closure_to_blob,
+    receipt,
     refusal,
     settlement_from_blob,
     settlement_to_blob,
+    stored_closure,
     terms_from_blob,
     terms_to_blob,
 )
@@ -81,6 +94,13 @@ CREATE TABLE IF NOT EXISTS issuer_channels (
     channel_id TEXT PRIMARY KEY, client TEXT NOT NULL, vendor TEXT NOT NULL,
     amount INTEGER NOT NULL, terms BLOB NOT NULL,
     proof_digest BLOB, closure BLOB, client_balance INTEGER, vendor_balance INTEGER);
+CREATE TABLE IF NOT EXISTS issuer_receipts (
+    channel_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
+    amount INTEGER NOT NULL, owed INTEGER NOT NULL, vendor_credited INTEGER NOT NULL,
+    at INTEGER NOT NULL, PRIMARY KEY (channel_id, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS issuer_top_ups (
+    channel_id TEXT NOT NULL, nonce BLOB NOT NULL, digest BLOB NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (channel_id, nonce)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS vendor_channels (
     channel_id TEXT PRIMARY KEY, idx INTEGER, owed INTEGER, proof BLOB, created_at TEXT,
     closing INTEGER NOT NULL DEFAULT 0, settlement BLOB);
@@ -94,6 +114,61 @@ CREATE TABLE IF NOT EXISTS paywall_requests (
     PRIMARY KEY (channel_id, request_id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS paywall_requests_expiry ON paywall_requests (expires);
 """
+
+# Client protection (SPEC §4.6) added these columns: a file made before gets them here.
+# Times are µs since the epoch (the store's clock); expires_at NULL: never expires.
+_LIFECYCLE_COLUMNS = {
+    "state": "TEXT NOT NULL DEFAULT 'open'",  # open | closing | closed
+    "expires_at": "INTEGER",
+    "dispute_window": "INTEGER NOT NULL DEFAULT 0",
+    "dispute_deadline": "INTEGER",
+    "vendor_credited": "INTEGER NOT NULL DEFAULT 0",
+    "closed_at": "INTEGER",
+    "settle_seq": "INTEGER",  # the receipt of the final settlement
+    "receipts": "INTEGER NOT NULL DEFAULT 0",  # receipts recorded so far
+}
+# Sweeps and lazy transitions find what is due without scanning every channel.
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS issuer_expiries ON issuer_channels (expires_at)
+    WHERE state = 'open';
+CREATE INDEX IF NOT EXISTS issuer_deadlines ON issuer_channels (dispute_deadline)
+    WHERE state = 'closing';
+CREATE INDEX IF NOT EXISTS issuer_client_live ON issuer_channels (client)
+    WHERE state != 'closed';
+CREATE INDEX IF NOT EXISTS issuer_vendor_closing ON issuer_channels (vendor)
+    WHERE state = 'closing';
+"""
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Add the lifecycle columns to an issuer_channels table made before them; its
+    settled channels are closed, the vendor credited with what they settled."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(issuer_channels)")}
+    missing = [name for name in _LIFECYCLE_COLUMNS if name not in have]
+    if not missing:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        have = {row[1] for row in conn.execute("PRAGMA table_info(issuer_channels)")}
+        for name in _LIFECYCLE_COLUMNS:
+            if name not in have:
+                column = _LIFECYCLE_COLUMNS[name]
+                conn.execute(f"ALTER TABLE issuer_channels ADD COLUMN {name} {column}")
+        if "state" not in have:
+            settled = conn.execute(
+                "SELECT channel_id, closure FROM issuer_channels WHERE closure IS NOT NULL"
+            ).fetchall()
+            for channel_id, blob in settled:
+                owed = stored_closure(blob, 0, 0, 0, 0).owed
+                conn.execute(
+                    "UPDATE issuer_channels SET state = 'closed', vendor_credited = ?, "
+                    "closed_at = 0 WHERE channel_id = ?",
+                    (owed, channel_id),
+                )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -352,6 +427,8 @@ class _Database:
         setup = _connect(path)
         try:
             setup.executescript(_SCHEMA)
+            _migrate(setup)
+            setup.executescript(_INDEXES)
         finally:
             setup.close()
         self.path = path
@@ -436,6 +513,187 @@ def _grow_supply(conn: sqlite3.Connection, amount: int) -> None:
     )
 
 
+class _Row(NamedTuple):
+    """One issuer_channels row (the columns of _CHANNEL_SQL, in order)."""
+
+    client: str
+    vendor: str
+    amount: int
+    terms: bytes
+    state: str
+    expires_at: int | None
+    dispute_window: int
+    dispute_deadline: int | None
+    vendor_credited: int
+    proof_digest: bytes | None
+    closure: bytes | None
+    client_balance: int | None
+    vendor_balance: int | None
+    closed_at: int | None
+    settle_seq: int | None
+    receipts: int
+
+
+_CHANNEL_SQL = (
+    "SELECT client, vendor, amount, terms, state, expires_at, dispute_window, dispute_deadline, "
+    "vendor_credited, proof_digest, closure, client_balance, vendor_balance, closed_at, "
+    "settle_seq, receipts FROM issuer_channels WHERE channel_id = ?"
+)
+_RECEIPT_SQL = (
+    "SELECT seq, kind, amount, owed, vendor_credited, at FROM issuer_receipts "
+    "WHERE channel_id = ?"
+)
+# What is due: an open channel past its expiry, a closing one past its deadline.
+_DUE_SQL = (
+    "(state = 'open' AND expires_at <= :now) OR (state = 'closing' AND dispute_deadline <= :now)"
+)
+
+
+def _clock() -> int:
+    """The store's clock (µs): the host's, read inside the write transaction."""
+    return time.time_ns() // 1000
+
+
+def _row(conn: sqlite3.Connection, channel_id: str) -> _Row | None:
+    found = conn.execute(_CHANNEL_SQL, (channel_id,)).fetchone()
+    return None if found is None else _Row(*found)
+
+
+def _is_due(row: _Row, now: int) -> bool:
+    if row.state == "open":
+        return row.expires_at is not None and now >= row.expires_at
+    deadline = row.dispute_deadline
+    return row.state == "closing" and deadline is not None and now >= deadline
+
+
+def _receipt_at(conn: sqlite3.Connection, channel_id: str, seq: int) -> Receipt:
+    found = conn.execute(_RECEIPT_SQL + " AND seq = ?", (channel_id, seq)).fetchone()
+    return receipt(channel_id, *found)
+
+
+def _channel(conn: sqlite3.Connection, channel_id: str, row: _Row) -> IssuerChannel:
+    receipts = tuple(
+        receipt(channel_id, *found)
+        for found in conn.execute(_RECEIPT_SQL + " ORDER BY seq", (channel_id,))
+    )
+    terms = msgspec.structs.replace(
+        terms_from_blob(row.terms), amount=row.amount, expires_at=row.expires_at
+    )
+    closure = None
+    if row.state == "closed":
+        assert row.client_balance is not None and row.vendor_balance is not None
+        assert row.closed_at is not None
+        closure = stored_closure(
+            row.closure, row.vendor_credited, row.client_balance, row.vendor_balance, row.closed_at
+        )
+    return IssuerChannel(
+        terms=terms,
+        closure=closure,
+        state=ChannelState(row.state),
+        dispute_deadline=row.dispute_deadline,
+        vendor_credited=row.vendor_credited,
+        receipts=receipts,
+    )
+
+
+def _read(conn: sqlite3.Connection, channel_id: str) -> IssuerChannel:
+    row = _row(conn, channel_id)
+    assert row is not None
+    return _channel(conn, channel_id, row)
+
+
+def _add(conn: sqlite3.Connection, public_key: str, delta: int) -> None:
+    """A net change computed exactly in Python: the result stays within the supply."""
+    if delta:
+        conn.execute(
+            "UPDATE accounts SET balance = balance + ? WHERE public_key = ?", (delta, public_key)
+        )
+
+
+def _record(
+    conn: sqlite3.Connection, channel_id: str, kind: ReceiptKind, owed: int, now: int
+) -> Receipt:
+    """Append the channel's next receipt, of its amount and credit as they are now."""
+    conn.execute(
+        "UPDATE issuer_channels SET receipts = receipts + 1 WHERE channel_id = ?", (channel_id,)
+    )
+    seq, amount, credited = conn.execute(
+        "SELECT receipts, amount, vendor_credited FROM issuer_channels WHERE channel_id = ?",
+        (channel_id,),
+    ).fetchone()
+    conn.execute(
+        "INSERT INTO issuer_receipts (channel_id, seq, kind, amount, owed, vendor_credited, at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (channel_id, seq, kind.value, amount, owed, credited, now),
+    )
+    return receipt(channel_id, seq, kind.value, amount, owed, credited, now)
+
+
+def _close_row(
+    conn: sqlite3.Connection,
+    channel_id: str,
+    row: _Row,
+    credited: int,
+    now: int,
+    *,
+    digest: bytes | None = None,
+    blob: bytes | None = None,
+) -> None:
+    """Credit the vendor up to `credited`, refund the client the rest, close."""
+    _add(conn, row.vendor, credited - row.vendor_credited)
+    _add(conn, row.client, row.amount - credited)
+    conn.execute(
+        "UPDATE issuer_channels SET state = 'closed', vendor_credited = ?, proof_digest = ?, "
+        "closure = ?, client_balance = ?, vendor_balance = ?, closed_at = ? WHERE channel_id = ?",
+        (
+            credited,
+            digest,
+            blob,
+            _balance(conn, row.client),
+            _balance(conn, row.vendor),
+            now,
+            channel_id,
+        ),
+    )
+
+
+def _apply_due(conn: sqlite3.Connection, channel_id: str, now: int) -> _Row | None:
+    """SPEC §4.6 inside the write transaction: an expired open channel starts closing at
+    its expiry; a closing channel past its deadline is finalized (the vendor keeps what
+    checkpoints credited, the client gets the rest)."""
+    row = _row(conn, channel_id)
+    if row is None or not _is_due(row, now):
+        return row
+    if row.state == "open":
+        assert row.expires_at is not None
+        deadline = row.expires_at + row.dispute_window
+        conn.execute(
+            "UPDATE issuer_channels SET state = 'closing', dispute_deadline = ? "
+            "WHERE channel_id = ?",
+            (deadline, channel_id),
+        )
+        row = row._replace(state="closing", dispute_deadline=deadline)
+    if _is_due(row, now):
+        _close_row(conn, channel_id, row, row.vendor_credited, now)
+        _record(conn, channel_id, ReceiptKind.finalization, 0, now)
+    return _row(conn, channel_id)
+
+
+def _sweep(conn: sqlite3.Connection, now: int, limit: int, where: str = "", *args: Any) -> int:
+    """Apply what is due to at most `limit` expiring and `limit` closing channels."""
+    done = 0
+    for state, column in (("open", "expires_at"), ("closing", "dispute_deadline")):
+        ids = conn.execute(
+            f"SELECT channel_id FROM issuer_channels WHERE state = ? AND {column} <= ? {where} "
+            f"ORDER BY {column} LIMIT ?",
+            (state, now, *args, limit),
+        ).fetchall()
+        for (channel_id,) in ids:
+            _apply_due(conn, channel_id, now)
+        done += len(ids)
+    return done
+
+
 class SqliteIssuerStore(_SqliteBase):
     async def register(self, public_key_der_b64: str, initial_balance: int) -> Account:
         check_amount(initial_balance, allow_zero=True)
@@ -454,7 +712,23 @@ class SqliteIssuerStore(_SqliteBase):
         return await self._writing(op)
 
     async def get_account(self, public_key_der_b64: str) -> Account | None:
-        balance = await self._reading(lambda conn: _balance(conn, public_key_der_b64))
+        def read(conn: sqlite3.Connection) -> tuple[int | None, bool]:
+            due = conn.execute(
+                "SELECT 1 FROM issuer_channels WHERE client = :key AND state != 'closed' "
+                f"AND ({_DUE_SQL}) LIMIT 1",
+                {"key": public_key_der_b64, "now": _clock()},
+            ).fetchone()
+            return _balance(conn, public_key_der_b64), due is not None
+
+        def advance(conn: sqlite3.Connection) -> int | None:
+            now = _clock()
+            while _sweep(conn, now, FINALIZE_BATCH, "AND client = ?", public_key_der_b64):
+                pass
+            return _balance(conn, public_key_der_b64)
+
+        balance, due = await self._reading(read)
+        if due:  # a finalization refunds this client: apply it before answering
+            balance = await self._writing(advance)
         if balance is None:
             return None
         return Account(public_key_der_b64=public_key_der_b64, balance=balance)
@@ -475,24 +749,27 @@ class SqliteIssuerStore(_SqliteBase):
 
         return await self._writing(op)
 
-    async def open_channel(self, terms: ChannelTerms) -> Opened:
+    async def open_channel(
+        self, terms: ChannelTerms, *, dispute_window_us: int = DEFAULT_DISPUTE_WINDOW_US
+    ) -> Opened:
         check_amount(terms.amount, allow_zero=False)
         check_open_key(terms)
+        check_times(terms.ttl_us, dispute_window_us)
         client, vendor = terms.client_public_key_der_b64, terms.vendor_public_key_der_b64
         blob = terms_to_blob(terms)
 
         def op(conn: sqlite3.Connection) -> Opened:
             earlier = conn.execute(
-                "SELECT c.terms FROM open_keys k JOIN issuer_channels c USING (channel_id) "
-                "WHERE k.open_key = ?",
-                (terms.open_key,),
+                "SELECT channel_id FROM open_keys WHERE open_key = ?", (terms.open_key,)
             ).fetchone()
             if earlier is not None:
-                first = terms_from_blob(earlier[0])
+                first = _read(conn, earlier[0])
                 account = Account(
                     public_key_der_b64=client, balance=_balance(conn, client) or 0
                 )
-                return Opened(terms=first, account=account, replayed=True)
+                return Opened(
+                    terms=first.terms, account=account, receipt=first.receipts[0], replayed=True
+                )
             balance = _balance(conn, client)
             if balance is None:
                 raise refusal("not_registered", "client")
@@ -507,81 +784,226 @@ class SqliteIssuerStore(_SqliteBase):
                 if used is not None:
                     raise refusal("commitment_reused")
                 conn.execute("INSERT INTO used_roots (root) VALUES (?)", (terms.root,))
+            now = _clock()
+            expires_at = None if terms.ttl_us is None else now + terms.ttl_us
             conn.execute(
                 "UPDATE accounts SET balance = ? WHERE public_key = ?",
                 (balance - terms.amount, client),
             )
             conn.execute(
-                "INSERT INTO issuer_channels (channel_id, client, vendor, amount, terms) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (terms.channel_id, client, vendor, terms.amount, blob),
+                "INSERT INTO issuer_channels (channel_id, client, vendor, amount, terms, state, "
+                "expires_at, dispute_window) VALUES (?, ?, ?, ?, ?, 'open', ?, ?)",
+                (
+                    terms.channel_id,
+                    client,
+                    vendor,
+                    terms.amount,
+                    blob,
+                    expires_at,
+                    dispute_window_us,
+                ),
             )
             conn.execute(
                 "INSERT INTO open_keys (open_key, channel_id) VALUES (?, ?)",
                 (terms.open_key, terms.channel_id),
             )
+            opened = _record(conn, terms.channel_id, ReceiptKind.open, 0, now)
             account = Account(public_key_der_b64=client, balance=balance - terms.amount)
-            return Opened(terms=terms, account=account)
+            return Opened(
+                terms=msgspec.structs.replace(terms, expires_at=expires_at),
+                account=account,
+                receipt=opened,
+            )
 
         return await self._writing(op)
 
     async def get_channel(self, channel_id: str) -> IssuerChannel | None:
-        def op(conn: sqlite3.Connection) -> IssuerChannel | None:
-            row = conn.execute(
-                "SELECT terms, closure, client_balance, vendor_balance FROM issuer_channels "
-                "WHERE channel_id = ?",
-                (channel_id,),
-            ).fetchone()
+        def read(conn: sqlite3.Connection) -> IssuerChannel | bool | None:
+            row = _row(conn, channel_id)
             if row is None:
                 return None
-            terms, closure, client_balance, vendor_balance = row
-            return IssuerChannel(
-                terms=terms_from_blob(terms),
-                closure=None
-                if closure is None
-                else closure_from_blob(closure, client_balance, vendor_balance),
-            )
+            if _is_due(row, _clock()):
+                return True  # something to apply first: the writer's job
+            return _channel(conn, channel_id, row)
 
-        return await self._reading(op)
+        def advance(conn: sqlite3.Connection) -> IssuerChannel:
+            _apply_due(conn, channel_id, _clock())
+            return _read(conn, channel_id)
 
-    async def settle(self, channel_id: str, closure: Closure) -> Closure:
+        found = await self._reading(read)
+        if found is True:
+            return await self._writing(advance)
+        assert found is not False
+        return found
+
+    async def settle(self, channel_id: str, closure: Closure, *, final: bool = True) -> Settled:
         check_amount(closure.owed, allow_zero=True)
         blob = closure_to_blob(closure)
+        owed = closure.owed
 
-        def op(conn: sqlite3.Connection) -> Closure:
-            row = conn.execute(
-                "SELECT client, vendor, amount, proof_digest, closure, client_balance, "
-                "vendor_balance FROM issuer_channels WHERE channel_id = ?",
-                (channel_id,),
-            ).fetchone()
+        def op(conn: sqlite3.Connection) -> Settled:
+            now = _clock()
+            row = _apply_due(conn, channel_id, now)
             if row is None:
                 raise refusal("channel_not_found")
-            client, vendor, amount, digest, stored, stored_cb, stored_vb = row
-            if digest is not None:
-                if digest == closure.proof_digest:
-                    return closure_from_blob(stored, stored_cb, stored_vb)
-                raise refusal("already_closed")
-            if closure.owed > amount:
+            if final and row.state == "closed":
+                # A retry of the settlement that closed it (one settled before receipts
+                # existed has none to answer with: refused like any other).
+                if row.settle_seq is None or row.proof_digest != closure.proof_digest:
+                    raise refusal("already_closed")
+                stored = _channel(conn, channel_id, row).closure
+                assert stored is not None
+                return Settled(
+                    client_balance=stored.client_balance,
+                    vendor_balance=stored.vendor_balance,
+                    receipt=_receipt_at(conn, channel_id, row.settle_seq),
+                    closure=stored,
+                    replayed=True,
+                )
+            if not final and row.state != "open":
+                raise refusal("channel_closed", row.state)
+            if owed > row.amount:
                 raise refusal("exceeds_amount")
-            conn.execute(
-                "UPDATE accounts SET balance = balance + ? WHERE public_key = ?",
-                (amount - closure.owed, client),
-            )
-            conn.execute(
-                "UPDATE accounts SET balance = balance + ? WHERE public_key = ?",
-                (closure.owed, vendor),
-            )
-            client_balance = _balance(conn, client)
-            vendor_balance = _balance(conn, vendor)
-            conn.execute(
-                "UPDATE issuer_channels SET proof_digest = ?, closure = ?, client_balance = ?, "
-                "vendor_balance = ? WHERE channel_id = ?",
-                (closure.proof_digest, blob, client_balance, vendor_balance, channel_id),
-            )
+            if final:
+                _close_row(
+                    conn,
+                    channel_id,
+                    row,
+                    max(owed, row.vendor_credited),
+                    now,
+                    digest=closure.proof_digest,
+                    blob=blob,
+                )
+                settled = _record(conn, channel_id, ReceiptKind.settlement, owed, now)
+                conn.execute(
+                    "UPDATE issuer_channels SET settle_seq = ? WHERE channel_id = ?",
+                    (settled.seq, channel_id),
+                )
+                stored = _read(conn, channel_id).closure
+                assert stored is not None
+                return Settled(
+                    client_balance=stored.client_balance,
+                    vendor_balance=stored.vendor_balance,
+                    receipt=settled,
+                    closure=stored,
+                )
+            replayed = owed <= row.vendor_credited
+            if replayed:  # nothing new is owed: the latest receipt
+                latest = _receipt_at(conn, channel_id, row.receipts)
+            else:
+                _add(conn, row.vendor, owed - row.vendor_credited)
+                conn.execute(
+                    "UPDATE issuer_channels SET vendor_credited = ? WHERE channel_id = ?",
+                    (owed, channel_id),
+                )
+                latest = _record(conn, channel_id, ReceiptKind.checkpoint, owed, now)
+            client_balance, vendor_balance = _balance(conn, row.client), _balance(conn, row.vendor)
             assert client_balance is not None and vendor_balance is not None
-            return closure_from_blob(blob, client_balance, vendor_balance)
+            return Settled(
+                client_balance=client_balance,
+                vendor_balance=vendor_balance,
+                receipt=latest,
+                replayed=replayed,
+            )
 
         return await self._writing(op)
+
+    async def client_close(self, channel_id: str) -> IssuerChannel:
+        def op(conn: sqlite3.Connection) -> IssuerChannel:
+            now = _clock()
+            row = _apply_due(conn, channel_id, now)
+            if row is None:
+                raise refusal("channel_not_found")
+            if row.state == "open":
+                conn.execute(
+                    "UPDATE issuer_channels SET state = 'closing', dispute_deadline = ? "
+                    "WHERE channel_id = ?",
+                    (now + row.dispute_window, channel_id),
+                )
+            return _read(conn, channel_id)
+
+        return await self._writing(op)
+
+    async def top_up(
+        self, channel_id: str, amount: int, nonce: bytes, digest: bytes
+    ) -> ToppedUp:
+        check_amount(amount, allow_zero=False)
+
+        def op(conn: sqlite3.Connection) -> ToppedUp:
+            now = _clock()
+            row = _apply_due(conn, channel_id, now)
+            if row is None:
+                raise refusal("channel_not_found")
+            earlier = conn.execute(
+                "SELECT digest, seq FROM issuer_top_ups WHERE channel_id = ? AND nonce = ?",
+                (channel_id, nonce),
+            ).fetchone()
+            if earlier is not None:
+                if earlier[0] != digest:
+                    raise refusal("duplicate_mismatch")
+                return ToppedUp(
+                    channel=_channel(conn, channel_id, row),
+                    receipt=_receipt_at(conn, channel_id, earlier[1]),
+                    replayed=True,
+                )
+            if row.state != "open":
+                raise refusal("channel_closed", row.state)
+            balance = _balance(conn, row.client)
+            assert balance is not None
+            if balance < amount:
+                raise refusal("insufficient_balance")
+            if row.amount + amount > MAX_INT:
+                raise refusal("amount_overflow")
+            _add(conn, row.client, -amount)
+            conn.execute(
+                "UPDATE issuer_channels SET amount = amount + ? WHERE channel_id = ?",
+                (amount, channel_id),
+            )
+            topped = _record(conn, channel_id, ReceiptKind.top_up, 0, now)
+            conn.execute(
+                "INSERT INTO issuer_top_ups (channel_id, nonce, digest, seq) VALUES (?, ?, ?, ?)",
+                (channel_id, nonce, digest, topped.seq),
+            )
+            return ToppedUp(channel=_read(conn, channel_id), receipt=topped)
+
+        return await self._writing(op)
+
+    async def closing_channels(self, vendor_public_key_der_b64: str) -> Closing:
+        def op(conn: sqlite3.Connection) -> Closing:
+            now = _clock()
+            while _sweep(conn, now, FINALIZE_BATCH, "AND vendor = ?", vendor_public_key_der_b64):
+                pass
+            rows = conn.execute(
+                "SELECT terms, amount, expires_at, dispute_deadline FROM issuer_channels "
+                "WHERE vendor = ? AND state = 'closing' ORDER BY dispute_deadline",
+                (vendor_public_key_der_b64,),
+            ).fetchall()
+            channels = [
+                ClosingChannel(
+                    terms=msgspec.structs.replace(
+                        terms_from_blob(blob), amount=amount, expires_at=expires_at
+                    ),
+                    dispute_deadline=deadline,
+                )
+                for blob, amount, expires_at, deadline in rows
+            ]
+            return Closing(now=now, channels=channels)
+
+        return await self._writing(op)
+
+    async def finalize_due(self, limit: int) -> int:
+        return await self._writing(lambda conn: _sweep(conn, _clock(), limit))
+
+    async def overdue(self) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            found = conn.execute(
+                "SELECT COUNT(*) FROM issuer_channels WHERE state = 'closing' "
+                "AND dispute_deadline <= ?",
+                (_clock(),),
+            ).fetchone()
+            return int(found[0])
+
+        return await self._reading(op)
 
 
 def _row_state(row: Sequence[Any] | None) -> PaymentState | None:

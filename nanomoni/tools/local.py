@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +38,7 @@ class LocalServices:
     vendor_pid: int
     redis_pid: int | None
     store: str
+    vendor: launch.ServiceProcess | None = None  # to take the vendor offline (demo)
 
 
 class RedisServer:
@@ -98,8 +99,15 @@ class RedisServer:
 
 
 @contextmanager
-def local_services(store: str = "embedded", *, workers: int = 1) -> Iterator[LocalServices]:
-    """An issuer and a vendor (and redis-server for store="redis") in a temp dir."""
+def local_services(
+    store: str = "embedded",
+    *,
+    workers: int = 1,
+    issuer_flags: Sequence[str] = (),
+    vendor_flags: Sequence[str] = (),
+) -> Iterator[LocalServices]:
+    """An issuer and a vendor (and redis-server for store="redis") in a temp dir; the
+    flags are added to each service's command line."""
     if store not in STORES:
         raise ValueError(f"store must be one of {STORES}")
     with ExitStack() as stack:
@@ -114,7 +122,9 @@ def local_services(store: str = "embedded", *, workers: int = 1) -> Iterator[Loc
             issuer_store = f"sqlite:{root / 'issuer.sqlite'}"
             vendor_store = f"sqlite:{root / 'vendor.sqlite'}"
         issuer = stack.enter_context(
-            launch.start_issuer(data_dir=root / "issuer", store=issuer_store, workers=workers)
+            launch.start_issuer(
+                data_dir=root / "issuer", store=issuer_store, workers=workers, extra=issuer_flags
+            )
         )
         vendor = stack.enter_context(
             launch.start_vendor(
@@ -122,6 +132,7 @@ def local_services(store: str = "embedded", *, workers: int = 1) -> Iterator[Loc
                 issuer_url=issuer.url,
                 store=vendor_store,
                 workers=workers,
+                extra=vendor_flags,
             )
         )
         yield LocalServices(
@@ -131,4 +142,5 @@ def local_services(store: str = "embedded", *, workers: int = 1) -> Iterator[Loc
             vendor_pid=vendor.pid,
             redis_pid=redis_pid,
             store=store,
+            vendor=vendor,
         )

@@ -86,7 +86,7 @@ async def _buy(
 ) -> None:
     from nanomoni.tools.demo import wait_for_account
 
-    task = progress.add_task(outcome.label, total=requests)
+    task = progress.add_task(outcome.title, total=requests)
     auth = PaymentAuth(issuer_url, budget=requests * PRICE * 2, prepay=PREPAY)
     async with Client(issuer_url, url, auth.purse.wallet) as bank:
         vendor_key = paywall.vendor.public_key_b64

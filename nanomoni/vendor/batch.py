@@ -209,6 +209,8 @@ class Batch:
                 for item in group.items
             ):
                 again.append(group)  # a refusal or replay must hold for the current state
+            elif await self._topped_up(group):
+                again.append(group)  # refused for its amount, which a top-up raised
             elif group.write is None:
                 self._finish(group)
             else:
@@ -227,11 +229,30 @@ class Batch:
             elif result.outcome is CasOutcome.stored:
                 if not group.keys:
                     views.remember(group.channel_id, group.write, closing=False)
+                self.vendor.note_accepted(group.items[0].rules, group.channel_id)
                 self._finish(group)
             else:  # lost a race, or the channel began closing: decide again on a fresh read
                 views.forget(group.channel_id)
                 again.append(group)
         return again
+
+    async def _topped_up(self, group: _Group) -> bool:
+        """Whether an item was refused for the channel's amount and re-reading the
+        channel found a top-up (then `group.terms` are the new ones)."""
+        if not any(
+            isinstance(item.outcome, NanoMoniError) and item.outcome.code is Code.exceeds_amount
+            for item in group.items
+        ):
+            return False
+        try:
+            grew = await self.vendor.amount_grew(group.items[0].rules, group.channel_id)
+            terms = self.vendor.known_terms(group.channel_id) if grew else None
+        except NanoMoniError:
+            return False  # the issuer cannot say now: the refusal for the amount stands
+        if terms is None:
+            return False
+        group.terms = terms
+        return True
 
     def _presume(self, group: _Group, view: VendorView, checks: dict[AnyRules, list[Any]]) -> None:
         """Decide the group's items in order, costly checks presumed (collected in `checks`)."""

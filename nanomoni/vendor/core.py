@@ -5,6 +5,13 @@ this one object, so one decision and one store step serve every front door.
 
 Channel terms never change after open (but for a top-up's amount), so every
 worker caches them in memory after learning them from the issuer.
+
+Background tasks, started by `start()` for every front door (SPEC §4.5–§4.6):
+the watch asks the issuer for our closing channels every `watch_interval`
+(and at start-up) and settles each one we hold a payment for, through the same
+path as a closure request, before its dispute deadline; checkpoints withdraw
+what channels owe every `checkpoint_interval` (off when 0). Both are idempotent
+and safe with any number of workers: the issuer moves money once.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,9 +32,18 @@ import msgspec
 from nanomoni import config, crypto, encoding, metrics
 from nanomoni.errors import Code, NanoMoniError
 from nanomoni.protocol.consent import VENDOR_CLOSE, check_consent
-from nanomoni.protocol.messages import CloseRequest, Payment
-from nanomoni.protocol.model import CasOutcome, ChannelTerms, Closure, PaymentState, VendorView
-from nanomoni.protocol.modes import AnyRules
+from nanomoni.protocol.lifecycle import check_receipt, now_us, require_unexpired
+from nanomoni.protocol.messages import CloseRequest, Payment, Settlement
+from nanomoni.protocol.model import (
+    CasOutcome,
+    ChannelState,
+    ChannelTerms,
+    Closure,
+    PaymentState,
+    SignedReceipt,
+    VendorView,
+)
+from nanomoni.protocol.modes import AnyRules, rules_for
 from nanomoni.protocol.payments import Decision, decide_payment, learned_terms, require_mode
 from nanomoni.serve import load_or_create_key
 from nanomoni.store import open_vendor_store, store_url
@@ -93,6 +109,9 @@ class VendorConfig:
     issuer_timeout: float = config.ISSUER_TIMEOUT
     terms_cache: int = config.TERMS_CACHE
     admin_token: str | None = None  # lets the operator ask for a closure (SPEC §5.6)
+    watch_interval: float = config.WATCH_INTERVAL  # seconds (SPEC §4.6)
+    checkpoint_interval: float = config.CHECKPOINT_INTERVAL  # seconds; 0: no checkpoints
+    amount_recheck: float = config.AMOUNT_RECHECK  # seconds between re-reads of an amount
 
     @property
     def store_url(self) -> str:
@@ -134,8 +153,15 @@ class Vendor:
         self.unregistered: NanoMoniError | None = NanoMoniError(
             Code.issuer_unavailable, "not registered at the issuer yet"
         )
+        self._tasks: list[asyncio.Task[None]] = []
         self.budget = HashBudget()
         self.views = ViewCache(config.terms_cache)
+        # Checkpoints: channels this worker accepted payments on since their last one,
+        # and what the issuer's receipts say we were credited.
+        self._unchecked: dict[str, AnyRules] = {}
+        self._credited: dict[str, int] = {}
+        self._rechecked: dict[str, float] = {}  # channel -> when its amount was re-read
+        self._issuer_der: bytes | None = None
 
     @property
     def store(self) -> VendorStore:
@@ -146,12 +172,20 @@ class Vendor:
     async def start(self) -> None:
         self._store = await open_vendor_store(self.config.store_url)
         self._registration = asyncio.create_task(self._register_until_done())
+        self._tasks.append(asyncio.create_task(self._every(self.config.watch_interval, self.watch)))
+        if self.config.checkpoint_interval > 0:
+            checkpoints = self._every(
+                self.config.checkpoint_interval, self.checkpoint_all, first_wait=True
+            )
+            self._tasks.append(asyncio.create_task(checkpoints))
 
     async def stop(self) -> None:
-        if self._registration is not None:
-            self._registration.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._registration
+        for task in [*self._tasks, self._registration]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._tasks.clear()
         await self.issuer.close()
         if self._store is not None:
             await self._store.close()
@@ -178,11 +212,21 @@ class Vendor:
     # --- channel terms ---------------------------------------------------------
 
     def known_terms(self, channel_id: str) -> ChannelTerms | None:
-        """The cached terms of a channel, if this worker learned them already."""
-        return self._terms.get(channel_id)
+        """The cached terms of a channel that may take payments, if this worker learned
+        them already; refused once expired (SPEC §4.6)."""
+        terms = self._terms.get(channel_id)
+        if terms is not None:
+            require_unexpired(terms, now_us())
+        return terms
 
     async def terms(self, rules: AnyRules, channel_id: str) -> ChannelTerms:
-        """Cached terms, or learned from the issuer once even under concurrent first payments."""
+        """Terms of a channel that may take payments: cached, or learned from the issuer
+        once even under concurrent first payments; refused once expired (SPEC §4.6)."""
+        terms = await self._known_terms(rules, channel_id)
+        require_unexpired(terms, now_us())
+        return terms
+
+    async def _known_terms(self, rules: AnyRules, channel_id: str) -> ChannelTerms:
         terms = self._terms.get(channel_id)
         if terms is not None:
             return terms
@@ -212,7 +256,7 @@ class Vendor:
             return await asyncio.shield(pending)
         except asyncio.CancelledError:
             if pending.cancelled():  # the learning request went away, not us: learn it ourselves
-                return await self.terms(rules, channel_id)
+                return await self._known_terms(rules, channel_id)
             raise
 
     async def settlement_terms(self, rules: AnyRules, channel_id: str) -> ChannelTerms:
@@ -222,9 +266,30 @@ class Vendor:
         if terms is not None:
             return terms
         channel = await self.issuer.channel(rules, channel_id)
-        return learned_terms(
-            msgspec.structs.replace(channel, is_closed=False), self.public_key_b64
-        )
+        return learned_terms(channel, self.public_key_b64, settling=True)
+
+    async def amount_grew(self, rules: AnyRules, channel_id: str) -> bool:
+        """Re-read the channel (a top-up may have raised its amount, SPEC §5.0): True if
+        the amount grew. A re-read that finds nothing new waits `amount_recheck` seconds
+        before the next one on this channel, so junk payments cannot flood the issuer;
+        one that finds a top-up does not (each top-up is a signed, paid issuer request)."""
+        cached = self._terms.get(channel_id)
+        now = time.monotonic()
+        last = self._rechecked.get(channel_id)
+        if cached is None or (last is not None and now - last < self.config.amount_recheck):
+            return False
+        if len(self._rechecked) >= self.config.terms_cache:
+            self._rechecked.clear()
+        self._rechecked[channel_id] = now
+        channel = await self.issuer.channel(rules, channel_id)
+        if channel.state is not ChannelState.open:
+            self._terms.pop(channel_id, None)  # re-learned (and refused) as not open
+            return False
+        if channel.terms.amount <= cached.amount:
+            return False
+        self._terms[channel_id] = msgspec.structs.replace(cached, amount=channel.terms.amount)
+        del self._rechecked[channel_id]
+        return True
 
     # --- payments ----------------------------------------------------------------
 
@@ -236,7 +301,14 @@ class Vendor:
         mode = rules.mode.value
         started = time.perf_counter()
         try:
-            accepted = await self._pay(rules, channel_id, payment, client)
+            try:
+                accepted = await self._pay(rules, channel_id, payment, client)
+            except NanoMoniError as exc:
+                if exc.code is not Code.exceeds_amount or not await self.amount_grew(
+                    rules, channel_id
+                ):
+                    raise
+                accepted = await self._pay(rules, channel_id, payment, client)  # topped up
         except NanoMoniError as exc:
             metrics.payment(mode, "rejected", time.perf_counter() - started, exc.code.value)
             raise
@@ -289,6 +361,7 @@ class Vendor:
             if result.outcome is CasOutcome.stored:
                 if not keys:
                     self.views.remember(channel_id, decision.state, closing=False)
+                self.note_accepted(rules, channel_id)
                 return Accepted(terms, decision.state, replay=False)
             if result.outcome is CasOutcome.closing:
                 self.views.remember(channel_id, result.current, closing=True)
@@ -317,7 +390,20 @@ class Vendor:
         """The terms, the decision on one payment and the index it was decided against
         (0: none), nothing stored yet (the paywall stores it with its charge): on the
         state this worker last saw when usable, a refusal decided on that state being
-        decided again on a fresh read."""
+        decided again on a fresh read (and, refused for its amount, on re-read terms
+        when a top-up raised it)."""
+        try:
+            return await self._decide_for(rules, channel_id, payment, client)
+        except NanoMoniError as exc:
+            if exc.code is not Code.exceeds_amount or not await self.amount_grew(
+                rules, channel_id
+            ):
+                raise
+        return await self._decide_for(rules, channel_id, payment, client)
+
+    async def _decide_for(
+        self, rules: AnyRules, channel_id: str, payment: Payment, client: str
+    ) -> tuple[ChannelTerms, Decision, int]:
         if payment.channel_id is not None and payment.channel_id != channel_id:
             raise NanoMoniError(Code.id_mismatch, "body channel_id differs from the path")
         terms = self.known_terms(channel_id) or await self.terms(rules, channel_id)
@@ -452,17 +538,19 @@ class Vendor:
             check_consent(terms, VENDOR_CLOSE, body.client_signature)
         if settled:
             return  # already settled: 204 again, nothing moves twice
+        await self._settle_final(rules, channel_id, terms)
+
+    async def _settle_final(self, rules: AnyRules, channel_id: str, terms: ChannelTerms) -> None:
+        """Freeze the channel (no more payments), settle its accepted state at the issuer
+        and record the answer: what a closure request and the watch both do."""
+        store = self.store
         async with metrics.timed_store("begin_close"):
             state = await store.begin_close(channel_id)
         if state is None:
             raise NanoMoniError(Code.no_payments, "no payment was ever accepted on this channel")
-        node_keys = rules.settlement_node_keys(terms, state)
-        nodes: list[bytes | None] = []
-        if node_keys:
-            async with metrics.timed_store("nodes"):
-                nodes = await store.nodes(channel_id, node_keys)
-        settlement = rules.build_settlement(terms, state, nodes, self.key)
+        settlement = await self._settlement(rules, channel_id, terms, state, final=None)
         result = await self.issuer.settle(rules, channel_id, settlement)
+        await self._check_receipt(channel_id, result.signed_receipt())
         closure = Closure(
             owed=state.owed,
             proof_digest=hashlib.sha256(state.proof).digest(),
@@ -472,4 +560,144 @@ class Vendor:
         )
         async with metrics.timed_store("record_settlement"):
             await store.record_settlement(channel_id, closure)
+        self._unchecked.pop(channel_id, None)
         metrics.settlement(rules.mode.value, "settled")
+
+    async def _settlement(
+        self,
+        rules: AnyRules,
+        channel_id: str,
+        terms: ChannelTerms,
+        state: PaymentState,
+        *,
+        final: bool | None,
+    ) -> Settlement:
+        node_keys = rules.settlement_node_keys(terms, state)
+        nodes: list[bytes | None] = []
+        if node_keys:
+            async with metrics.timed_store("nodes"):
+                nodes = await self.store.nodes(channel_id, node_keys)
+        settlement: Settlement = rules.build_settlement(terms, state, nodes, self.key, final=final)
+        return settlement
+
+    async def _check_receipt(self, channel_id: str, signed: SignedReceipt | None) -> bool:
+        """Whether the issuer's receipt is there and signed by it (logged when not)."""
+        if signed is None:
+            log.warning("the issuer sent no receipt for channel %s", channel_id)
+            return False
+        try:
+            if self._issuer_der is None:
+                self._issuer_der = await self.issuer.public_key()
+            check_receipt(self._issuer_der, signed, channel_id)
+        except NanoMoniError as exc:  # the money moved anyway: record it, say so
+            log.error("receipt of channel %s not verified: %s", channel_id, exc.detail)
+            return False
+        return True
+
+    # --- the watch (SPEC §4.6) ------------------------------------------------------
+
+    async def _every(
+        self, seconds: float, job: Callable[[], Awaitable[int]], *, first_wait: bool = False
+    ) -> None:
+        """Run `job` now (unless `first_wait`) and then every `seconds`, whatever it raises."""
+        if first_wait:
+            await asyncio.sleep(seconds)
+        while True:
+            try:
+                await job()
+            except NanoMoniError as exc:
+                log.warning("%s failed, retrying in %gs: %s", job.__name__, seconds, exc.detail)
+            except Exception:
+                log.exception("%s failed, retrying in %gs", job.__name__, seconds)
+            await asyncio.sleep(seconds)
+
+    async def watch(self) -> int:
+        """Settle every channel of ours the issuer lists as closing and that we hold a
+        payment for; refuse further payments on all of them. The number settled now."""
+        listed = await self.issuer.closing_channels(self.key)
+        limit = asyncio.Semaphore(config.SETTLE_CONCURRENCY)
+
+        async def settle(mode: str, channel_id: str) -> bool:
+            async with limit:
+                return await self._settle_closing(mode, channel_id)
+
+        done = await asyncio.gather(
+            *(settle(item.mode, item.channel_id) for item in listed.channels)
+        )
+        return sum(done)
+
+    async def _settle_closing(self, mode: str, channel_id: str) -> bool:
+        try:
+            rules = rules_for(mode)
+            encoding.require_channel_id(channel_id)
+        except NanoMoniError:
+            log.warning("the issuer listed an unknown channel %s %r", mode, channel_id)
+            return False
+        # Forget it: a payment re-learns the channel, and is refused as closing.
+        self._terms.pop(channel_id, None)
+        self.views.forget(channel_id)
+        store = self.store
+        try:
+            async with metrics.timed_store("settlement"):
+                if await store.settlement(channel_id) is not None:
+                    return False
+            async with metrics.timed_store("load"):
+                if (await store.load(channel_id)).state is None:
+                    return False  # nothing accepted: nothing to settle
+            terms = await self.settlement_terms(rules, channel_id)
+            await self._settle_final(rules, channel_id, terms)
+        except NanoMoniError as exc:
+            metrics.settlement(mode, "rejected" if exc.status < 500 else "failed")
+            log.error("settling closing channel %s failed: %s", channel_id, exc.detail)
+            return False
+        return True
+
+    # --- checkpoints (SPEC §4.5) -----------------------------------------------------
+
+    def note_accepted(self, rules: AnyRules, channel_id: str) -> None:
+        """A payment was stored on this channel: its next checkpoint has work to do.
+        (Every front door that stores payments calls this.)"""
+        if self.config.checkpoint_interval > 0:
+            self._unchecked[channel_id] = rules
+
+    async def checkpoint_all(self) -> int:
+        """Checkpoint every channel this worker accepted payments on since its last
+        checkpoint; the number that moved money."""
+        due, self._unchecked = self._unchecked, {}
+        limit = asyncio.Semaphore(config.SETTLE_CONCURRENCY)
+
+        async def one(rules: AnyRules, channel_id: str) -> bool:
+            async with limit:
+                try:
+                    return await self.checkpoint(rules, channel_id)
+                except NanoMoniError as exc:
+                    if exc.status >= 500 and exc.code is not Code.settlement_failed:
+                        self._unchecked.setdefault(channel_id, rules)  # try again next time
+                    log.warning("checkpoint of %s failed: %s", channel_id, exc.detail)
+                    return False
+
+        done = await asyncio.gather(*(one(rules, cid) for cid, rules in due.items()))
+        return sum(done)
+
+    async def checkpoint(self, rules: AnyRules, channel_id: str) -> bool:
+        """Withdraw what the accepted state owes beyond what we were credited, leaving the
+        channel open (`final: false`). True if money moved."""
+        async with metrics.timed_store("load"):
+            view = await self.store.load(channel_id)
+        state = view.state
+        credited = self._credited.get(channel_id, 0)
+        if state is None or view.closing or state.owed <= credited:
+            return False
+        terms = await self.settlement_terms(rules, channel_id)
+        settlement = await self._settlement(rules, channel_id, terms, state, final=False)
+        result = await self.issuer.settle(rules, channel_id, settlement)
+        signed = result.signed_receipt()
+        if not await self._check_receipt(channel_id, signed):
+            return False
+        assert signed is not None
+        if len(self._credited) >= self.config.terms_cache:
+            del self._credited[next(iter(self._credited))]
+        self._credited[channel_id] = signed.receipt.vendor_credited
+        return signed.receipt.vendor_credited > credited
+
+

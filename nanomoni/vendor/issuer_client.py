@@ -1,18 +1,22 @@
-"""The vendor's keep-alive HTTP client to the issuer (registration, channels, settlement)."""
+"""The vendor's keep-alive HTTP client to the issuer (registration, channels, settlement,
+the closing channels it must settle)."""
 
 from __future__ import annotations
 
 import logging
+import time
+from urllib.parse import urlsplit
 
 import aiohttp
 import msgspec
 
 from nanomoni import wire
-from nanomoni.encoding import require_channel_id
+from nanomoni.encoding import b64decode, require_channel_id
 from nanomoni.errors import Code, NanoMoniError
 from nanomoni.protocol.messages import Settlement
 from nanomoni.protocol.model import ChannelInfo
-from nanomoni.protocol.modes import AnyRules
+from nanomoni.protocol.modes import AnyRules, Signer
+from nanomoni.protocol.signed_requests import authorization
 
 log = logging.getLogger("nanomoni.vendor")
 
@@ -38,9 +42,15 @@ class IssuerClient:
             self._session = None
 
     async def _request(
-        self, method: str, path: str, data: bytes | None = None
+        self,
+        method: str,
+        path: str,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, bytes]:
-        headers = None if data is None else {"content-type": "application/json"}
+        headers = dict(headers or {})
+        if data is not None:
+            headers["content-type"] = "application/json"
         try:
             async with self._open().request(
                 method, self.base + path, data=data, headers=headers
@@ -94,6 +104,38 @@ class IssuerClient:
         raise NanoMoniError(
             Code.issuer_unavailable, f"issuer answered {status}: {_detail(payload)}"
         )
+
+    async def public_key(self) -> bytes:
+        """The issuer's key (DER), which signs its receipts."""
+        status, payload = await self._request("GET", "/keys/public")
+        if status != 200:
+            raise NanoMoniError(
+                Code.issuer_unavailable, f"issuer answered {status}: {_detail(payload)}"
+            )
+        try:
+            text = msgspec.json.decode(payload, type=wire.IssuerKeyResponse).der_b64
+            return b64decode(text, field="der_b64")
+        except (msgspec.MsgspecError, NanoMoniError) as exc:
+            raise NanoMoniError(
+                Code.issuer_unavailable, f"unreadable issuer key: {exc}"
+            ) from None
+
+    async def closing_channels(self, key: Signer) -> wire.ClosingChannelsResponse:
+        """Our channels in their dispute window (a request signed with our key, §4.7)."""
+        path = "/vendors/closing-channels"
+        target = urlsplit(self.base).path + path
+        signed = authorization(key, "GET", target, b"", int(time.time()))
+        status, payload = await self._request("GET", path, headers={"authorization": signed})
+        if status != 200:
+            raise NanoMoniError(
+                Code.issuer_unavailable, f"issuer answered {status}: {_detail(payload)}"
+            )
+        try:
+            return msgspec.json.decode(payload, type=wire.ClosingChannelsResponse)
+        except msgspec.MsgspecError as exc:
+            raise NanoMoniError(
+                Code.issuer_unavailable, f"unreadable closing channels: {exc}"
+            ) from None
 
 
 def _why(exc: BaseException) -> str:

@@ -7,6 +7,8 @@ import secrets
 from nanomoni.protocol.model import ChannelTerms, Closure, Mode, PaymentState
 from nanomoni.store.base import IssuerStore
 
+HOUR_US = 3600 * 1_000_000
+
 
 def new_key() -> str:
     """A stand-in account identity (the store treats keys as opaque text)."""
@@ -25,6 +27,7 @@ def terms(
     root: bytes | None = None,
     mode: Mode = Mode.payword,
     channel_id: str | None = None,
+    ttl_us: int | None = None,
 ) -> ChannelTerms:
     return ChannelTerms(
         id="6f1c2a3e-0000-4000-8000-000000000001",
@@ -40,6 +43,7 @@ def terms(
         unit_value=None if mode is Mode.signature else 1,
         max_index=None if mode is Mode.signature else amount,
         open_key=secrets.token_bytes(32),
+        ttl_us=ttl_us,
     )
 
 
@@ -69,11 +73,14 @@ async def opened_channel(
     client_balance: int = 100,
     vendor_balance: int = 0,
     mode: Mode = Mode.payword,
+    ttl_us: int | None = None,
+    dispute_window_us: int = HOUR_US,
 ) -> tuple[str, str, ChannelTerms]:
-    """A client and a vendor registered with these balances, and one open channel."""
+    """A client and a vendor registered with these balances, and one open channel (its
+    terms as the store opened them: expires_at filled in)."""
     client, vendor = new_key(), new_key()
     await issuer.register(client, client_balance)
     await issuer.register(vendor, vendor_balance)
-    channel = terms(client, vendor, amount, mode=mode)
-    await issuer.open_channel(channel)
-    return client, vendor, channel
+    channel = terms(client, vendor, amount, mode=mode, ttl_us=ttl_us)
+    opened = await issuer.open_channel(channel, dispute_window_us=dispute_window_us)
+    return client, vendor, opened.terms

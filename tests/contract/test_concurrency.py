@@ -10,7 +10,7 @@ import pytest
 from contract.factories import closure, new_channel_id, new_key, opened_channel, state, terms
 
 from nanomoni.errors import Code, NanoMoniError
-from nanomoni.protocol.model import CasOutcome, CasResult, Closure
+from nanomoni.protocol.model import CasOutcome, CasResult, Settled
 from nanomoni.store import IssuerStore, VendorStore, open_issuer_store, open_vendor_store
 
 
@@ -58,8 +58,11 @@ async def test_10_concurrent_settlements_move_money_once(issuers: list[IssuerSto
     answers = await asyncio.gather(
         *(issuers[n % 2].settle(channel.channel_id, closure(30)) for n in range(10))
     )
-    assert all(answer == answers[0] for answer in answers)
-    assert (answers[0].client_balance, answers[0].vendor_balance) == (70, 30)
+    assert sum(not answer.replayed for answer in answers) == 1
+    first = next(answer for answer in answers if not answer.replayed)
+    assert all(answer.closure == first.closure for answer in answers)
+    assert all(answer.receipt == first.receipt for answer in answers)
+    assert (first.client_balance, first.vendor_balance) == (70, 30)
     client_account = await issuers[1].get_account(client)
     vendor_account = await issuers[1].get_account(vendor)
     assert client_account is not None and client_account.balance == 70
@@ -75,11 +78,11 @@ async def test_competing_settlements_have_one_winner(issuers: list[IssuerStore])
         ),
         return_exceptions=True,
     )
-    winners = [o for o in outcomes if isinstance(o, Closure)]
-    losers = [o for o in outcomes if not isinstance(o, Closure)]
+    winners = [o for o in outcomes if isinstance(o, Settled)]
+    losers = [o for o in outcomes if not isinstance(o, Settled)]
     assert len(winners) == 1
     assert all(isinstance(r, NanoMoniError) and r.code is Code.already_closed for r in losers)
-    owed = winners[0].owed
+    owed = winners[0].receipt.owed
     vendor_account = await issuers[1].get_account(vendor)
     client_account = await issuers[1].get_account(client)
     assert vendor_account is not None and vendor_account.balance == owed

@@ -54,6 +54,8 @@ async def test_amounts_stay_exact_beyond_double_precision(issuer: IssuerStore) -
     settled = await issuer.settle(channel.channel_id, closure(2**53 + 1))
     assert settled.vendor_balance == 2**53 + 1
     assert settled.client_balance == big - (2**53 + 1)
+    assert settled.receipt.client_refund == 2
+    assert settled.receipt.amount == 2**53 + 3 and settled.receipt.owed == 2**53 + 1
 
 
 async def test_supply_above_int64_is_refused_without_change(issuer: IssuerStore) -> None:
@@ -76,11 +78,13 @@ async def test_open_debits_client_and_stores_terms(issuer: IssuerStore) -> None:
     channel = terms(client, vendor, 60)
     opened = await issuer.open_channel(channel)
     assert opened.account == Account(public_key_der_b64=client, balance=40)
-    assert opened.terms == channel and not opened.replayed
+    assert opened.terms == channel and not opened.replayed  # no ttl: never expires
+    assert (opened.receipt.kind, opened.receipt.seq, opened.receipt.amount) == ("open", 1, 60)
     stored = await issuer.get_channel(channel.channel_id)
     assert stored is not None
     assert stored.terms == channel
     assert stored.closure is None and not stored.is_closed
+    assert stored.state == "open" and stored.receipts == (opened.receipt,)
     assert await issuer.get_channel(new_channel_id()) is None
 
 
@@ -148,13 +152,20 @@ async def test_open_refuses_amount_below_one(issuer: IssuerStore) -> None:
 async def test_settle_moves_money_once_and_retry_returns_same(issuer: IssuerStore) -> None:
     client, vendor, channel = await opened_channel(issuer, 60, vendor_balance=5)
     first = await issuer.settle(channel.channel_id, closure(25))
-    assert (first.client_balance, first.vendor_balance, first.owed) == (75, 30, 25)
-    assert await issuer.settle(channel.channel_id, closure(25)) == first
+    assert first.closure is not None and not first.replayed
+    assert (first.client_balance, first.vendor_balance, first.closure.owed) == (75, 30, 25)
+    receipt = first.receipt
+    assert (receipt.kind, receipt.seq, receipt.owed, receipt.vendor_credited) == (
+        "settlement", 2, 25, 25)
+    assert receipt.client_refund == 35
+    again = await issuer.settle(channel.channel_id, closure(25))
+    assert again == msgspec.structs.replace(first, replayed=True)
     stored = await issuer.get_channel(channel.channel_id)
-    assert stored is not None and stored.closure == first
+    assert stored is not None and stored.closure == first.closure
+    assert stored.is_closed and stored.receipts[-1] == receipt and stored.locked == 0
     # Later account activity does not change what a retry answers.
     await issuer.deposit(client, 1000)
-    assert await issuer.settle(channel.channel_id, closure(25)) == first
+    assert await issuer.settle(channel.channel_id, closure(25)) == again
     vendor_account = await issuer.get_account(vendor)
     assert vendor_account is not None and vendor_account.balance == 30
 
@@ -181,7 +192,7 @@ async def test_settle_owed_above_amount_is_refused(issuer: IssuerStore) -> None:
         await issuer.settle(channel.channel_id, closure(61))
     assert refused.value.code is Code.exceeds_amount
     stored = await issuer.get_channel(channel.channel_id)
-    assert stored is not None and stored.closure is None
+    assert stored is not None and stored.closure is None and len(stored.receipts) == 1
     full = await issuer.settle(channel.channel_id, closure(60))
     assert (full.client_balance, full.vendor_balance) == (40, 60)
 
@@ -194,8 +205,11 @@ async def test_settle_signature_mode_keeps_close_signatures(issuer: IssuerStore)
         client_close_signature_b64="Y2xpZW50",
         vendor_close_signature_b64="dmVuZG9y",
     )
-    settled = await issuer.settle(channel.channel_id, signed)
-    assert settled == msgspec.structs.replace(signed, client_balance=80, vendor_balance=20)
+    settled = (await issuer.settle(channel.channel_id, signed)).closure
+    assert settled is not None
+    assert settled == msgspec.structs.replace(
+        signed, client_balance=80, vendor_balance=20, closed_at=settled.closed_at
+    )
     stored = await issuer.get_channel(channel.channel_id)
     assert stored is not None and stored.closure == settled
 

@@ -21,7 +21,7 @@ from contract.factories import closure, new_channel_id, new_key, opened_channel,
 from redis_servers import RedisCluster, RedisServer, redis_cluster, redis_server
 from sqlite_locks import held_write_lock
 
-from nanomoni.protocol.model import CasOutcome
+from nanomoni.protocol.model import CasOutcome, Mode
 from nanomoni.store import (
     IssuerStore,
     StoreUnavailable,
@@ -104,6 +104,8 @@ async def _stores(url: str) -> tuple[IssuerStore, VendorStore]:
 async def test_calls_fail_by_their_deadline_while_the_store_stalls(outage: Outage) -> None:
     issuer, vendor = await _stores(outage.url)
     client, vendor_key, settled = await opened_channel(issuer, 40)  # client: 100 - 40
+    _, _, to_close = await opened_channel(issuer, 10, mode=Mode.signature)
+    topper, _, to_top_up = await opened_channel(issuer, 10, mode=Mode.signature)
     opener, depositor, newcomer = new_key(), new_key(), new_key()
     await issuer.register(opener, 100)
     await issuer.register(depositor, 100)
@@ -117,6 +119,10 @@ async def test_calls_fail_by_their_deadline_while_the_store_stalls(outage: Outag
         "deposit": lambda: issuer.deposit(depositor, 5),
         "open_channel": lambda: issuer.open_channel(unopened),
         "settle": lambda: issuer.settle(settled.channel_id, closure(30)),
+        "client_close": lambda: issuer.client_close(to_close.channel_id),
+        "top_up": lambda: issuer.top_up(to_top_up.channel_id, 5, b"n" * 16, b"d" * 32),
+        "finalize_due": lambda: issuer.finalize_due(10),
+        "closing_channels": lambda: issuer.closing_channels(vendor_key),
         "compare_and_set": lambda: vendor.compare_and_set(paying, state(2), {7: b"n" * 32}),
         "begin_close": lambda: vendor.begin_close(closing),
         "record_settlement": lambda: vendor.record_settlement(recording, closure(1)),
@@ -124,6 +130,7 @@ async def test_calls_fail_by_their_deadline_while_the_store_stalls(outage: Outag
     reads: dict[str, Callable[[], Awaitable[Any]]] = {
         "get_account": lambda: issuer.get_account(client),
         "get_channel": lambda: issuer.get_channel(settled.channel_id),
+        "overdue": lambda: issuer.overdue(),
         "load": lambda: vendor.load(paying, [7]),
         "nodes": lambda: vendor.nodes(paying, [7]),
         "settlement": lambda: vendor.settlement(recording),
@@ -153,6 +160,8 @@ async def test_calls_fail_by_their_deadline_while_the_store_stalls(outage: Outag
         assert (await issuer.get_account(opener)).balance == 100  # type: ignore[union-attr]
         assert await issuer.get_channel(unopened.channel_id) is None
         assert (await issuer.get_channel(settled.channel_id)).closure is None  # type: ignore[union-attr]
+        assert (await issuer.get_channel(to_close.channel_id)).state == "open"  # type: ignore[union-attr]
+        assert (await issuer.get_channel(to_top_up.channel_id)).terms.amount == 10  # type: ignore[union-attr]
         assert (await vendor.load(paying, [7])).state == state(1)
         assert not (await vendor.load(closing)).closing
         assert await vendor.settlement(recording) is None
@@ -164,8 +173,12 @@ async def test_calls_fail_by_their_deadline_while_the_store_stalls(outage: Outag
     # Repeating each transition (what a client's retry of the 503 does) lands it once.
     assert (await issuer.register(newcomer, 50)).balance == 50
     assert (await issuer.register(newcomer, 50)).balance == 50
-    settled_closure = await issuer.settle(settled.channel_id, closure(30))
-    assert (settled_closure.client_balance, settled_closure.vendor_balance) == (70, 30)
+    assert (await issuer.client_close(to_close.channel_id)).state == "closing"
+    topped = await issuer.top_up(to_top_up.channel_id, 5, b"n" * 16, b"d" * 32)
+    assert topped.channel.terms.amount == 15
+    assert (await issuer.get_account(topper)).balance == 85  # type: ignore[union-attr]
+    settled_again = await issuer.settle(settled.channel_id, closure(30))
+    assert (settled_again.client_balance, settled_again.vendor_balance) == (70, 30)
     again = await vendor.compare_and_set(paying, state(2), {7: b"n" * 32})
     assert again.outcome is CasOutcome.stored or (
         again.outcome is CasOutcome.lost and again.current == state(2)  # it ran: a replay

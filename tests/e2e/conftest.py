@@ -106,17 +106,23 @@ class Channel:
         message = canonical_json({"action": action, "channel_id": self.channel_id})
         return self.client.sign_b64(message)
 
-    def payword_settlement(self, key: crypto.SigningKey, vendor_pk: str, k: int) -> dict[str, Any]:
-        """The settlement body a vendor would send for payword index k (SPEC §4.5)."""
+    def payword_settlement(
+        self, key: crypto.SigningKey, vendor_pk: str, k: int, final: bool | None = None
+    ) -> dict[str, Any]:
+        """The settlement body a vendor would send for payword index k (SPEC §4.5);
+        `final=False` makes it a checkpoint (the vendor's signature covers it)."""
         assert self.chain is not None
         token = b64encode(self.chain.token(k))
-        message = canonical_json({"channel_id": self.channel_id, "k": k, "token_b64": token})
-        return {
+        signed: dict[str, Any] = {"channel_id": self.channel_id, "k": k, "token_b64": token}
+        if final is not None:
+            signed["final"] = final
+        body = {
             "vendor_public_key_der_b64": vendor_pk,
             "k": k,
             "token_b64": token,
-            "vendor_signature_b64": b64encode(key.sign(message)),
+            "vendor_signature_b64": b64encode(key.sign(canonical_json(signed))),
         }
+        return body if final is None else body | {"final": final}
 
     def _is_known(self, level: int, pos: int) -> bool:
         assert self.tree is not None
@@ -206,6 +212,7 @@ class Stack:
         vendor_pk: str | None = None,
         nonce: bytes | None = None,
         issuer_key: str | None = None,
+        ttl_s: int | None = None,
     ) -> dict[str, Any]:
         """A signed open body; a fresh 16-byte nonce unless one is given."""
         body: dict[str, Any] = {
@@ -219,6 +226,8 @@ class Stack:
         body["nonce_b64"] = b64encode(os.urandom(16) if nonce is None else nonce)
         if issuer_key is not None:
             body["issuer_public_key_der_b64"] = issuer_key
+        if ttl_s is not None:
+            body["ttl_s"] = ttl_s
         if mode != "signature":
             assert root is not None
             body[f"{mode}_root_b64"] = b64encode(root)
@@ -237,6 +246,7 @@ class Stack:
         max_index: int = 64,
         alg: str | None = None,
         vendor_pk: str | None = None,
+        ttl_s: int | None = None,
     ) -> Channel:
         client = client or self.client()
         suite = alg or "sha256"
@@ -259,6 +269,7 @@ class Stack:
             alg=alg,
             root=root,
             vendor_pk=vendor_pk,
+            ttl_s=ttl_s,
         )
         reply = self.issuer.post(f"/channels/{mode}", json=body)
         assert reply.status_code == 201, reply.text

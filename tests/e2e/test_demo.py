@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nanomoni import launch
-from nanomoni.tools.demo import render, run_all
+from nanomoni.tools.demo import CHECKPOINT_LABEL, OFFLINE_LABEL, render, run_all
 from nanomoni.tools.display import Display
 from nanomoni.tools.local import cli_command
 from nanomoni.tools.paywall_demo import cheapest_mode
@@ -24,8 +24,8 @@ def test_demo_reconciles_every_mode(tmp_path: Path) -> None:
     ]
     labels = [run.label for run in parse_runs(DEMO_RUNS)]
     labels.append(f"paywall ({cheapest_mode().value})")  # 50 requests bought through HTTP 402
-    assert len(rows) == len(labels), done.stdout
-    for label, row in zip(labels, rows, strict=True):
+    assert len(rows) == len(labels) + 2, done.stdout  # + the two protection rows
+    for label, row in zip(labels, rows, strict=False):
         cells = [cell.strip() for cell in row.strip("│").split("│")]
         assert cells[0] == label
         assert cells[1] == "50"  # payments
@@ -36,6 +36,13 @@ def test_demo_reconciles_every_mode(tmp_path: Path) -> None:
         else:
             assert cells[5] == "100"  # settled: 50 payments of 2
         assert cells[6] == "✓"
+    # The client's protection: a checkpoint, and a close with the vendor offline.
+    checkpoint, offline = ([c.strip() for c in row.strip("│").split("│")] for row in rows[-2:])
+    assert checkpoint[0] == CHECKPOINT_LABEL and checkpoint[5:] == ["100", "✓"]
+    assert offline[0] == OFFLINE_LABEL and offline[6] == "✓"
+    assert 50 <= int(offline[5]) <= 100  # the vendor keeps what its checkpoints withdrew
+    assert f"{CHECKPOINT_LABEL}: the vendor withdrew" in done.stdout
+    assert f"{OFFLINE_LABEL}: refunded" in done.stdout
     assert "all balances reconcile ✓" in done.stdout
     assert "settled: what the issuer paid the vendor" in done.stdout
     assert list(tmp_path.iterdir()) == []  # its data lived in a temp dir, now removed

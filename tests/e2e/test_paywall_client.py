@@ -122,6 +122,27 @@ def test_async_httpx_lanes_and_renewal(world: World) -> None:
     _settled_equals_best_payment(world, auth)
 
 
+def test_a_signature_channel_is_topped_up_in_place(world: World) -> None:
+    auth = PaymentAuth(
+        world.issuer.url, budget=1000, prepay=2, channel_requests=4, modes=["signature"]
+    )
+    with auth, httpx.Client(auth=auth, timeout=30) as http:
+        for n in range(12):  # 36 at 3 a request, on a channel opened for 12
+            reply = http.get(f"{world.api.url}/quotes/T{n}")
+            assert reply.status_code == 200, reply.text
+            assert receipt_of(reply)["consumed"] == 3 * (n + 1)
+        (channel,) = auth.purse.channels  # raised in place, never renewed
+        assert not auth.purse.closed
+        kinds = [channel.receipts[seq].receipt.kind for seq in sorted(channel.receipts)]
+        assert kinds[0] == "open" and kinds.count("top_up") >= 2
+        assert channel.amount >= 36
+    assert auth.purse.closed == [channel] and not auth.purse.channels
+    info = world.issuer_channel("signature", channel.channel_id)
+    assert info["is_closed"] and info["balance"] == channel.owed >= 36
+    assert auth.purse.reserved == channel.owed  # the unpaid rest went back to the wallet
+    _settled_equals_best_payment(world, auth)
+
+
 def test_streams_are_paid_event_by_event(world: World) -> None:
     auth = PaymentAuth(world.issuer.url, budget=1000, prepay=2)
     with auth, httpx.Client(auth=auth, timeout=30) as http:

@@ -58,6 +58,8 @@ WORKERS = 2
 SERVICE_ENV = {
     "PYTHONSAFEPATH": "1",  # never import the source tree instead of the wheel
     "NANOMONI_VENDOR_STORE_TIMEOUT": "0.5",  # the store deadline store_outage() runs into
+    # The watch polls the issuer at start-up only: every count then comes from the load.
+    "NANOMONI_VENDOR_WATCH_INTERVAL": "3600",
 }
 MODES = [mode.value for mode in Mode]
 Stack = Any  # conftest's Stack

@@ -36,8 +36,12 @@ def nanomoni_cli(
 @pytest.mark.parametrize(
     ("command", "shown"),
     [
-        ("issuer", [f"(default: {config.INITIAL_BALANCE})", f"(default: {config.MAX_INDEX})"]),
-        ("vendor", [f"(default: {config.MAX_HASHES})", f"(default: {config.TERMS_CACHE})"]),
+        ("issuer", [f"(default: {config.INITIAL_BALANCE})", f"(default: {config.MAX_INDEX})",
+                    f"(default: {config.DISPUTE_WINDOW})", f"(default: {config.MAX_CHANNEL_TTL})",
+                    f"(default: {config.MIN_CHANNEL_TTL})"]),
+        ("vendor", [f"(default: {config.MAX_HASHES})", f"(default: {config.TERMS_CACHE})",
+                    f"(default: {config.WATCH_INTERVAL})",
+                    f"(default: {config.CHECKPOINT_INTERVAL})"]),
         ("demo", [f"(default: {config.DEMO_PAYMENTS})", "payword:blake3"]),
         ("bench", [f"(default: {config.BENCH_PAYMENTS})", f"(default: {config.BENCH_CHANNELS})"]),
     ],
@@ -63,6 +67,20 @@ def test_demo_and_bench_are_subcommands_of_the_one_parser() -> None:
     assert bench.channels == 3 and bench.payments == config.BENCH_PAYMENTS
     with pytest.raises(SystemExit):
         parser.parse_args(["bench", "--payments", str(config.BENCH_MAX_PAYMENTS + 1)])
+
+
+def test_the_protection_flags_take_durations() -> None:
+    parser = build_parser()
+    issuer = parser.parse_args(["issuer", "--dispute-window", "2.5", "--max-channel-ttl", "90"])
+    assert (issuer.dispute_window, issuer.max_channel_ttl) == (2.5, 90.0)
+    vendor = parser.parse_args(
+        ["vendor", "--issuer-url", "http://127.0.0.1:1", "--checkpoint-interval", "0"]
+    )
+    assert vendor.checkpoint_interval == 0 and vendor.watch_interval == config.WATCH_INTERVAL
+    for wrong in (["issuer", "--dispute-window", "0"], ["issuer", "--max-channel-ttl", "1e10"],
+                  ["vendor", "--issuer-url", "x", "--watch-interval", "0"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(wrong)
 
 
 def test_a_subcommands_mistake_prints_that_subcommands_usage() -> None:
@@ -95,7 +113,10 @@ def test_demo_runs_on_a_plain_install() -> None:
         for line in done.stdout.splitlines()
         if line.startswith(("payword", "signature"))
     ]
-    assert [row[0] for row in rows if row[-1] == "✓"] == ["payword", "signature"]
+    # Every mode asked for, then the client's protection: a checkpoint, a client close.
+    assert [" ".join(row[:-6]) for row in rows if row[-1] == "✓"] == [
+        "payword", "signature", "signature · checkpoint", "payword · client close, vendor offline"
+    ]
 
 
 def test_the_plain_install_pulls_no_plotting_or_terminal_ui() -> None:

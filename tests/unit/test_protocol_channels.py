@@ -20,7 +20,7 @@ from nanomoni import crypto, wire
 from nanomoni.encoding import b64encode, canonical_json
 from nanomoni.errors import Code, NanoMoniError
 from nanomoni.protocol.messages import TreeSettlement
-from nanomoni.protocol.model import Closure, Mode, PaymentState, VendorView
+from nanomoni.protocol.model import Closure, IssuerChannel, Mode, PaymentState, VendorView
 from nanomoni.protocol.modes import RULES
 from nanomoni.protocol.opening import open_channel_terms
 from nanomoni.protocol.payments import Decision, decide_payment, learned_terms
@@ -245,9 +245,13 @@ INDEXED_MODES = [mode for mode in Mode if mode != Mode.signature]
 # --- §5.0 common rules, every mode ---------------------------------------------------
 
 
+EXPIRES_AT = 1_900_000_000_123_456  # µs: 2030-03-17T17:46:40.123456+00:00
+
+
 def read_view(channel: Channel, mode: Mode | None = None, **changes: Any) -> bytes:
     """The issuer's read view of the channel as JSON (SPEC §4.4)."""
-    view = wire.channel_view(RULES[mode or channel.mode], channel.terms, None, opened=False)
+    terms = msgspec.structs.replace(channel.terms, expires_at=EXPIRES_AT)
+    view = wire.channel_view(RULES[mode or channel.mode], IssuerChannel(terms=terms), opened=False)
     return wire.encode(view | changes)
 
 
@@ -257,7 +261,9 @@ def test_learned_terms_match_the_issuers_terms() -> None:
         info = wire.decode_channel(RULES[mode], read_view(channel))
         learned = learned_terms(info, b64encode(channel.vendor.public_key_der))
         # Everything but the issuer's record of the open request it came from.
-        assert learned == msgspec.structs.replace(channel.terms, open_key=b"")
+        assert learned == msgspec.structs.replace(
+            channel.terms, open_key=b"", ttl_us=None, expires_at=EXPIRES_AT
+        )
 
 
 def test_learning_refuses_closed_and_foreign_channels() -> None:

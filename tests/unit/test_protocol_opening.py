@@ -11,6 +11,7 @@ import json
 import os
 from typing import Any
 
+import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -18,7 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from nanomoni import crypto, wire
 from nanomoni.encoding import b64encode, b64url_nopad
 from nanomoni.errors import Code, NanoMoniError
-from nanomoni.protocol.model import ChannelTerms, Closure, Mode
+from nanomoni.protocol.model import ChannelState, ChannelTerms, Closure, IssuerChannel, Mode
 from nanomoni.protocol.modes import RULES
 from nanomoni.protocol.opening import open_channel_terms
 
@@ -296,6 +297,8 @@ def test_same_request_with_another_salt_is_another_channel(
 
 # --- channel views (§4.3 response, §4.4) -----------------------------------------------
 
+EXPIRES_AT = 1_900_000_000_123_456  # µs since the epoch
+EXPIRES_ISO = "2030-03-17T17:46:40.123456+00:00"
 OPEN_MEMBERS = {
     "channel_id",
     "client_public_key_der_b64",
@@ -304,6 +307,8 @@ OPEN_MEMBERS = {
     "amount",
     "balance",
     "hash_alg",
+    "state",  # [v1.1]
+    "expires_at",
 }
 
 
@@ -316,9 +321,11 @@ def test_open_view_has_only_the_open_members(
     mode: Mode, client: crypto.SigningKey, vendor: crypto.SigningKey
 ) -> None:
     terms = open_terms(mode, signed(request_fields(mode, client, vendor), client))
-    view = wire.channel_view(RULES[mode], terms, None, opened=True)
+    opened = msgspec.structs.replace(terms, expires_at=EXPIRES_AT)
+    view = wire.channel_view(RULES[mode], IssuerChannel(terms=opened), opened=True)
     assert set(view) == OPEN_MEMBERS | set(MEMBERS.get(mode, ()))
     assert view["balance"] == 0 and view["amount"] == 1000
+    assert view["state"] == "open" and view["expires_at"] == EXPIRES_ISO
     assert view["channel_id"] == terms.channel_id
     if mode in MEMBERS:
         root_name, unit_name, max_name = MEMBERS[mode]
@@ -331,14 +338,18 @@ def test_read_view_of_an_open_channel(
     mode: Mode, client: crypto.SigningKey, vendor: crypto.SigningKey
 ) -> None:
     terms = open_terms(mode, signed(request_fields(mode, client, vendor), client))
-    view = wire.channel_view(RULES[mode], terms, None, opened=False)
+    opened = msgspec.structs.replace(terms, expires_at=EXPIRES_AT)
+    view = wire.channel_view(RULES[mode], IssuerChannel(terms=opened), opened=False)
     assert set_members(view) == OPEN_MEMBERS | set(MEMBERS.get(mode, ())) | {
         "id",
         "is_closed",
         "created_at",
+        "vendor_credited",
+        "receipts",
     }
     assert view["id"] == UUID and view["is_closed"] is False and view["created_at"] == NOW
     assert view["balance"] == 0 and view["closed_at"] is None
+    assert view["dispute_deadline"] is None and view["vendor_credited"] == 0
     if mode is Mode.signature:
         assert view["close_payload_b64"] is None and view["client_close_signature_b64"] is None
 
@@ -359,8 +370,11 @@ def test_read_view_of_a_settled_signature_channel(
         client_close_signature_b64="Y2xpZW50",
         vendor_close_signature_b64="dmVuZG9y",
     )
-    view = wire.channel_view(RULES[Mode.signature], terms, closure, opened=False)
-    assert view["is_closed"] is True and view["balance"] == 321
+    settled = IssuerChannel(
+        terms=terms, closure=closure, state=ChannelState.closed, vendor_credited=321
+    )
+    view = wire.channel_view(RULES[Mode.signature], settled, opened=False)
+    assert view["is_closed"] is True and view["balance"] == 321 and view["state"] == "closed"
     assert view["closed_at"] == "2026-11-30T02:00:00+00:00"
     assert view["close_payload_b64"] == "cGF5bG9hZA=="
     assert view["client_close_signature_b64"] == "Y2xpZW50"

@@ -6,15 +6,19 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from contract.factories import closure, terms
 
-from nanomoni.protocol.model import CasOutcome, ChannelTerms, Mode, PaymentState
+from nanomoni.errors import Code, NanoMoniError
+from nanomoni.protocol.model import CasOutcome, ChannelState, ChannelTerms, Mode, PaymentState
 from nanomoni.store import open_issuer_store, open_vendor_store
+from nanomoni.store.codec import closure_to_blob, terms_to_blob
 from nanomoni.store.sqlite import SqliteIssuerStore, SqliteVendorStore
 
 
@@ -64,7 +68,7 @@ async def test_processes_sharing_a_file_never_overdraw(tmp_path: Path) -> None:
     await store.register("vendor", 0)
     procs = [
         await asyncio.create_subprocess_exec(
-            sys.executable, "-c", OPENER, url, tag, stdout=subprocess.PIPE, env=_child_env()
+            sys.executable, "-P", "-c", OPENER, url, tag, stdout=subprocess.PIPE, env=_child_env()
         )
         for tag in ("a", "b", "c")
     ]
@@ -158,3 +162,42 @@ def test_processes_opening_one_new_file_at_once(tmp_path: Path) -> None:
         for opener in openers:
             opener.join(timeout=30)
         assert [opener.exitcode for opener in openers] == [0] * 6
+
+
+async def test_a_file_from_before_client_protection_gets_its_columns(tmp_path: Path) -> None:
+    """Channels stored before v1.1's lifecycle: the settled one is closed (the vendor
+    credited what it settled), the open one stays open and never expires."""
+    path = tmp_path / "old.sqlite3"
+    settled, still_open = closure(25), "B" * 43
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            "CREATE TABLE accounts (public_key TEXT PRIMARY KEY, balance INTEGER NOT NULL);"
+            "CREATE TABLE issuer_channels (channel_id TEXT PRIMARY KEY, client TEXT NOT NULL,"
+            " vendor TEXT NOT NULL, amount INTEGER NOT NULL, terms BLOB NOT NULL,"
+            " proof_digest BLOB, closure BLOB, client_balance INTEGER, vendor_balance INTEGER);"
+        )
+        conn.execute("INSERT INTO accounts VALUES ('client', 75), ('vendor', 25)")
+        rows = [("A" * 43, closure_to_blob(settled), 75, 25), (still_open, None, None, None)]
+        for cid, blob, client_balance, vendor_balance in rows:
+            old_terms = terms("client", "vendor", 60, channel_id=cid)
+            conn.execute(
+                "INSERT INTO issuer_channels VALUES (?, 'client', 'vendor', 60, ?, ?, ?, ?, ?)",
+                (cid, terms_to_blob(old_terms), blob and b"digest", blob, client_balance,
+                 vendor_balance),
+            )
+    store = await open_issuer_store(f"sqlite:{path}")
+    try:
+        closed = await store.get_channel("A" * 43)
+        assert closed is not None and closed.state is ChannelState.closed
+        assert closed.vendor_credited == 25 and closed.closure is not None
+        assert closed.closure.owed == 25 and closed.receipts == ()
+        with pytest.raises(NanoMoniError) as refused:  # no receipt to answer a retry with
+            await store.settle("A" * 43, settled)
+        assert refused.value.code is Code.already_closed
+        found = await store.get_channel(still_open)
+        assert found is not None and found.state is ChannelState.open
+        assert found.terms.expires_at is None
+        answer = await store.settle(still_open, closure(10, b"new"))
+        assert (answer.client_balance, answer.vendor_balance) == (125, 35)
+    finally:
+        await store.close()

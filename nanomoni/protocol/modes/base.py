@@ -199,8 +199,11 @@ class ModeRules(ABC, Generic[P, S]):
         state: PaymentState,
         nodes: Sequence[bytes | None],
         vendor_key: Signer,
+        *,
+        final: bool | None = None,
     ) -> S:
-        """Vendor side: the signed settlement of the accepted state."""
+        """Vendor side: the signed settlement of the accepted state; `final=False` makes
+        it a checkpoint (SPEC §4.5), None leaves `final` out (a final settlement)."""
 
     @abstractmethod
     def check_settlement(self, terms: ChannelTerms, body: S) -> SettledProof:
@@ -233,9 +236,10 @@ def check_vendor_key(terms: ChannelTerms, vendor_key: str) -> None:
         )
 
 
-def settlement_message(channel_id: str, members: dict[str, object]) -> bytes:
-    """What the vendor signs at settlement: the channel id and the mode's proof members."""
-    return canonical_json({"channel_id": channel_id, **members})
+def settlement_message(channel_id: str, members: dict[str, object], final: bool | None) -> bytes:
+    """What the vendor signs at settlement: the channel id, the mode's proof members and
+    `final` when the body carries it (canonical JSON drops it when None)."""
+    return canonical_json({"channel_id": channel_id, **members, "final": final})
 
 
 def b64_list(values: Sequence[bytes]) -> list[str]:

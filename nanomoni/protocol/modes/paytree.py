@@ -42,7 +42,12 @@ from nanomoni.protocol.modes.base import (
 
 
 def _message(
-    channel_id: str, i: int, secret: bytes, leaf: bytes, siblings: Sequence[bytes]
+    channel_id: str,
+    i: int,
+    secret: bytes,
+    leaf: bytes,
+    siblings: Sequence[bytes],
+    final: bool | None,
 ) -> bytes:
     members = {
         "i": i,
@@ -50,7 +55,7 @@ def _message(
         "leaf_b64": b64encode(leaf),
         "siblings_b64": b64_list(siblings),
     }
-    return settlement_message(channel_id, members)
+    return settlement_message(channel_id, members, final)
 
 
 def _split(blob: bytes) -> list[bytes]:
@@ -142,10 +147,12 @@ class TreeRules(ModeRules[TreePayment, TreeSettlement]):
         state: PaymentState,
         nodes: Sequence[bytes | None],
         vendor_key: Signer,
+        *,
+        final: bool | None = None,
     ) -> TreeSettlement:
         secret, siblings = self.full_path(terms, state, nodes)
         leaf = crypto.digest(secret, terms.hash_alg)
-        message = _message(terms.channel_id, state.index, secret, leaf, siblings)
+        message = _message(terms.channel_id, state.index, secret, leaf, siblings, final)
         return TreeSettlement(
             vendor_key=terms.vendor_public_key_der_b64,
             i=state.index,
@@ -153,6 +160,7 @@ class TreeRules(ModeRules[TreePayment, TreeSettlement]):
             leaf=leaf,
             siblings=siblings,
             vendor_signature=vendor_key.sign(message),
+            final=final,
         )
 
     def check_settlement(self, terms: ChannelTerms, body: TreeSettlement) -> SettledProof:
@@ -166,7 +174,7 @@ class TreeRules(ModeRules[TreePayment, TreeSettlement]):
             )
         check_signature(
             terms.vendor_public_key_der_b64,
-            _message(terms.channel_id, body.i, body.secret, body.leaf, body.siblings),
+            _message(terms.channel_id, body.i, body.secret, body.leaf, body.siblings, body.final),
             body.vendor_signature,
             "vendor_signature_b64",
         )

@@ -29,8 +29,8 @@ from nanomoni.protocol.modes.base import (
 MAX_CHECKPOINTS = 1 << 16
 
 
-def _message(channel_id: str, k: int, token: bytes) -> bytes:
-    return settlement_message(channel_id, {"k": k, "token_b64": b64encode(token)})
+def _message(channel_id: str, k: int, token: bytes, final: bool | None) -> bytes:
+    return settlement_message(channel_id, {"k": k, "token_b64": b64encode(token)}, final)
 
 
 class PaywordRules(ModeRules[PaywordPayment, PaywordSettlement]):
@@ -94,12 +94,16 @@ class PaywordRules(ModeRules[PaywordPayment, PaywordSettlement]):
         state: PaymentState,
         nodes: Sequence[bytes | None],
         vendor_key: Signer,
+        *,
+        final: bool | None = None,
     ) -> PaywordSettlement:
+        message = _message(terms.channel_id, state.index, state.proof, final)
         return PaywordSettlement(
             vendor_key=terms.vendor_public_key_der_b64,
             k=state.index,
             token=state.proof,
-            vendor_signature=vendor_key.sign(_message(terms.channel_id, state.index, state.proof)),
+            vendor_signature=vendor_key.sign(message),
+            final=final,
         )
 
     def check_settlement(self, terms: ChannelTerms, body: PaywordSettlement) -> SettledProof:
@@ -108,7 +112,7 @@ class PaywordRules(ModeRules[PaywordPayment, PaywordSettlement]):
         self.check_index(terms, body.k)
         check_signature(
             terms.vendor_public_key_der_b64,
-            _message(terms.channel_id, body.k, body.token),
+            _message(terms.channel_id, body.k, body.token, body.final),
             body.vendor_signature,
             "vendor_signature_b64",
         )

@@ -31,6 +31,13 @@ def amount_message(channel_id: str, amount: int) -> bytes:
     return canonical_json({"channel_id": channel_id, "cumulative_owed_amount": amount})
 
 
+def vendor_message(channel_id: str, amount: int, final: bool | None) -> bytes:
+    """What the vendor signs at settlement: the amount message, plus `final` when the body
+    carries it (§4.5 [v1.1]); the client's signature stays over the amount message."""
+    members = {"channel_id": channel_id, "cumulative_owed_amount": amount, "final": final}
+    return canonical_json(members)
+
+
 class SignatureRules(ModeRules[SignaturePayment, SignatureSettlement]):
     mode = Mode.signature
     payment_type = SignaturePayment
@@ -98,13 +105,16 @@ class SignatureRules(ModeRules[SignaturePayment, SignatureSettlement]):
         state: PaymentState,
         nodes: Sequence[bytes | None],
         vendor_key: Signer,
+        *,
+        final: bool | None = None,
     ) -> SignatureSettlement:
-        message = amount_message(terms.channel_id, state.owed)
+        message = vendor_message(terms.channel_id, state.owed, final)
         return SignatureSettlement(
             channel_id=terms.channel_id,
             amount=state.owed,
             client_signature=state.proof,
             vendor_signature=vendor_key.sign(message),
+            final=final,
         )
 
     def check_settlement(self, terms: ChannelTerms, body: SignatureSettlement) -> SettledProof:
@@ -123,7 +133,7 @@ class SignatureRules(ModeRules[SignaturePayment, SignatureSettlement]):
         )
         check_signature(
             terms.vendor_public_key_der_b64,
-            message,
+            vendor_message(terms.channel_id, owed, body.final),
             body.vendor_signature,
             "vendor_close_signature_b64",
         )
