@@ -14,13 +14,11 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Callable, Coroutine, Iterator
-from pathlib import Path
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
 import uvloop
-from redis_servers import RedisCluster, RedisServer, redis_cluster, redis_server
 
 from nanomoni.protocol.model import ChannelTerms, Closure, Mode
 from nanomoni.store import IssuerStore, open_issuer_store
@@ -31,26 +29,6 @@ CONCURRENCY = 32
 SWEPT = 5000
 HOUR_US = 3600 * 10**6
 FIELDS = ("t", "a", "e", "st", "dl", "vc", "x", "cb", "vb", "ca", "d")
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    with redis_server() as started:
-        yield started
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[RedisCluster]:
-    with redis_cluster() as started:
-        yield started
-
-
-def url_of(backend: str, tmp: Path, server: RedisServer, cluster: RedisCluster) -> str:
-    if backend == "sqlite":
-        return f"sqlite:{tmp / 'bench.sqlite3'}"
-    target = server if backend == "redis" else cluster
-    target.flush()
-    return target.url
 
 
 def run(work: Callable[[IssuerStore], Coroutine[Any, Any, float]], url: str) -> float:
@@ -123,7 +101,7 @@ BACKENDS = ["sqlite", "redis", "cluster"]
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_reading_a_channel_with_its_due_check(
-    backend: str, tmp_path: Path, server: RedisServer, cluster: RedisCluster
+    backend: str, store_url: Callable[[str], str]
 ) -> None:
     async def work(store: IssuerStore) -> float:
         ids = await opened(store, 200, ttl_us=HOUR_US, window_us=HOUR_US)
@@ -145,12 +123,12 @@ def test_reading_a_channel_with_its_due_check(
             report(f"{backend}: same fields, no due check (HMGET + LRANGE)", f"{baseline:7.1f} µs")
         return read
 
-    run(work, url_of(backend, tmp_path, server, cluster))
+    run(work, store_url(backend))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_settlement_checkpoint_and_top_up_steps(
-    backend: str, tmp_path: Path, server: RedisServer, cluster: RedisCluster
+    backend: str, store_url: Callable[[str], str]
 ) -> None:
     async def work(store: IssuerStore) -> float:
         ids = await opened(store, OPS, ttl_us=HOUR_US, window_us=HOUR_US)
@@ -167,13 +145,11 @@ def test_settlement_checkpoint_and_top_up_steps(
         report(f"{backend}: final settlement", f"{final:7.1f} µs")
         return final
 
-    run(work, url_of(backend, tmp_path, server, cluster))
+    run(work, store_url(backend))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_finalization_sweep_throughput(
-    backend: str, tmp_path: Path, server: RedisServer, cluster: RedisCluster
-) -> None:
+def test_finalization_sweep_throughput(backend: str, store_url: Callable[[str], str]) -> None:
     async def work(store: IssuerStore) -> float:
         await opened(store, SWEPT, ttl_us=0, window_us=0)  # all past expiry and deadline
         started = time.perf_counter()
@@ -185,4 +161,4 @@ def test_finalization_sweep_throughput(
         report(f"{backend}: finalization sweep ({SWEPT} channels)", f"{rate:9,.0f} /s")
         return rate
 
-    run(work, url_of(backend, tmp_path, server, cluster))
+    run(work, store_url(backend))

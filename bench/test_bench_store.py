@@ -19,14 +19,14 @@ import operator
 import secrets
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
 import redis.asyncio as redis_py
 import uvloop
-from redis_servers import RedisCluster, RedisServer, redis_cluster, redis_server
+from redis_servers import RedisServer
 
 from nanomoni.protocol.model import CasOutcome, PaymentState
 from nanomoni.store import VendorStore, open_vendor_store
@@ -45,26 +45,6 @@ RESULTS: list[tuple[str, str]] = []
 def report(name: str, value: str) -> None:
     RESULTS.append((name, value))
     print(f"\n  {name:<62} {value}")
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    with redis_server() as started:
-        yield started
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[RedisCluster]:
-    with redis_cluster() as started:
-        yield started
-
-
-def url_of(backend: str, tmp: Path, server: RedisServer, cluster: RedisCluster) -> str:
-    if backend == "sqlite":
-        return f"sqlite:{tmp / 'bench.sqlite3'}"
-    target = server if backend == "redis" else cluster
-    target.flush()
-    return target.url
 
 
 class Cost(NamedTuple):
@@ -127,9 +107,9 @@ async def pay_concurrent(store: VendorStore, ops: int) -> int:
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis", "cluster"])
 def test_compare_and_set(
-    benchmark: Any, backend: str, tmp_path: Path, server: RedisServer, cluster: RedisCluster
+    benchmark: Any, backend: str, tmp_path: Path, store_url: Callable[[str], str]
 ) -> None:
-    url = url_of(backend, tmp_path, server, cluster)
+    url = store_url(backend)
     ops = OPS // 4 if backend == "sqlite" else OPS  # each sequential SQLite op is one fsync
 
     async def sequential() -> int:
@@ -267,10 +247,14 @@ def _cpu_and_calls(nodes: list[RedisServer]) -> tuple[float, int, float]:
 
 @pytest.mark.parametrize("backend", ["redis", "cluster"])
 def test_redis_server_cpu_per_cas(
-    benchmark: Any, backend: str, tmp_path: Path, server: RedisServer, cluster: RedisCluster
+    benchmark: Any, backend: str, request: pytest.FixtureRequest, store_url: Callable[[str], str]
 ) -> None:
-    url = url_of(backend, tmp_path, server, cluster)
-    nodes = [server] if backend == "redis" else cluster.nodes
+    url = store_url(backend)
+    nodes = (
+        [request.getfixturevalue("server")]
+        if backend == "redis"
+        else (request.getfixturevalue("cluster").nodes)
+    )
     for node in nodes:
         node.info("commandstats")  # warm the INFO path itself
     measured: dict[str, float] = {}

@@ -27,6 +27,18 @@ def free_port(host: str = HOST) -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
+    """SIGTERM, and SIGKILL if it is still running after `timeout` seconds: its exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
 class ServiceProcess:
     """A started `nanomoni issuer|vendor`; stop() sends SIGTERM and returns the exit code."""
 
@@ -36,14 +48,7 @@ class ServiceProcess:
         self.url = url
 
     def stop(self, timeout: float = 10.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return stop_process(self.process, timeout)
 
     def __enter__(self) -> ServiceProcess:
         return self

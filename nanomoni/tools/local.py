@@ -89,13 +89,7 @@ class RedisServer:
         raise RuntimeError("redis-server did not become ready")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        launch.stop_process(self.process)
 
 
 @contextmanager

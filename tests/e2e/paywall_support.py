@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 import nanomoni
-from nanomoni.launch import free_port
+from nanomoni.launch import free_port, stop_process
 
 HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
@@ -42,14 +42,7 @@ class PaidApi:
     key_file: Path
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return stop_process(self.process)
 
 
 @contextmanager

@@ -7,7 +7,6 @@ corpus, stay regression tests of the normal suite (and of `make sanitize`).
 from __future__ import annotations
 
 import importlib
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,8 +17,6 @@ TARGETS = sorted(p.stem for p in (FUZZ / "targets").glob("*.py") if not p.stem.s
 
 
 def load_target(name: str) -> Callable[[bytes], None]:
-    if str(FUZZ) not in sys.path:
-        sys.path.insert(0, str(FUZZ))  # the harness helpers; nanomoni stays the installed one
     module = importlib.import_module(f"targets.{name}")
     entry: Callable[[bytes], None] = module.test_one_input
     return entry

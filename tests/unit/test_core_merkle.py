@@ -2,40 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 
-import blake3
 import pytest
+import reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nanomoni import _core, crypto
 
-ALGS = ("sha256", "blake3")
-
-
-def h(data: bytes, alg: str) -> bytes:
-    return hashlib.sha256(data).digest() if alg == "sha256" else blake3.blake3(data).digest()
-
-
-def reference_levels(leaves: list[bytes], alg: str) -> list[list[bytes]]:
-    """Every level of the padded tree, leaves first."""
-    width = 1 << (len(leaves) - 1).bit_length()
-    level = leaves + [leaves[-1]] * (width - len(leaves))
-    levels = [level]
-    while len(level) > 1:
-        level = [h(level[p] + level[p + 1], alg) for p in range(0, len(level), 2)]
-        levels.append(level)
-    return levels
-
-
-def reference_fold(leaf: bytes, i: int, siblings: list[bytes], alg: str) -> bytes:
-    cur = leaf
-    for level, sib in enumerate(siblings):
-        cur = h(sib + cur, alg) if (i >> level) & 1 else h(cur + sib, alg)
-    return cur
+ALGS = reference.ALGS
+h = reference.h
 
 
 def random_leaves(count: int, rng: random.Random) -> list[bytes]:
@@ -46,7 +24,7 @@ def random_leaves(count: int, rng: random.Random) -> list[bytes]:
 @given(count=st.integers(min_value=1, max_value=70), alg=st.sampled_from(ALGS), salt=st.integers())
 def test_core_tree_matches_reference(count: int, alg: str, salt: int) -> None:
     leaves = random_leaves(count, random.Random(salt))
-    levels = reference_levels(leaves, alg)
+    levels = reference.merkle_levels(leaves, alg)
     tree = crypto.MerkleTree.from_leaves(leaves, alg)
     depth = (count - 1).bit_length()
     assert (tree.depth, tree.leaf_count, tree.root) == (depth, count, levels[-1][0])
@@ -57,7 +35,7 @@ def test_core_tree_matches_reference(count: int, alg: str, salt: int) -> None:
         assert proof == [levels[lv][(i >> lv) ^ 1] for lv in range(depth)]
         assert tree.leaf(i) == leaves[i]
         assert crypto.verify_merkle(leaves[i], i, proof, tree.root, depth, alg)
-        assert reference_fold(leaves[i], i, proof, alg) == tree.root
+        assert reference.fold(leaves[i], i, proof, alg) == tree.root
 
 
 @settings(max_examples=30)
@@ -66,7 +44,7 @@ def test_core_tree_from_secrets(count: int, alg: str, salt: int) -> None:
     secrets = random_leaves(count, random.Random(salt))
     leaves = [h(s, alg) for s in secrets]
     tree = crypto.MerkleTree.from_secrets(secrets, alg)
-    assert tree.root == reference_levels(leaves, alg)[-1][0]
+    assert tree.root == reference.merkle_levels(leaves, alg)[-1][0]
     assert [tree.leaf(i) for i in range(count)] == leaves
 
 
@@ -114,7 +92,7 @@ def test_core_depth_zero_and_one(alg: str) -> None:
 def test_core_odd_counts_pad_with_last_leaf(count: int) -> None:
     leaves = random_leaves(count, random.Random(count))
     for alg in ALGS:
-        levels = reference_levels(leaves, alg)
+        levels = reference.merkle_levels(leaves, alg)
         tree = crypto.MerkleTree.from_leaves(leaves, alg)
         assert tree.root == levels[-1][0]
         width = len(levels[0])
@@ -149,7 +127,7 @@ def test_core_max_depth_64(alg: str) -> None:
     leaf = rng.randbytes(32)
     siblings = random_leaves(64, rng)
     for i in (0, 1, 2**63, 2**64 - 1, rng.getrandbits(64)):
-        root = reference_fold(leaf, i, siblings, alg)
+        root = reference.fold(leaf, i, siblings, alg)
         assert crypto.merkle_fold(leaf, i, siblings, alg) == root
         assert crypto.verify_merkle(leaf, i, siblings, root, 64, alg)
         assert not crypto.verify_merkle(leaf, i ^ (1 << 63), siblings, root, 64, alg)
@@ -223,7 +201,7 @@ def test_core_large_tree_built_on_several_threads(alg: str) -> None:
     secrets = random_leaves(50_001, rng)  # odd, and level 0 and 1 above the threading minimum
     assert 50_001 // 2 > _core.PARALLEL_MIN_HASHES
     leaves = [h(s, alg) for s in secrets]
-    levels = reference_levels(leaves, alg)
+    levels = reference.merkle_levels(leaves, alg)
     tree = crypto.MerkleTree.from_secrets(secrets, alg)
     assert tree.root == levels[-1][0]
     for level in range(tree.depth + 1):
