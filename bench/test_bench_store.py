@@ -30,7 +30,7 @@ from redis_servers import RedisServer
 
 from nanomoni.protocol.model import CasOutcome, PaymentState
 from nanomoni.store import VendorStore, open_vendor_store
-from nanomoni.store.redis import _VENDOR_CAS, vendor_keys
+from nanomoni.store.redis import _VENDOR_CAS, _state_args, vendor_keys
 from nanomoni.store.resp import RedisClient, _Connection
 
 OPS = 2000
@@ -173,6 +173,11 @@ async def naive_sqlite(path: Path, ops: int) -> int:
     return ops
 
 
+def cas_args(index: int) -> list[bytes | str | int]:
+    """The compare-and-set script's arguments, exactly as the store sends them."""
+    return _state_args(new_state(index), {}, None)
+
+
 async def redis_py_cas_on(
     client: redis_py.Redis,
 ) -> Callable[[int], Coroutine[Any, Any, None]]:
@@ -182,7 +187,8 @@ async def redis_py_cas_on(
     keys = vendor_keys(secrets.token_urlsafe(32)[:43])
 
     async def cas(index: int) -> None:
-        await client.evalsha(sha, 2, *keys, index, index, PROOF, CREATED_AT)
+        reply = await client.evalsha(sha, 2, *keys, *cas_args(index))
+        assert reply[0] == 0
 
     return cas
 
@@ -213,7 +219,8 @@ def test_redis_baselines(benchmark: Any, server: RedisServer) -> None:
         async def payer() -> None:
             keys = vendor_keys(secrets.token_urlsafe(32)[:43])
             for index in range(1, OPS * 2 // CONCURRENCY + 1):
-                await client.evalsha(sha, 2, *keys, index, index, PROOF, CREATED_AT)
+                reply = await client.evalsha(sha, 2, *keys, *cas_args(index))
+                assert reply[0] == 0
 
         await asyncio.gather(*(payer() for _ in range(CONCURRENCY)))
         await client.aclose()
@@ -372,7 +379,7 @@ def test_deadline_cost(benchmark: Any, server: RedisServer) -> None:
             async def payer() -> None:
                 keys = vendor_keys(secrets.token_urlsafe(32)[:43])
                 for index in range(1, OPS * 2 // CONCURRENCY + 1):
-                    call = client.evalsha(_VENDOR_CAS, keys, (index, index, PROOF, CREATED_AT))
+                    call = client.evalsha(_VENDOR_CAS, keys, cas_args(index))
                     reply = await (wrap(call) if wrap else call)
                     assert reply[0] == 0
 

@@ -17,6 +17,7 @@ import pytest
 
 from nanomoni import crypto, wire
 from nanomoni.encoding import b64encode, canonical_json
+from nanomoni.protocol.messages import TreePayment
 from nanomoni.protocol.model import ChannelTerms, Mode, PaymentState, VendorView
 from nanomoni.protocol.modes import RULES
 from nanomoni.protocol.opening import open_channel_terms
@@ -52,23 +53,6 @@ def decider(mode: Mode, terms: ChannelTerms, view: VendorView, raw: bytes) -> Ca
         return decide_payment(rules, terms, view, wire.decode_payment(rules, raw), now="t")
 
     return decide
-
-
-def tree_payment(
-    mode: Mode, tree: crypto.MerkleTree, i: int, last: int | None, known: set[tuple[int, int]]
-) -> tuple[bytes, list[bytes]]:
-    proof = tree.proof(i)
-    if mode == Mode.paytree:
-        siblings = proof
-    elif mode == Mode.paytree_first_opt:
-        siblings = proof[: crypto.first_opt_levels(i, last, tree.depth)]
-    else:
-        missing, _ = crypto.second_opt_levels(i, tree.depth, lambda lv, p: (lv, p) in known)
-        siblings = [proof[level] for level in missing]
-    payment = wire.TreePaymentBody(
-        i=i, leaf_b64=b64encode(tree.leaf(i)), siblings_b64=[b64encode(s) for s in siblings]
-    )
-    return wire.encode(payment), siblings
 
 
 def prepare(mode: Mode) -> tuple[Callable[[], object], Callable[[], object]]:
@@ -112,28 +96,33 @@ def prepare(mode: Mode) -> tuple[Callable[[], object], Callable[[], object]]:
 def prepare_tree(
     mode: Mode, client: crypto.SigningKey, vendor: crypto.SigningKey
 ) -> tuple[Callable[[], object], Callable[[], object]]:
+    """The client's own payer builds every payment; the vendor accepts 1..WARM as it
+    would, and WARM + 1 is the measured one."""
     rules = RULES[mode]
-    tree = crypto.MerkleTree.from_secrets([os.urandom(32) for _ in range(MAX_INDEX + 1)])
-    terms = open_terms(mode, client, vendor, tree.root)
-    # Accept payments 1..WARM as the vendor would; WARM + 1 is the measured one.
+    payer = rules.create_payer(client, max_index=MAX_INDEX, hash_alg="sha256")
+    assert payer.root is not None
+    terms = open_terms(mode, client, vendor, payer.root)
+    payer.channel_id = terms.channel_id
     accepted: PaymentState | None = None
     nodes: dict[int, bytes] = {}
-    known: set[tuple[int, int]] = set()
+
+    def body_and_view(i: int) -> tuple[bytes, VendorView]:
+        raw = wire.encode(wire.TreePaymentBody.of(payer.payment(i)))
+        keys = rules.payment_node_keys(terms, wire.decode_payment(rules, raw))
+        return raw, VendorView(state=accepted, nodes=[nodes.get(k) for k in keys], closing=False)
+
     for i in range(1, WARM + 1):
-        raw, _ = tree_payment(mode, tree, i, accepted.index if accepted else None, known)
-        payment = wire.decode_payment(rules, raw)
-        keys = rules.payment_node_keys(terms, payment)
-        view = VendorView(state=accepted, nodes=[nodes.get(k) for k in keys], closing=False)
-        decision = decide_payment(rules, terms, view, payment, now="t")
+        raw, view = body_and_view(i)
+        decision = decide_payment(rules, terms, view, wire.decode_payment(rules, raw), now="t")
         accepted = decision.state
         nodes.update(decision.nodes)
-        for level in range(tree.depth):
-            known.update({(level, i >> level), (level, (i >> level) ^ 1)})
+        payer.accepted(i)
     i = WARM + 1
-    raw, sent = tree_payment(mode, tree, i, WARM, known)
-    keys = rules.payment_node_keys(terms, wire.decode_payment(rules, raw))
-    view = VendorView(state=accepted, nodes=[nodes.get(k) for k in keys], closing=False)
-    leaf, root, depth = tree.leaf(i), tree.root, tree.depth
+    raw, view = body_and_view(i)
+    payment = payer.payment(i)
+    assert isinstance(payment, TreePayment)
+    leaf, sent, root = crypto.digest(payment.secret, "sha256"), payment.siblings, payer.root
+    depth = len(sent)  # the full path (paytree: the tree's depth)
     decide = decider(mode, terms, view, raw)
 
     def bare() -> object:
