@@ -121,11 +121,13 @@ def prepare_tree(
     raw, view = body_and_view(i)
     payment = payer.payment(i)
     assert isinstance(payment, TreePayment)
-    leaf, sent, root = crypto.digest(payment.secret, "sha256"), payment.siblings, payer.root
+    secret, sent, root = payment.secret, payment.siblings, payer.root
     depth = len(sent)  # the full path (paytree: the tree's depth)
     decide = decider(mode, terms, view, raw)
 
     def bare() -> object:
+        # The leaf is the hash of the revealed secret (SPEC v1.1 §5.3): part of the crypto.
+        leaf = crypto.digest(secret, "sha256")
         if mode == Mode.paytree:
             return crypto.verify_merkle(leaf, i, sent, root, depth)
         return crypto.merkle_fold(leaf, i, sent)
