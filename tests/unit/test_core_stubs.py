@@ -29,6 +29,10 @@ def stubtest(tmp_path: Path, stub: str) -> subprocess.CompletedProcess[str]:
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
     shutil.copy(CORE, package / CORE.name)
+    # A wheel repaired by auditwheel finds its C libraries at $ORIGIN/../nanomoni.libs.
+    libs = CORE.parent.parent / "nanomoni.libs"
+    if libs.is_dir():
+        (package.parent / libs.name).symlink_to(libs)
     (package / "_core.pyi").write_text(stub)
     root = str(package.parent)
     return subprocess.run(
