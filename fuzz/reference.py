@@ -1,9 +1,12 @@
 """Independent references for the native core: hashlib, the blake3 package and
 `cryptography` (whose DER parsing is its own Rust code), plus the PayWord and
-Merkle definitions of SPEC §5.2-5.3 written out directly in Python."""
+Merkle definitions of SPEC §5.2-5.3 and canonical base64 (SPEC §1) written out
+directly in Python."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 
 import blake3
@@ -13,6 +16,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 ALGS = ("sha256", "blake3")  # in the core's order: HASH_SHA256 = 0, HASH_BLAKE3 = 1
 KINDS = ("p256", "secp256k1", "ed25519")
+
+
+def base64_canonical(text: str) -> bytes | None:
+    """SPEC §1: the bytes whose one standard base64 text is `text`, else None."""
+    try:
+        data = binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError):
+        return None
+    return data if base64.b64encode(data).decode("ascii") == text else None
 
 
 def h(data: bytes, alg: str) -> bytes:

@@ -43,6 +43,12 @@ KEY_CACHE_SLOTS: int
 
 def status_message(status: int) -> str: ...
 
+# === strict base64 (SPEC §1) ===
+# None: not a str, not canonical standard base64, or (length >= 0) another length.
+
+def base64_decode(text: object, length: int = -1) -> bytes | None: ...
+def base64_decode_list(texts: list[str], length: int) -> list[bytes] | None: ...
+
 # === hashing, PayWord, Merkle ===
 # alg: HASH_SHA256 or HASH_BLAKE3. Hashes, tokens, anchors, seeds, leaves and
 # siblings are 32 bytes; wrong lengths, negative counts and unknown algs raise

@@ -16,9 +16,11 @@ from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.long cimport PyLong_Check, PyLong_CheckExact
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.ref cimport Py_INCREF
+from cpython.unicode cimport PyUnicode_Check
 from libc.stdint cimport uint8_t, uint64_t
 from libc.string cimport memcpy
 
+from nanomoni.includes.base64 cimport NM_BASE64_MAX_DECODED, nm_base64_decode
 from nanomoni.includes.chain cimport (
     nm_chain, nm_chain_free, nm_chain_init, nm_chain_token, nm_payword_verify,
     nm_payword_verify_batch,
@@ -94,6 +96,56 @@ cdef int _raise_status(nm_status status) except -1:
     if status == NM_ERR_NO_MEMORY:
         raise MemoryError()
     raise ValueError(nm_status_message(status).decode())
+
+
+# === strict base64 (csrc/base64) ===
+
+cdef extern from "Python.h":
+    # For an ASCII str this is its own buffer: no copy, no allocation.
+    const char *PyUnicode_AsUTF8AndSize(object text, Py_ssize_t *size) except NULL
+
+
+cdef object _base64(object text, Py_ssize_t length):
+    # The bytes of canonical base64 `text` (of exactly `length` bytes unless length < 0),
+    # or None: not a str, not canonical base64, or another length.
+    cdef Py_ssize_t size, pad = 0
+    cdef size_t decoded
+    cdef const char *chars
+    if not PyUnicode_Check(text):
+        return None
+    try:
+        chars = PyUnicode_AsUTF8AndSize(text, &size)
+    except UnicodeError:  # a lone surrogate: no base64 either
+        return None
+    if size >= 4 and chars[size - 1] == b'=':
+        pad = 2 if chars[size - 2] == b'=' else 1
+    # What a valid text decodes to; nm_base64_decode writes exactly that many bytes.
+    cdef Py_ssize_t count = <Py_ssize_t>NM_BASE64_MAX_DECODED(<size_t>size) - pad
+    if length >= 0 and count != length:
+        return None
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, count)
+    if not nm_base64_decode(chars, <size_t>size, <uint8_t *>PyBytes_AS_STRING(out), &decoded):
+        return None
+    return out
+
+
+def base64_decode(text, Py_ssize_t length=-1):
+    """The bytes of canonical standard base64 `text` (SPEC §1), or None when it is not
+    that (or, with length >= 0, does not decode to exactly `length` bytes)."""
+    return _base64(text, length)
+
+
+def base64_decode_list(list texts not None, Py_ssize_t length):
+    """`base64_decode(text, length)` of every text, or None if any of them is None."""
+    cdef Py_ssize_t j, count = len(texts)
+    cdef list out = PyList_New(count)
+    for j in range(count):
+        item = _base64(texts[j], length)
+        if item is None:
+            return None
+        Py_INCREF(item)
+        PyList_SET_ITEM(out, j, item)
+    return out
 
 
 # === hashing, PayWord, Merkle (csrc/sha256, blake3, hash, chain, merkle) ===

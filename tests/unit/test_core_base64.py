@@ -1,0 +1,83 @@
+"""The native strict base64 decoder (csrc/base64.c) against canonical base64 as
+SPEC §1 defines it (fuzz/reference.py: decode strictly, re-encode, compare)."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from reference import base64_canonical
+
+from nanomoni import _core
+from nanomoni.encoding import b64decode, b64decode_list
+from nanomoni.errors import Code, NanoMoniError
+
+ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+@given(st.binary(max_size=200))
+def test_every_byte_string_round_trips(data: bytes) -> None:
+    text = base64.b64encode(data).decode("ascii")
+    assert _core.base64_decode(text) == data
+    assert _core.base64_decode(text, len(data)) == data
+    assert _core.base64_decode(text, len(data) + 1) is None
+
+
+@given(st.text(alphabet=ALPHABET + "=-_ \n\x00é", max_size=16))
+def test_any_text_is_accepted_exactly_when_canonical(text: str) -> None:
+    assert _core.base64_decode(text) == base64_canonical(text)
+
+
+@given(st.binary(min_size=1, max_size=40), st.integers(0, 1000), st.sampled_from("=AQ/+-\n"))
+def test_one_changed_character(data: bytes, at: int, char: str) -> None:
+    text = base64.b64encode(data).decode("ascii")
+    at %= len(text)
+    changed = text[:at] + char + text[at + 1 :]
+    assert _core.base64_decode(changed) == base64_canonical(changed)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["QR==", "QUJ=", "A===", "====", "QQ=", "QQ==\n", " QQ==", "AB=C", "A=B=", "QQ==QQ==",
+     "QUJD====", "\ud800AAA", "éééé", "QQ-_"],
+)  # fmt: skip
+def test_refused_texts(text: str) -> None:
+    assert _core.base64_decode(text) is None
+
+
+@pytest.mark.parametrize("value", [b"QQ==", None, 5, ["QQ=="]])
+def test_anything_but_a_str_is_refused(value: object) -> None:
+    assert _core.base64_decode(value) is None
+
+
+def test_a_list_is_decoded_whole_or_not_at_all() -> None:
+    texts = [base64.b64encode(bytes([n]) * 32).decode() for n in range(5)]
+    assert _core.base64_decode_list(texts, 32) == [bytes([n]) * 32 for n in range(5)]
+    assert _core.base64_decode_list(texts, 31) is None
+    assert _core.base64_decode_list([*texts, "QR=="], 32) is None
+    assert _core.base64_decode_list([*texts, 7], 32) is None
+    assert _core.base64_decode_list([], 32) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "length", "why"),
+    [
+        ("QQ=", None, "x is not valid base64"),
+        ("QR==", None, "x is not canonical base64 (non-zero padding bits)"),
+        ("QQ==", 32, "x must decode to 32 bytes, got 1"),
+    ],
+)
+def test_refusals_say_why(text: str, length: int | None, why: str) -> None:
+    with pytest.raises(NanoMoniError) as refused:
+        b64decode(text, length, field="x")
+    assert refused.value.code == Code.invalid_encoding
+    assert refused.value.detail == why
+
+
+def test_a_list_refusal_names_the_first_bad_entry() -> None:
+    good = base64.b64encode(bytes(32)).decode()
+    with pytest.raises(NanoMoniError) as refused:
+        b64decode_list([good, good, "QR==", "!"], 32, "siblings_b64")
+    assert refused.value.detail.startswith("siblings_b64[2] ")
