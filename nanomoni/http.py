@@ -125,7 +125,11 @@ def _on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Respons
             log.info("client went away before sending its whole request")
         else:
             log.error("framework error %s: %s", exc.status_code, exc.detail)
-    return _on_nanomoni_error(_, framework_error(exc.status_code, str(exc.detail)))
+    response = _on_nanomoni_error(_, framework_error(exc.status_code, str(exc.detail)))
+    allow = (exc.headers or {}).get("allow")
+    if allow is not None:  # a 405 says which methods the route has (RFC 9110)
+        response.headers["allow"] = allow
+    return response
 
 
 def _on_internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:

@@ -1,9 +1,11 @@
 """The services against their own OpenAPI documents (issue 14).
 
 Generated: schemathesis builds requests from /schema/openapi.json of a running issuer
-and vendor, schema-valid and schema-invalid ones, also on real channels of every mode,
-and checks every answer: never a 500, a documented status and content type, a body
-the document describes (an error: a code that route documents for that status).
+and vendor — its coverage phase (boundaries, members left out, other methods), then
+schema-valid and schema-invalid ones, also on real channels of every mode — and checks
+every answer: never a 500, a documented status and content type, a body the document
+describes (an error: a code that route documents for that status), whatever breaks
+the document refused, a 405 with its Allow header.
 Lived: a whole lifecycle (every mode, replays, batch, top-up, checkpoint, closes,
 the closing list) through the e2e helpers, each answer validated against the document.
 
@@ -28,11 +30,15 @@ from e2e.conftest import ADMIN_TOKEN, MODES, Channel, Deployment, Stack
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.generation.hypothesis.builder import (
+    HypothesisTestConfig,
+    HypothesisTestMode,
+    create_test,
+)
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     missing_required_header,
     negative_data_rejection,
-    response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
     unsupported_method,
@@ -49,10 +55,11 @@ CHECKS = [
     status_code_conformance,
     content_type_conformance,
     response_schema_conformance,
-    response_headers_conformance,
     negative_data_rejection,  # what breaks the document is refused (4xx)
-    missing_required_header,
+    # These two judge the coverage phase's cases: another method (405 with Allow),
+    # a required header left out.
     unsupported_method,
+    missing_required_header,
 ]
 EXAMPLES = {GenerationMode.POSITIVE: 50, GenerationMode.NEGATIVE: 30}
 # A batch is refused as a whole only for its envelope; an item that breaks the document
@@ -95,17 +102,38 @@ class Generated:
         )
         @given(operation.as_strategy(generation_mode=mode, **fixed))
         def call(case: Any) -> None:
-            response = case.call_and_validate(
-                base_url=self.base_url, session=self.session, checks=checks, timeout=30
-            )
-            self.cases[operation.label] += 1
-            self.statuses[response.status_code] += 1
+            self.call(operation, case, checks)
 
         call()
+
+    def call(self, operation: Any, case: Any, checks: list[Any]) -> None:
+        response = case.call_and_validate(
+            base_url=self.base_url, session=self.session, checks=checks, timeout=30
+        )
+        self.cases[operation.label] += 1
+        self.statuses[response.status_code] += 1
+
+    def coverage(self, operation: Any) -> None:
+        """Schemathesis's coverage phase: boundary values, each required member or
+        parameter left out, methods the route does not have (deterministic by itself)."""
+        checks = CHECKS
+        if operation.label in ITEMS_JUDGED_ALONE:
+            checks = [check for check in CHECKS if check is not negative_data_rejection]
+        config = HypothesisTestConfig(
+            project=self.schema.config,
+            modes=[HypothesisTestMode.COVERAGE],
+            settings=settings(derandomize=True, database=None, deadline=None),
+        )
+        create_test(
+            operation=operation,
+            test_func=lambda case: self.call(operation, case, checks),
+            config=config,
+        )()
 
     def run(self, channels: list[Channel]) -> int:
         try:
             for operation in self.operations:
+                self.coverage(operation)
                 inputs = len(operation.path_parameters) + len(operation.query) + len(operation.body)
                 for mode, count in EXAMPLES.items():
                     if inputs or mode is GenerationMode.POSITIVE:  # else nothing to get wrong
