@@ -758,8 +758,9 @@ class _Envelope(Strict):
 
 
 class BatchRequest(Strict):
-    """A batch body as documented; also the common case, decoded in one pass (every
-    item well formed; anything else is judged item by item)."""
+    """1 to 1024 payments, each a single payment's body plus its `mode` and
+    `channel_id`, each judged as if POSTed alone: an item of another shape gets its
+    refusal as its own result (SPEC §12). Decoded in one pass when all are well formed."""
 
     payments: list[_AnyItem]  # type: ignore[valid-type]
 
