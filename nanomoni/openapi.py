@@ -159,7 +159,7 @@ def _operation(op: Operation) -> dict[str, Any]:
         described = f"{_REASONS.get(status, str(status))}: {', '.join(names)}"
         if str(status) in responses:  # a body of its own (e.g. /health's 503) or an error
             answer = responses[str(status)]
-            answer["description"] += f"; or an error: {', '.join(names)}"
+            answer["description"] += f", or an error: {', '.join(names)}"
             mine = answer["content"]["application/json"]["schema"]
             answer["content"]["application/json"]["schema"] = {"anyOf": [mine, schema]}
             continue
@@ -167,6 +167,7 @@ def _operation(op: Operation) -> dict[str, Any]:
             "description": described,
             "content": {"application/json": {"schema": schema}},
         }
+    responses = dict(sorted(responses.items()))
     operation_id = f"{op.method}_{op.path}".lower()
     for char in "/{}-":
         operation_id = operation_id.replace(char, "_" if char in "/-" else "")
@@ -233,7 +234,13 @@ def _body_names(schema: Mapping[str, Any]) -> list[str]:
     """The component names a body schema refers to."""
     if "$ref" in schema:
         return [str(schema["$ref"]).rsplit("/", 1)[1]]
-    return [name for part in schema.get("anyOf", ()) for name in _body_names(part)]
+    parts = [*schema.get("anyOf", ()), *schema.get("allOf", ())]
+    return [name for part in parts for name in _body_names(part)]
+
+
+def _links(schema: Mapping[str, Any]) -> str:
+    names = dict.fromkeys(_body_names(schema))
+    return " or ".join(f"<a href='#{html.escape(n)}'>{html.escape(n)}</a>" for n in names)
 
 
 def docs_page(doc: Mapping[str, Any]) -> str:
@@ -254,13 +261,13 @@ def docs_page(doc: Mapping[str, Any]) -> str:
             out.append(f"<p>{html.escape(op['summary'])}</p>")
             if "requestBody" in op:
                 schema = op["requestBody"]["content"]["application/json"]["schema"]
-                links = [f"<a href='#{html.escape(n)}'>{html.escape(n)}</a>" for n in
-                         _body_names(schema)]  # fmt: skip
-                out.append(f"<p>Body: {' or '.join(links)}</p>")
-            answers = "".join(
-                f"<li>{s} {html.escape(r['description'])}</li>" for s, r in op["responses"].items()
-            )
-            out.append(f"<p>Answers:</p><ul>{answers}</ul>")
+                out.append(f"<p>Body: {_links(schema)}</p>")
+            answers = []
+            for status, answer in op["responses"].items():
+                bodies = [_links(c["schema"]) for c in answer.get("content", {}).values()]
+                shown = f" ({', '.join(bodies)})" if bodies else ""
+                answers.append(f"<li>{status} {html.escape(answer['description'])}{shown}</li>")
+            out.append(f"<p>Answers:</p><ul>{''.join(answers)}</ul>")
     for path, what in doc.get("x-websockets", {}).items():
         out.append(f"<h2>WebSocket {html.escape(path)}</h2><p>{html.escape(what)}</p>")
     out.append("<h2>Schemas</h2>")

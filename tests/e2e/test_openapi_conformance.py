@@ -72,6 +72,12 @@ CLOSING_PATH = "/api/v1/issuer/vendors/closing-channels"
 pytestmark = pytest.mark.parametrize("deployment", ["sqlite"], indirect=True)
 
 
+def _checks(operation: Any) -> list[Any]:
+    if operation.label in ITEMS_JUDGED_ALONE:
+        return [check for check in CHECKS if check is not negative_data_rejection]
+    return CHECKS
+
+
 def load(base_url: str) -> Any:
     return schemathesis.openapi.from_url(base_url + "/schema/openapi.json")
 
@@ -88,9 +94,7 @@ class Generated:
         self.statuses: Counter[int] = Counter()
 
     def examples(self, operation: Any, count: int, mode: GenerationMode, **fixed: Any) -> None:
-        checks = CHECKS
-        if operation.label in ITEMS_JUDGED_ALONE:
-            checks = [check for check in CHECKS if check is not negative_data_rejection]
+        checks = _checks(operation)
 
         @settings(
             max_examples=count,
@@ -116,9 +120,7 @@ class Generated:
     def coverage(self, operation: Any) -> None:
         """Schemathesis's coverage phase: boundary values, each required member or
         parameter left out, methods the route does not have (deterministic by itself)."""
-        checks = CHECKS
-        if operation.label in ITEMS_JUDGED_ALONE:
-            checks = [check for check in CHECKS if check is not negative_data_rejection]
+        checks = _checks(operation)
         config = HypothesisTestConfig(
             project=self.schema.config,
             modes=[HypothesisTestMode.COVERAGE],
