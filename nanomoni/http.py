@@ -20,7 +20,6 @@ import msgspec
 from litestar import Litestar, MediaType, Request, Response, get
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
-from litestar.openapi import OpenAPIConfig
 from litestar.types import (
     ControllerRouterHandler,
     HTTPResponseBodyEvent,
@@ -31,7 +30,7 @@ from litestar.types import (
     Send,
 )
 
-from nanomoni import __version__, config, metrics, wire
+from nanomoni import __version__, config, metrics, openapi, wire
 from nanomoni.errors import Code, NanoMoniError
 from nanomoni.protocol.modes import ALL
 from nanomoni.store import StoreUnavailable, ping_open_stores
@@ -126,7 +125,11 @@ def _on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Respons
             log.info("client went away before sending its whole request")
         else:
             log.error("framework error %s: %s", exc.status_code, exc.detail)
-    return _on_nanomoni_error(_, framework_error(exc.status_code, str(exc.detail)))
+    response = _on_nanomoni_error(_, framework_error(exc.status_code, str(exc.detail)))
+    allow = (exc.headers or {}).get("allow")
+    if allow is not None:  # a 405 says which methods the route has (RFC 9110)
+        response.headers["allow"] = allow
+    return response
 
 
 def _on_internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
@@ -171,6 +174,25 @@ class StoreHealth:
 Readiness = Callable[[], NanoMoniError | None]
 
 
+def schema_routes(
+    service: str, operations: Sequence[openapi.Operation], streams: Mapping[str, str]
+) -> list[ControllerRouterHandler]:
+    """/schema/openapi.json and /schema (a page that needs no network), built once."""
+    doc = openapi.document(service, operations, streams)
+    document = msgspec.json.encode(doc)
+    page = openapi.docs_page(doc).encode()
+
+    @get("/schema/openapi.json", sync_to_thread=False)
+    def schema_document() -> Response[bytes]:
+        return Response(content=document, media_type=JSON)
+
+    @get("/schema", sync_to_thread=False)
+    def schema_page() -> Response[bytes]:
+        return Response(content=page, media_type=MediaType.HTML)
+
+    return [schema_document, schema_page]
+
+
 def service_routes(
     service: str, readiness: Readiness | None = None
 ) -> list[ControllerRouterHandler]:
@@ -181,19 +203,19 @@ def service_routes(
     stores = StoreHealth()
 
     def degraded(problem: NanoMoniError) -> Response[bytes]:
-        body = {
-            "status": "degraded",
-            "service": service,
-            "version": __version__,
-            "detail": problem.detail,
-            "code": problem.code.value,
-        }
+        body = wire.HealthDegraded(
+            status="degraded",
+            service=service,
+            version=__version__,
+            detail=problem.detail,
+            code=problem.code.value,
+        )
         headers = {"retry-after": str(problem.retry_after or StoreUnavailable.RETRY_AFTER)}
         return Response(
-            content=msgspec.json.encode(body), status_code=503, media_type=JSON, headers=headers
+            content=_encoder.encode(body), status_code=503, media_type=JSON, headers=headers
         )
 
-    @get("/health", include_in_schema=True)
+    @get("/health")
     async def health_endpoint() -> Response[bytes]:
         failure = await stores.failure()
         if failure is not None:
@@ -203,7 +225,7 @@ def service_routes(
             return degraded(problem)
         return Response(content=health, media_type=JSON)
 
-    @get("/metrics", sync_to_thread=False, include_in_schema=False)
+    @get("/metrics", sync_to_thread=False)
     def metrics_endpoint() -> Response[bytes]:
         return Response(content=metrics.render(), media_type=metrics.CONTENT_TYPE)
 
@@ -217,22 +239,28 @@ def build_app(
     on_startup: Sequence[LifespanHook],
     on_shutdown: Sequence[LifespanHook],
     max_body: int,
+    operations: Sequence[openapi.Operation] = (),
+    streams: Mapping[str, str] | None = None,
     readiness: Readiness | None = None,
 ) -> Litestar:
+    """The service's app: `routes`, /health, /metrics, and the OpenAPI document of
+    `operations` (Litestar's own is off: it would describe no request body)."""
     handlers: dict[Any, Callable[..., Response[bytes]]] = {
         NanoMoniError: _on_nanomoni_error,
         HTTPException: _on_http_exception,
         Exception: _on_internal_error,
     }
     return Litestar(
-        route_handlers=[*service_routes(service, readiness), *routes],
+        route_handlers=[
+            *service_routes(service, readiness),
+            *schema_routes(service, operations, streams or {}),
+            *routes,
+        ],
         on_startup=list(on_startup),
         on_shutdown=list(on_shutdown),
         exception_handlers=handlers,
         request_max_body_size=max_body,
-        openapi_config=OpenAPIConfig(
-            title=f"NanoMoni {service}", version=__version__, path="/schema"
-        ),
+        openapi_config=None,
         logging_config=None,
         debug=False,
     )

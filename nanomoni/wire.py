@@ -308,6 +308,49 @@ ChannelResponse: type[msgspec.Struct] = msgspec.defstruct(
 )
 
 
+# What the issuer answers about a channel (SPEC §4.3, §4.4, §4.6), for the OpenAPI
+# document: the services build these answers as dicts (`channel_view`), and the
+# document's conformance run (tests/e2e/test_openapi_conformance.py) holds them together.
+_VIEW_COMMON: list[tuple[str, Any] | tuple[str, Any, Any]] = [
+    ("channel_id", str),
+    ("client_public_key_der_b64", str),
+    ("vendor_public_key_der_b64", str),
+    ("salt_b64", str),
+    ("amount", int),
+    ("balance", int),
+    ("hash_alg", str),
+    ("state", ChannelState),
+    ("expires_at", str | None),
+    *_commitment_fields(False),
+]
+_RECEIPT_MEMBERS: list[tuple[str, Any] | tuple[str, Any, Any]] = [
+    ("receipt", Receipt),
+    ("receipt_signature_b64", str),
+]
+_READ_MEMBERS: list[tuple[str, Any] | tuple[str, Any, Any]] = [
+    ("id", str),
+    ("is_closed", bool),
+    ("created_at", str),
+    ("closed_at", str | None),
+    ("dispute_deadline", str | None),
+    ("vendor_credited", int),
+    ("receipts", list[SignedReceiptBody]),
+    *((name, str | None, None) for name in _SIGNATURE_CLOSE),  # signature mode only
+]
+OpenedChannel: type[msgspec.Struct] = msgspec.defstruct(
+    "OpenedChannel", [*_VIEW_COMMON, *_RECEIPT_MEMBERS], bases=(Strict,), kw_only=True
+)
+ChannelView: type[msgspec.Struct] = msgspec.defstruct(
+    "ChannelView", [*_VIEW_COMMON, *_READ_MEMBERS], bases=(Strict,), kw_only=True
+)
+ToppedUpChannel: type[msgspec.Struct] = msgspec.defstruct(
+    "ToppedUpChannel",
+    [*_VIEW_COMMON, *_READ_MEMBERS, *_RECEIPT_MEMBERS],
+    bases=(Strict,),
+    kw_only=True,
+)
+
+
 def _micros(view: dict[str, Any], field: str) -> int | None:
     text: str | None = view[field]
     if text is None:
@@ -714,13 +757,15 @@ class _Envelope(Strict):
     payments: list[msgspec.Raw]
 
 
-class _WellFormedEnvelope(Strict):
-    """The common case, decoded in one pass: every item well formed."""
+class BatchRequest(Strict):
+    """1 to 1024 payments, each a single payment's body plus its `mode` and
+    `channel_id`, each judged as if POSTed alone: an item of another shape gets its
+    refusal as its own result (SPEC §12). Decoded in one pass when all are well formed."""
 
     payments: list[_AnyItem]  # type: ignore[valid-type]
 
 
-_well_formed_decoder = msgspec.json.Decoder(_WellFormedEnvelope)
+_well_formed_decoder = msgspec.json.Decoder(BatchRequest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -922,6 +967,13 @@ class HealthResponse(msgspec.Struct):
     status: str
     service: str
     version: str
+
+
+class HealthDegraded(HealthResponse):
+    """/health's 503: the service runs but cannot serve (SPEC §7), and why."""
+
+    detail: str
+    code: str
 
 
 class ErrorResponse(msgspec.Struct, omit_defaults=True):

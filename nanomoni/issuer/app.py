@@ -27,6 +27,7 @@ from litestar import Litestar, Request, Response, get, post
 from nanomoni import config, crypto, encoding, metrics, wire
 from nanomoni.errors import Code, NanoMoniError
 from nanomoni.http import build_app, json_response
+from nanomoni.issuer.operations import OPERATIONS, PREFIX
 from nanomoni.protocol.consent import CLIENT_CLOSE, check_consent
 from nanomoni.protocol.lifecycle import (
     check_top_up,
@@ -48,8 +49,6 @@ from nanomoni.store.base import IssuerStore
 from nanomoni.wire import decode
 
 log = logging.getLogger("nanomoni.issuer")
-
-PREFIX = "/api/v1/issuer"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -400,4 +399,5 @@ def create_app(config: IssuerConfig) -> Litestar:
         on_startup=[issuer.start],
         on_shutdown=[issuer.stop],
         max_body=config.max_body,
+        operations=OPERATIONS,
     )

@@ -15,10 +15,8 @@ from nanomoni.encoding import require_channel_id
 from nanomoni.http import HotPath, build_app, empty_response, frame_stream, json_response
 from nanomoni.protocol.modes import rules_for
 from nanomoni.vendor.core import Vendor, VendorConfig
+from nanomoni.vendor.operations import BATCH_PATH, OPERATIONS, PREFIX, STREAM_PATH, STREAMS
 
-PREFIX = "/api/v1/vendor"
-BATCH_PATH = f"{PREFIX}/payments/batch"
-STREAM_PATH = f"{PREFIX}/payments/stream"
 __all__ = ["PREFIX", "VendorConfig", "create_app"]
 
 
@@ -50,14 +48,16 @@ def create_app(config: VendorConfig) -> HotPath:
 
     @post(f"{PREFIX}/channels/{{mode:str}}/{{channel_id:str}}/payments")
     async def pay(mode: str, channel_id: str, request: Request[Any, Any, Any]) -> Response[bytes]:
-        """Documents the route; requests are answered by the HotPath in front (same handler)."""
+        """The route in the app's table (another method: 405); requests are answered by
+        the HotPath in front (same handler)."""
         address = request.client.host if request.client else ""
         status, payload = await pay_raw(mode, channel_id, await request.body(), address)
         return Response(content=payload, status_code=status, media_type=MediaType.JSON)
 
     @post(BATCH_PATH, request_max_body_size=config.max_batch_body)
     async def pay_batch(request: Request[Any, Any, Any]) -> Response[bytes]:
-        """Documents the route; requests are answered by the HotPath in front (same handler)."""
+        """The route in the app's table (another method: 405); requests are answered by
+        the HotPath in front (same handler)."""
         address = request.client.host if request.client else ""
         status, payload = await pay_batch_raw(await request.body(), address)
         return Response(content=payload, status_code=status, media_type=MediaType.JSON)
@@ -76,6 +76,8 @@ def create_app(config: VendorConfig) -> HotPath:
         on_startup=[vendor.start],
         on_shutdown=[vendor.stop],
         max_body=config.max_body,
+        operations=OPERATIONS,
+        streams=STREAMS,
         readiness=lambda: vendor.unregistered,
     )
     return HotPath(
