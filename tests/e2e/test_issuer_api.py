@@ -84,7 +84,6 @@ def test_deposits_need_the_admin_token(stack: Stack) -> None:
 
 
 def test_issuer_without_admin_token_refuses_deposits(tmp_path: Any) -> None:
-
     with start_issuer(data_dir=tmp_path, initial_balance=5) as issuer:
         base = issuer.url + "/api/v1/issuer"
         key = b64encode(os.urandom(4))
