@@ -340,9 +340,33 @@ def test_the_command_says_why_it_cannot_audit_in_one_line(tmp_path: Path) -> Non
     assert "pw@" not in down.stderr and not down.stdout
 
 
-async def test_the_audit_reads_an_empty_store_and_writes_nothing(backend: Backend) -> None:
+async def test_the_audit_only_reads(backend: Backend) -> None:
     url = backend.fresh_url()
     if backend.name == "sqlite":  # a store file the services made, holding nothing yet
         await (await open_issuer_store(url)).close()
-    report = await audit(url)
-    assert report.ok and report.lines[0].startswith("issuer ledger: 0 accounts, 0 channels")
+    empty = await audit(url)
+    assert empty.ok and empty.lines[0].startswith("issuer ledger: 0 accounts, 0 channels")
+    issuer, vendor = await open_issuer_store(url), await open_vendor_store(url)
+    try:
+        await realistic_run(issuer, vendor)
+    finally:
+        await issuer.close()
+        await vendor.close()
+    async with Raw(url, backend) as raw:
+        before = await contents(raw)
+        assert (await audit(url)).ok
+        assert await contents(raw) == before
+
+
+async def contents(raw: Raw) -> object:
+    """Everything the store holds: SQLite's dump, or every Redis key's serialized value."""
+    if raw.redis is None:
+        with sqlite3.connect(_sqlite_path(raw.url)) as conn:
+            return list(conn.iterdump())
+    nodes = raw.redis.masters() if hasattr(raw.redis, "masters") else [raw.redis]
+    found = {}
+    for node in nodes:
+        for key in await node.execute("KEYS", "*"):
+            found[key] = await node.execute("DUMP", key)
+    assert found
+    return found
