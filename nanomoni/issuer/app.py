@@ -27,7 +27,14 @@ from litestar import Litestar, Request, Response, get, post
 from nanomoni import config, crypto, encoding, metrics, wire
 from nanomoni.errors import Code, NanoMoniError
 from nanomoni.http import build_app, json_response
-from nanomoni.protocol.audit import ISSUER_CHECKS, Finding, Stats, audit_ledger, ledger_stats
+from nanomoni.protocol.audit import (
+    ISSUER_CHECKS,
+    Finding,
+    Ledger,
+    Stats,
+    audit_ledger,
+    ledger_stats,
+)
 from nanomoni.protocol.consent import CLIENT_CLOSE, check_consent
 from nanomoni.protocol.lifecycle import (
     check_top_up,
@@ -86,6 +93,8 @@ class Issuer:
         self.key = load_or_create_key(config.key_path)
         self.public_key_b64 = encoding.b64encode(self.key.public_key_der)
         self._store: IssuerStore | None = None
+        # Whole-ledger reads (stats, audit) take longer than one transition's deadline.
+        self._ledger_store: IssuerStore | None = None
         self._finalizer: asyncio.Task[None] | None = None
         self._observer: asyncio.Task[None] | None = None
         self._dispute_window_us = seconds_to_us(config.dispute_window)
@@ -101,6 +110,9 @@ class Issuer:
 
     async def start(self) -> None:
         self._store = await open_issuer_store(self.config.store_url)
+        self._ledger_store = await open_issuer_store(
+            self.config.store_url, timeout=config.LEDGER_READ_TIMEOUT
+        )
         self._finalizer = asyncio.create_task(self._finalize_forever())
         metrics.declare_audit(ISSUER_CHECKS)
         self._observer = asyncio.create_task(self._observe_forever())
@@ -112,9 +124,10 @@ class Issuer:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._finalizer = self._observer = None
-        if self._store is not None:
-            await self._store.close()
-            self._store = None
+        for store in (self._store, self._ledger_store):
+            if store is not None:
+                await store.close()
+        self._store = self._ledger_store = None
 
     async def _finalize_forever(self) -> None:
         """SPEC §4.6: close every channel whose dispute deadline passed (and start the
@@ -159,10 +172,15 @@ class Issuer:
                 next_audit = time.monotonic() + interval
             await asyncio.sleep(self.config.stats_interval)
 
+    async def ledger(self) -> Ledger:
+        if self._ledger_store is None:
+            raise RuntimeError("issuer store used before start-up")
+        return await self._ledger_store.ledger()
+
     async def observe(self, *, audit: bool) -> list[Finding]:
         """One read of the ledger: the gauges from it and, if asked, its audit (every
         check that fails is counted and logged); the audit's findings."""
-        ledger = await self.store.ledger()
+        ledger = await self.ledger()
         _export(ledger_stats(ledger))
         if not audit:
             return []
@@ -176,7 +194,7 @@ class Issuer:
     async def stats(self, authorization: str | None) -> Response[bytes]:
         self._require_admin(authorization, "the ledger's stats")
         async with metrics.timed_store("ledger"):
-            ledger = await self.store.ledger()
+            ledger = await self.ledger()
         stats = ledger_stats(ledger)
         _export(stats)
         return json_response(stats)
