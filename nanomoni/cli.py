@@ -194,6 +194,24 @@ def _issuer(parser: argparse.ArgumentParser) -> None:
         default=config.MAX_CHANNEL_TTL,
         help="longest lifetime an open may ask for, and the lifetime of one that asks none",
     )
+    _issuer_operations(flags)
+
+
+def _issuer_operations(flags: _Flags) -> None:
+    flags.add(
+        "--audit-interval",
+        type=_non_negative_float,
+        default=config.AUDIT_INTERVAL,
+        help="seconds between audits of the whole ledger, each counted in "
+        "nanomoni_audit_failures_total when a check fails (0: none)",
+    )
+    flags.add(
+        "--stats-interval",
+        type=_positive_float,
+        default=config.STATS_INTERVAL,
+        help="seconds between refreshes of the ledger gauges on /metrics (a read of the "
+        "whole ledger)",
+    )
 
 
 def _vendor(parser: argparse.ArgumentParser) -> None:
@@ -408,6 +426,29 @@ def _run_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store", required=True, help="the issuer or vendor store to audit (as --store)"
+    )
+
+
+def _run_audit(args: argparse.Namespace) -> int:
+    """`nanomoni audit`: one line per check; exit 1 on any violation or when it cannot run."""
+    from nanomoni.store import describe_failure, masked
+    from nanomoni.store.audit import AuditError, audit
+
+    try:
+        report = asyncio.run(audit(args.store))
+    except AuditError as exc:
+        raise StartupError(str(exc)) from None
+    except Exception as exc:  # an unreachable or failing store: one line, no traceback
+        raise StartupError(f"{masked(args.store)}: {describe_failure(exc)}") from None
+    print("\n".join(report.lines))
+    failed = sum(not finding.ok for finding in report.findings)
+    print(f"audit of {masked(args.store)}: " + (f"{failed} check(s) failed" if failed else "ok"))
+    return 0 if report.ok else 1
+
+
 _COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], str]] = {
     "issuer": (_issuer, "run the issuer service"),
     "vendor": (_vendor, "run the vendor service"),
@@ -415,6 +456,7 @@ _COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], str]] = {
     "bench": (_bench, "load benchmark (needs the tools extra: pip install 'nanomoni[tools]')"),
     "backup": (_backup, "copy a store, online: SQLite as one snapshot, Redis group by group"),
     "restore": (_restore, "load a backup into an empty store (or replace one, --force)"),
+    "audit": (_audit, "check from the store alone that the books balance (read-only)"),
 }
 
 
@@ -471,6 +513,8 @@ def _issuer_factory(args: argparse.Namespace) -> Callable[[], Any]:
         dispute_window=args.dispute_window,
         min_channel_ttl=args.min_channel_ttl,
         max_channel_ttl=args.max_channel_ttl,
+        audit_interval=args.audit_interval,
+        stats_interval=args.stats_interval,
     )
     if config.min_channel_ttl > config.max_channel_ttl:
         raise SystemExit("nanomoni issuer: --min-channel-ttl exceeds --max-channel-ttl")
@@ -567,8 +611,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     subparser = subparsers[args.command]
     if unknown:  # said with the subcommand's usage, not the top-level one
         subparser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    if args.command in ("issuer", "vendor", "backup", "restore"):
+    if args.command in ("issuer", "vendor", "backup", "restore", "audit"):
         try:
+            if args.command == "audit":
+                return _run_audit(args)
             return (
                 _run_backup(args) if args.command in ("backup", "restore") else _run_service(args)
             )

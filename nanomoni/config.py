@@ -30,6 +30,13 @@ MIN_CHANNEL_TTL = 60.0  # seconds an open's ttl_s may ask for, at least ...
 MAX_CHANNEL_TTL = 30 * 24 * 3600.0  # ... and at most (also the default lifetime)
 FINALIZE_INTERVAL = 1.0  # seconds between the issuer's sweeps for due expiries/deadlines
 FINALIZE_BATCH = 100  # channels one sweep step advances (one store transaction)
+# The ledger audit (issue 15): how often each issuer worker recomputes the invariants
+# from one read of the whole ledger (0: never), and how often the stats gauges are
+# refreshed from such a read. Both cost a read of every account, channel and receipt
+# (~30-40 µs per channel on SQLite and Redis), with its own deadline.
+AUDIT_INTERVAL = 300.0  # seconds
+STATS_INTERVAL = 60.0  # seconds
+LEDGER_READ_TIMEOUT = 60.0  # seconds
 
 # --- vendor ------------------------------------------------------------------------------
 MAX_HASHES = 2**20  # hashes one PayWord payment may make the vendor walk

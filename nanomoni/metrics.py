@@ -59,6 +59,30 @@ channels_closing_overdue = Gauge(
     "Channels still closing after their dispute deadline (finalization is not keeping up)",
     multiprocess_mode="livemax",
 )
+# The issuer's periodic audit (protocol.audit): runs that found a check violated.
+audit_failures_total = Counter(
+    "nanomoni_audit_failures_total",
+    "Audit runs that found an invariant of the ledger violated, by check",
+    ["check"],
+)
+# The operator's view of the ledger (GET /api/v1/issuer/stats), refreshed by an issuer
+# task; with several workers the most recent refresh counts.
+ledger_accounts = Gauge(
+    "nanomoni_ledger_accounts", "Registered accounts", multiprocess_mode="mostrecent"
+)
+ledger_channels = Gauge(
+    "nanomoni_ledger_channels", "Channels by state", ["state"], multiprocess_mode="mostrecent"
+)
+ledger_amounts = Gauge(
+    "nanomoni_ledger_amount",
+    "Money in the ledger: locked in channels, settled to vendors, refunded to clients, "
+    "supply (grants + deposits)",
+    ["kind"],
+    multiprocess_mode="mostrecent",
+)
+ledger_receipts = Gauge(
+    "nanomoni_ledger_receipts", "Receipts the issuer has issued", multiprocess_mode="mostrecent"
+)
 
 # The outcomes each service counts (issuer/app.py, vendor/app.py), declared up front.
 SETTLEMENT_OUTCOMES = {
@@ -131,6 +155,31 @@ def channel_opened(mode: str) -> None:
 
 def closing_overdue(count: int) -> None:
     channels_closing_overdue.set(count)
+
+
+def declare_audit(checks: Iterable[str]) -> None:
+    """A zero series per audit check, so the first failure is seen by increase()."""
+    for check in checks:
+        audit_failures_total.labels(check)
+
+
+def audit_failed(check: str) -> None:
+    audit_failures_total.labels(check).inc()
+
+
+def ledger(
+    *,
+    accounts: int,
+    channels: Mapping[str, int],
+    amounts: Mapping[str, int],
+    receipts: int,
+) -> None:
+    ledger_accounts.set(accounts)
+    for state, count in channels.items():
+        ledger_channels.labels(state).set(count)
+    for kind, amount in amounts.items():
+        ledger_amounts.labels(kind).set(amount)
+    ledger_receipts.set(receipts)
 
 
 def store_time(op: str, seconds: float) -> None:

@@ -28,6 +28,14 @@ from nanomoni import config, crypto, encoding, metrics, wire
 from nanomoni.errors import Code, NanoMoniError
 from nanomoni.http import build_app, json_response
 from nanomoni.issuer.operations import OPERATIONS, PREFIX
+from nanomoni.protocol.audit import (
+    ISSUER_CHECKS,
+    Finding,
+    Ledger,
+    Stats,
+    audit_ledger,
+    ledger_stats,
+)
 from nanomoni.protocol.consent import CLIENT_CLOSE, check_consent
 from nanomoni.protocol.lifecycle import (
     check_top_up,
@@ -64,6 +72,8 @@ class IssuerConfig:
     min_channel_ttl: float = config.MIN_CHANNEL_TTL
     max_channel_ttl: float = config.MAX_CHANNEL_TTL
     finalize_interval: float = config.FINALIZE_INTERVAL
+    audit_interval: float = config.AUDIT_INTERVAL  # 0: no periodic audit
+    stats_interval: float = config.STATS_INTERVAL
 
     @property
     def store_url(self) -> str:
@@ -82,7 +92,10 @@ class Issuer:
         self.key = load_or_create_key(config.key_path)
         self.public_key_b64 = encoding.b64encode(self.key.public_key_der)
         self._store: IssuerStore | None = None
+        # Whole-ledger reads (stats, audit) take longer than one transition's deadline.
+        self._ledger_store: IssuerStore | None = None
         self._finalizer: asyncio.Task[None] | None = None
+        self._observer: asyncio.Task[None] | None = None
         self._dispute_window_us = seconds_to_us(config.dispute_window)
         # A receipt's content never changes: views list a channel's receipts again and
         # again, so each is signed once per worker (any valid signature will do).
@@ -96,17 +109,24 @@ class Issuer:
 
     async def start(self) -> None:
         self._store = await open_issuer_store(self.config.store_url)
+        self._ledger_store = await open_issuer_store(
+            self.config.store_url, timeout=config.LEDGER_READ_TIMEOUT
+        )
         self._finalizer = asyncio.create_task(self._finalize_forever())
+        metrics.declare_audit(ISSUER_CHECKS)
+        self._observer = asyncio.create_task(self._observe_forever())
 
     async def stop(self) -> None:
-        if self._finalizer is not None:
-            self._finalizer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._finalizer
-            self._finalizer = None
-        if self._store is not None:
-            await self._store.close()
-            self._store = None
+        for task in (self._finalizer, self._observer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._finalizer = self._observer = None
+        for store in (self._store, self._ledger_store):
+            if store is not None:
+                await store.close()
+        self._store = self._ledger_store = None
 
     async def _finalize_forever(self) -> None:
         """SPEC §4.6: close every channel whose dispute deadline passed (and start the
@@ -131,6 +151,62 @@ class Issuer:
                 break
         metrics.closing_overdue(await self.store.overdue())
         return total
+
+    # --- the operator's view: stats and the periodic audit (issue 15) ----------------
+
+    async def _observe_forever(self) -> None:
+        """Refresh the ledger gauges now and every stats interval; audit the same read
+        every audit interval (the first audit one interval after start)."""
+        interval = self.config.audit_interval
+        next_audit = time.monotonic() + interval
+        while True:
+            audit = interval > 0 and time.monotonic() >= next_audit
+            try:
+                await self.observe(audit=audit)
+            except StoreUnavailable as exc:
+                log.warning("ledger stats: store unavailable: %s", exc.reason)
+            except Exception:  # the task must outlive any one failure
+                log.exception("ledger stats or audit failed")
+            if audit:
+                next_audit = time.monotonic() + interval
+            await asyncio.sleep(self.config.stats_interval)
+
+    async def ledger(self) -> Ledger:
+        if self._ledger_store is None:
+            raise RuntimeError("issuer store used before start-up")
+        return await self._ledger_store.ledger()
+
+    async def observe(self, *, audit: bool) -> list[Finding]:
+        """One read of the ledger: the gauges from it and, if asked, its audit (every
+        check that fails is counted and logged); the audit's findings."""
+        ledger = await self.ledger()
+        _export(ledger_stats(ledger))
+        if not audit:
+            return []
+        findings = audit_ledger(ledger)
+        for finding in findings:
+            if not finding.ok:
+                metrics.audit_failed(finding.check)
+                log.error("ledger audit failed: %s", finding.line())
+        return findings
+
+    async def stats(self, authorization: str | None) -> Response[bytes]:
+        self._require_admin(authorization, "the ledger's stats")
+        async with metrics.timed_store("ledger"):
+            ledger = await self.ledger()
+        stats = ledger_stats(ledger)
+        _export(stats)
+        return json_response(stats)
+
+    def _require_admin(self, authorization: str | None, what: str) -> None:
+        token = self.config.admin_token
+        if not token:
+            raise NanoMoniError(
+                Code.forbidden, f"{what} are disabled: the issuer has no admin token"
+            )
+        expected = f"Bearer {token}".encode()
+        if authorization is None or not hmac.compare_digest(authorization.encode(), expected):
+            raise NanoMoniError(Code.unauthorized, f"{what} need the admin bearer token")
 
     # --- receipts -------------------------------------------------------------
 
@@ -168,14 +244,7 @@ class Issuer:
         return json_response(wire.AccountResponse(account.public_key_der_b64, account.balance))
 
     async def deposit(self, raw: bytes, authorization: str | None) -> Response[bytes]:
-        token = self.config.admin_token
-        if not token:
-            raise NanoMoniError(
-                Code.forbidden, "deposits are disabled: the issuer has no admin token"
-            )
-        expected = f"Bearer {token}".encode()
-        if authorization is None or not hmac.compare_digest(authorization.encode(), expected):
-            raise NanoMoniError(Code.unauthorized, "deposits need the admin bearer token")
+        self._require_admin(authorization, "deposits")
         body = decode(raw, wire.DepositRequest)
         if body.amount < 1:
             raise NanoMoniError(Code.invalid_amount, "deposit amount must be at least 1")
@@ -313,6 +382,21 @@ class Issuer:
         return json_response(wire.ClosingChannelsResponse(listed, iso_from_us(closing.now)))
 
 
+def _export(stats: Stats) -> None:
+    amounts = {
+        "locked": stats.total_locked,
+        "settled": stats.settled_total,
+        "refunded": stats.refunded_total,
+        "supply": stats.supply,
+    }
+    metrics.ledger(
+        accounts=stats.accounts,
+        channels=stats.channels,
+        amounts=amounts,
+        receipts=stats.receipts_issued,
+    )
+
+
 def request_target(request: Request[Any, Any, Any]) -> str:
     """The path and query exactly as the client sent them (what a signed request signs)."""
     scope = request.scope
@@ -345,6 +429,10 @@ def create_app(config: IssuerConfig) -> Litestar:
     @post(f"{PREFIX}/accounts/deposits")
     async def deposit(request: Request[Any, Any, Any]) -> Response[bytes]:
         return await issuer.deposit(await request.body(), request.headers.get("authorization"))
+
+    @get(f"{PREFIX}/stats")
+    async def stats(request: Request[Any, Any, Any]) -> Response[bytes]:
+        return await issuer.stats(request.headers.get("authorization"))
 
     @get(f"{PREFIX}/keys/public", sync_to_thread=False)
     def public_key() -> Response[bytes]:
@@ -388,6 +476,7 @@ def create_app(config: IssuerConfig) -> Litestar:
             register,
             account,
             deposit,
+            stats,
             public_key,
             open_channel,
             read_channel,

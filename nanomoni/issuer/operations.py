@@ -9,6 +9,7 @@ from __future__ import annotations
 from nanomoni import wire
 from nanomoni.errors import Code
 from nanomoni.openapi import Operation
+from nanomoni.protocol.audit import Stats
 from nanomoni.protocol.modes import ALL
 
 PREFIX = "/api/v1/issuer"
@@ -57,6 +58,14 @@ OPERATIONS = (
             Code.account_not_found,
             Code.store_unavailable,
         ),
+    ),
+    Operation(
+        "GET",
+        f"{PREFIX}/stats",
+        "The operator's view of the ledger, read at one instant (admin bearer token).",
+        {200: Stats},
+        security=["admin"],
+        errors=(Code.unauthorized, Code.forbidden, Code.store_unavailable),
     ),
     Operation(
         "GET",

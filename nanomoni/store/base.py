@@ -23,6 +23,7 @@ import msgspec
 
 from nanomoni import config
 from nanomoni.errors import Code, NanoMoniError
+from nanomoni.protocol.audit import Ledger, VendorChannel
 from nanomoni.protocol.model import (
     Account,
     CasResult,
@@ -152,6 +153,11 @@ class IssuerStore(Protocol):
     async def overdue(self) -> int:
         """Channels still closing after their dispute deadline (should be 0)."""
 
+    async def ledger(self) -> Ledger:
+        """The whole ledger as stored, read at one instant (nothing due is applied):
+        what the audit and the operator's stats are computed from. Costs a read of
+        every account, channel and receipt."""
+
     async def ping(self, timeout: float | None = None) -> None:
         """Raise StoreUnavailable unless the store answers within `timeout` seconds
         (default: the store's deadline). A closed store has nothing to check."""
@@ -201,6 +207,15 @@ class VendorStore(Protocol):
         """Remember the issuer's settlement (idempotent)."""
 
     async def settlement(self, channel_id: str) -> Closure | None: ...
+
+    async def remember_terms(self, channel_id: str, terms: ChannelTerms) -> None:
+        """Keep the terms payments on the channel are accepted under (for the audit),
+        unless terms with an amount at least as large are kept already (a top-up only
+        raises it). Written before the first payment the vendor accepts under them."""
+
+    async def audit_records(self) -> list[VendorChannel]:
+        """Every channel's accepted state, closing flag, settlement and kept terms, each
+        channel read at one instant (nodes left empty: `nodes` reads them)."""
 
     async def charge(
         self,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import msgspec
 
 from nanomoni.errors import Code, NanoMoniError
+from nanomoni.protocol.audit import LedgerChannel
 from nanomoni.protocol.lifecycle import client_refund, iso_from_us
-from nanomoni.protocol.model import ChannelTerms, Closure, Receipt, ReceiptKind
+from nanomoni.protocol.model import ChannelTerms, Closure, IssuerChannel, Receipt, ReceiptKind
 
 MAX_INT = 2**63 - 1
 
@@ -96,6 +97,22 @@ def receipt(
         client_refund=client_refund(kind_, amount, vendor_credited),
         seq=seq,
         at=iso_from_us(at_us),
+    )
+
+
+def ledger_channel(channel: IssuerChannel, settle_seq: int | None) -> LedgerChannel:
+    """The audit's record of a channel as an adapter read it."""
+    terms = channel.terms
+    return LedgerChannel(
+        channel_id=terms.channel_id,
+        client=terms.client_public_key_der_b64,
+        vendor=terms.vendor_public_key_der_b64,
+        amount=terms.amount,
+        state=channel.state,
+        vendor_credited=channel.vendor_credited,
+        root=terms.root,
+        settle_seq=settle_seq,
+        receipts=channel.receipts,
     )
 
 

@@ -12,6 +12,7 @@ hash tag; all issuer keys share the `{nm-issuer}` tag so its transitions stay
 single-slot):
   vendor  v:{cid}  HASH  i=index o=owed p=proof t=created_at [c=closing] [s=settlement]
                          [u=consumed by paid requests (SPEC §11)]
+                         [T=terms accepted under, ta=their amount (for the audit)]
           n:{cid}  HASH  packed node key -> 32-byte node
           r:{cid}:<request id>  STRING  a paid request, expiring after 10 minutes
   issuer  {nm-issuer}:accounts  HASH  public key b64 -> balance
@@ -42,6 +43,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from nanomoni.config import FINALIZE_BATCH
+from nanomoni.protocol.audit import Ledger, VendorChannel
 from nanomoni.protocol.model import (
     Account,
     CasOutcome,
@@ -71,6 +73,7 @@ from nanomoni.store.codec import (
     check_open_key,
     check_times,
     closure_to_blob,
+    ledger_channel,
     pack_node_key,
     receipt,
     refusal,
@@ -226,6 +229,21 @@ if s[1] then redis.call('HSET', KEYS[1], 'c', '1') end
 return s
 """
 )
+
+# Keep the terms (blob, amount) unless terms with an amount at least as large are kept.
+_VENDOR_TERMS = Script(
+    _GE
+    + """
+local kept = redis.call('HGET', KEYS[1], 'ta')
+if not kept or not ge(kept, ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'ta', ARGV[1], 'T', ARGV[2])
+end
+return 0
+"""
+)
+VENDOR_AUDIT_FIELDS = ("i", "o", "p", "t", "c", "s", "T")
+AUDIT_READS = 256  # channels read at once by an audit
+
 
 def _state(i: bytes | None, o: bytes, p: bytes, t: bytes) -> PaymentState | None:
     if i is None:
@@ -539,6 +557,23 @@ return redis.call('ZCOUNT', DL, '-inf', int(clock()))
 )
 
 
+# The whole ledger at one instant (issue 15's audit and stats): accounts, supply, used
+# roots, then per channel its id, `channel()` fields and final settlement's seq.
+_ISSUER_LEDGER = Script(
+    _LIFECYCLE
+    + """
+local out = {redis.call('HGETALL', ACC), redis.call('GET', T .. 'supply') or '0',
+  redis.call('SMEMBERS', T .. 'roots')}
+local prefix = T .. 'ch:'
+for _, key in ipairs(redis.call('KEYS', prefix .. '*')) do
+  local cid = string.sub(key, #prefix + 1)
+  out[#out + 1] = {cid, channel(cid), redis.call('HGET', key, 'rs')}
+end
+return out
+"""
+)
+
+
 def _receipt(channel_id: str, seq: int, entry: bytes) -> Receipt:
     kind, amount, owed, credited, at = entry.decode().split(" ")
     return receipt(channel_id, seq, kind, int(amount), int(owed), int(credited), int(at))
@@ -757,6 +792,24 @@ class RedisIssuerStore:
         count: int = await self._redis.evalsha(_ISSUER_OVERDUE, (_ACCOUNTS,), ())
         return count
 
+    async def ledger(self) -> Ledger:
+        reply = await self._redis.evalsha(_ISSUER_LEDGER, (_ACCOUNTS,), ())
+        accounts, supply, roots, *channels = reply
+        return Ledger(
+            accounts={
+                key.decode(): int(value)
+                for key, value in zip(accounts[::2], accounts[1::2], strict=True)
+            },
+            supply=int(supply),
+            channels=[
+                ledger_channel(
+                    _issuer_channel(cid.decode(), fields), None if seq is None else int(seq)
+                )
+                for cid, fields, seq in channels
+            ],
+            roots=list(roots),
+        )
+
     async def ping(self, timeout: float | None = None) -> None:
         await self._redis.ping(timeout)
 
@@ -896,6 +949,46 @@ class RedisVendorStore:
     async def record_settlement(self, channel_id: str, closure: Closure) -> None:
         blob = settlement_to_blob(closure)
         await self._redis.execute("HSET", vendor_keys(channel_id)[0], "s", blob, "c", "1")
+
+    async def remember_terms(self, channel_id: str, terms: ChannelTerms) -> None:
+        await self._redis.evalsha(
+            _VENDOR_TERMS, vendor_keys(channel_id)[:1], (terms.amount, terms_to_blob(terms))
+        )
+
+    async def audit_records(self) -> list[VendorChannel]:
+        """Each channel's hash read by one HMGET (one instant per channel); channels are
+        found by SCAN on every master, so the set is as of the scan."""
+        redis = self._redis
+        nodes = redis.masters() if isinstance(redis, ClusterClient) else [redis]
+        ids: set[str] = set()
+        for node in nodes:
+            cursor = b"0"
+            while True:
+                cursor, keys = await node.execute("SCAN", cursor, "MATCH", "v:{*}", "COUNT", 1000)
+                ids.update(key.decode()[3:-1] for key in keys)
+                if cursor == b"0":
+                    break
+        ordered = sorted(ids)
+        records: list[VendorChannel] = []
+        for start in range(0, len(ordered), AUDIT_READS):
+            chunk = ordered[start : start + AUDIT_READS]
+            replies = await asyncio.gather(
+                *(
+                    redis.execute("HMGET", vendor_keys(cid)[0], *VENDOR_AUDIT_FIELDS)
+                    for cid in chunk
+                )
+            )
+            for cid, (i, o, p, t, c, settled, blob) in zip(chunk, replies, strict=True):
+                records.append(
+                    VendorChannel(
+                        channel_id=cid,
+                        state=_state(i, o, p, t),
+                        closing=c is not None,
+                        settlement=None if settled is None else settlement_from_blob(settled),
+                        terms=None if blob is None else terms_from_blob(blob),
+                    )
+                )
+        return records
 
     async def settlement(self, channel_id: str) -> Closure | None:
         blob = await self._redis.execute("HGET", vendor_keys(channel_id)[0], "s")

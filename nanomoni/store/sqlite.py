@@ -36,6 +36,7 @@ from typing import Any, ClassVar, NamedTuple, TypeVar
 import msgspec
 
 from nanomoni.config import FINALIZE_BATCH
+from nanomoni.protocol.audit import Ledger, VendorChannel
 from nanomoni.protocol.model import (
     Account,
     CasOutcome,
@@ -68,6 +69,7 @@ from nanomoni.store.codec import (
     check_open_key,
     check_times,
     closure_to_blob,
+    ledger_channel,
     receipt,
     refusal,
     settlement_from_blob,
@@ -104,6 +106,8 @@ CREATE TABLE IF NOT EXISTS issuer_top_ups (
 CREATE TABLE IF NOT EXISTS vendor_channels (
     channel_id TEXT PRIMARY KEY, idx INTEGER, owed INTEGER, proof BLOB, created_at TEXT,
     closing INTEGER NOT NULL DEFAULT 0, settlement BLOB);
+CREATE TABLE IF NOT EXISTS vendor_terms (
+    channel_id TEXT PRIMARY KEY, amount INTEGER NOT NULL, terms BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS vendor_nodes (
     channel_id TEXT NOT NULL, node INTEGER NOT NULL, value BLOB NOT NULL,
     PRIMARY KEY (channel_id, node)) WITHOUT ROWID;
@@ -539,6 +543,7 @@ _CHANNEL_SQL = (
     "vendor_credited, proof_digest, closure, client_balance, vendor_balance, closed_at, "
     "settle_seq, receipts FROM issuer_channels WHERE channel_id = ?"
 )
+_ALL_CHANNELS_SQL = "SELECT channel_id, " + _CHANNEL_SQL[len("SELECT ") :].split(" WHERE")[0]
 _RECEIPT_SQL = (
     "SELECT seq, kind, amount, owed, vendor_credited, at FROM issuer_receipts "
     "WHERE channel_id = ?"
@@ -1005,6 +1010,22 @@ class SqliteIssuerStore(_SqliteBase):
 
         return await self._reading(op)
 
+    async def ledger(self) -> Ledger:
+        def op(conn: sqlite3.Connection) -> Ledger:
+            supply = conn.execute("SELECT value FROM ledger_meta WHERE name = 'supply'").fetchone()
+            channels = []
+            for channel_id, *found in conn.execute(_ALL_CHANNELS_SQL).fetchall():
+                row = _Row(*found)
+                channels.append(ledger_channel(_channel(conn, channel_id, row), row.settle_seq))
+            return Ledger(
+                accounts=dict(conn.execute("SELECT public_key, balance FROM accounts")),
+                supply=0 if supply is None else int(supply[0]),
+                channels=channels,
+                roots=[root for (root,) in conn.execute("SELECT root FROM used_roots")],
+            )
+
+        return await self._reading(op)
+
 
 def _row_state(row: Sequence[Any] | None) -> PaymentState | None:
     if row is None or row[0] is None:
@@ -1166,6 +1187,38 @@ class SqliteVendorStore(_SqliteBase):
             )
 
         await self._writing(op)
+
+    async def remember_terms(self, channel_id: str, terms: ChannelTerms) -> None:
+        blob = terms_to_blob(terms)
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO vendor_terms (channel_id, amount, terms) VALUES (?, ?, ?) "
+                "ON CONFLICT (channel_id) DO UPDATE SET amount = excluded.amount, "
+                "terms = excluded.terms WHERE excluded.amount > vendor_terms.amount",
+                (channel_id, terms.amount, blob),
+            )
+
+        await self._writing(op)
+
+    async def audit_records(self) -> list[VendorChannel]:
+        def op(conn: sqlite3.Connection) -> list[VendorChannel]:
+            rows = conn.execute(
+                "SELECT c.channel_id, idx, owed, proof, created_at, closing, settlement, "
+                "t.terms FROM vendor_channels c LEFT JOIN vendor_terms t USING (channel_id)"
+            ).fetchall()
+            return [
+                VendorChannel(
+                    channel_id=channel_id,
+                    state=_row_state(row[:4]),
+                    closing=bool(row[4]),
+                    settlement=None if row[5] is None else settlement_from_blob(row[5]),
+                    terms=None if row[6] is None else terms_from_blob(row[6]),
+                )
+                for channel_id, *row in rows
+            ]
+
+        return await self._reading(op)
 
     async def settlement(self, channel_id: str) -> Closure | None:
         def op(conn: sqlite3.Connection) -> bytes | None:

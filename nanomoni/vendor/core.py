@@ -237,6 +237,9 @@ class Vendor:
             try:
                 channel = await self.issuer.channel(rules, channel_id)
                 terms = learned_terms(channel, self.public_key_b64)
+                # Kept before any payment under them is accepted: the audit checks
+                # every accepted state against the terms it was accepted under.
+                await self.store.remember_terms(channel_id, terms)
                 if len(self._terms) >= self.config.terms_cache:
                     # Bounded memory: forget the longest-known channel (re-learned on demand).
                     del self._terms[next(iter(self._terms))]
@@ -287,7 +290,9 @@ class Vendor:
             return False
         if channel.terms.amount <= cached.amount:
             return False
-        self._terms[channel_id] = msgspec.structs.replace(cached, amount=channel.terms.amount)
+        grown = msgspec.structs.replace(cached, amount=channel.terms.amount)
+        await self.store.remember_terms(channel_id, grown)
+        self._terms[channel_id] = grown
         del self._rechecked[channel_id]
         return True
 

@@ -7,6 +7,7 @@ Merkle trees), independent of the client library.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from nanomoni import crypto
 from nanomoni.encoding import b64encode, canonical_json
 from nanomoni.launch import ServiceProcess, start_issuer, start_vendor
 from nanomoni.protocol.model import Mode
+from nanomoni.store.audit import audit
 
 ADMIN_TOKEN = "e2e-admin-token"
 INITIAL_BALANCE = 1_000_000
@@ -339,17 +341,34 @@ class Deployment:
         )
 
 
+def assert_audited(deployment: Deployment) -> None:
+    """Whatever a module did to a deployment, its books balance (`nanomoni audit`)."""
+    urls = [
+        deployment.issuer_store or f"sqlite:{deployment.root / 'issuer' / 'issuer.sqlite3'}",
+        deployment.vendor_store or f"sqlite:{deployment.root / 'vendor' / 'vendor.sqlite3'}",
+    ]
+    for url in urls:
+        if url.startswith("sqlite:") and not Path(url.removeprefix("sqlite:")).is_file():
+            continue  # this module never started that service
+        report = asyncio.run(audit(url))
+        assert report.ok, "\n".join([url, *report.lines])
+
+
 @pytest.fixture(scope="module", params=["sqlite", "redis"])
 def deployment(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Deployment]:
     root = tmp_path_factory.mktemp(f"e2e-{request.param}")
     if request.param == "sqlite":
-        yield Deployment(root, None, None)  # the embedded default store in each data dir
+        deployment = Deployment(root, None, None)  # the embedded default store in each data dir
+        yield deployment
+        assert_audited(deployment)
         return
     with redis_server() as redis:
         base = redis.url.rsplit("/", 1)[0]
-        yield Deployment(root, f"{base}/0", f"{base}/1")
+        deployment = Deployment(root, f"{base}/0", f"{base}/1")
+        yield deployment
+        assert_audited(deployment)
 
 
 @pytest.fixture(scope="module")

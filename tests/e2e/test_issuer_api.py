@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 
+from nanomoni.crypto import SigningKey
 from nanomoni.encoding import b64encode, canonical_json
+from nanomoni.launch import start_issuer
+from nanomoni.protocol.audit import ISSUER_CHECKS
 
 Stack = Any  # the `stack` fixture of conftest.py
 ADMIN = {"Authorization": "Bearer e2e-admin-token"}
@@ -79,8 +84,6 @@ def test_deposits_need_the_admin_token(stack: Stack) -> None:
 
 
 def test_issuer_without_admin_token_refuses_deposits(tmp_path: Any) -> None:
-    from nanomoni.launch import start_issuer
-
     with start_issuer(data_dir=tmp_path, initial_balance=5) as issuer:
         base = issuer.url + "/api/v1/issuer"
         key = b64encode(os.urandom(4))
@@ -90,7 +93,88 @@ def test_issuer_without_admin_token_refuses_deposits(tmp_path: Any) -> None:
             headers=ADMIN,
         )
         assert reply.status_code == 403 and reply.json()["code"] == "forbidden"
+        stats = httpx.get(base + "/stats", headers=ADMIN)
+        assert stats.status_code == 403 and stats.json()["code"] == "forbidden"
         assert httpx.get(base + "/keys/public").json()["der_b64"]
+        assert issuer.stop() == 0
+
+
+def _stats(stack: Stack) -> dict[str, Any]:
+    reply = stack.issuer.get("/stats", headers=ADMIN)
+    assert reply.status_code == 200, reply.text
+    found: dict[str, Any] = reply.json()
+    return found
+
+
+def _gauges(stack: Stack) -> dict[str, float]:
+    text = httpx.get(stack.issuer_url + "/metrics").text
+    return {
+        name: float(value)
+        for line in text.splitlines()
+        if line.startswith("nanomoni_ledger_")
+        for name, value in [line.rsplit(" ", 1)]
+    }
+
+
+def test_the_stats_need_the_admin_token_and_follow_the_money(stack: Stack) -> None:
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "e2e-admin-token"}):
+        stack.expect_error(stack.issuer.get("/stats", headers=headers), 401, "unauthorized")
+    before = _stats(stack)
+    assert set(before) == {"accounts", "channels", "total_locked", "settled_total",
+                           "refunded_total", "receipts_issued", "supply"}
+    assert set(before["channels"]) == {"open", "closing", "closed"}
+    client = stack.client()  # one account more (its grant adds to the supply)
+    kept = stack.open("payword", client, amount=1000, unit=10, max_index=100)
+    settled = stack.open("payword", client, amount=500, unit=10, max_index=50)
+    for index in (1, 2, 3):
+        assert stack.pay(settled, index).status_code == 201
+    assert stack.close_channel(settled).status_code == 204
+    after = _stats(stack)
+    assert after["accounts"] == before["accounts"] + 1
+    assert after["supply"] == before["supply"] + 1_000_000
+    assert after["channels"]["open"] == before["channels"]["open"] + 1
+    assert after["channels"]["closed"] == before["channels"]["closed"] + 1
+    assert after["total_locked"] == before["total_locked"] + 1000
+    assert after["settled_total"] == before["settled_total"] + 30
+    assert after["refunded_total"] == before["refunded_total"] + 470
+    assert after["receipts_issued"] == before["receipts_issued"] + 3  # 2 opens, 1 settlement
+    assert kept.channel_id != settled.channel_id
+    gauges = _gauges(stack)  # the same numbers on /metrics, as of this read
+    assert gauges["nanomoni_ledger_accounts"] == after["accounts"]
+    assert gauges['nanomoni_ledger_channels{state="closed"}'] == after["channels"]["closed"]
+    assert gauges['nanomoni_ledger_amount{kind="locked"}'] == after["total_locked"]
+    assert gauges['nanomoni_ledger_amount{kind="refunded"}'] == after["refunded_total"]
+    assert gauges["nanomoni_ledger_receipts"] == after["receipts_issued"]
+
+
+def test_the_periodic_audit_counts_a_broken_ledger(tmp_path: Any) -> None:
+    """An issuer auditing every 0.3 s: its counters stay at 0 until a balance is changed
+    in its SQLite file behind its back, then the conservation check counts failures."""
+    def failures(url: str) -> dict[str, float]:
+        text = httpx.get(url + "/metrics").text
+        return {
+            line.split('"')[1]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("nanomoni_audit_failures_total{")
+        }
+
+    extra = ["--audit-interval", "0.3", "--stats-interval", "0.1"]
+    with start_issuer(data_dir=tmp_path, initial_balance=5, extra=extra) as issuer:
+        key = b64encode(SigningKey.generate("p256").public_key_der)
+        reply = httpx.post(issuer.url + "/api/v1/issuer/accounts",
+                           json={"client_public_key_der_b64": key})
+        assert reply.status_code == 201
+        time.sleep(1.0)  # several audits of a sound ledger
+        counted = failures(issuer.url)
+        assert set(counted) == set(ISSUER_CHECKS)
+        assert set(counted.values()) == {0.0}
+        with sqlite3.connect(tmp_path / "issuer.sqlite3") as conn:
+            conn.execute("UPDATE accounts SET balance = balance + 1")
+        deadline = time.monotonic() + 10
+        while failures(issuer.url)["conservation"] < 2:
+            assert time.monotonic() < deadline, failures(issuer.url)
+            time.sleep(0.1)
+        assert failures(issuer.url)["locked"] == 0
         assert issuer.stop() == 0
 
 

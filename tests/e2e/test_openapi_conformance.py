@@ -247,6 +247,8 @@ def test_a_lifecycle_is_answered_as_documented(
         headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
     )
     assert deposit.status_code == 200, deposit.text
+    stats = stack.issuer.get("/stats", headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert stats.status_code == 200, stats.text
     opened = {mode: stack.open(mode, client, amount=640, max_index=64) for mode in MODES}
     for channel in opened.values():
         again = stack.issuer.post(f"/channels/{channel.mode}", json=channel.open_body)

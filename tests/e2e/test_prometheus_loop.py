@@ -49,6 +49,7 @@ from redis_servers import RedisServer, redis_server
 
 from nanomoni import crypto, metrics
 from nanomoni.launch import ServiceProcess, start_issuer, start_vendor
+from nanomoni.protocol.audit import ISSUER_CHECKS
 from nanomoni.protocol.model import Mode
 
 pytestmark = pytest.mark.redis
@@ -60,6 +61,9 @@ SERVICE_ENV = {
     "NANOMONI_VENDOR_STORE_TIMEOUT": "0.5",  # the store deadline store_outage() runs into
     # The watch polls the issuer at start-up only: every count then comes from the load.
     "NANOMONI_VENDOR_WATCH_INTERVAL": "3600",
+    # The ledger gauges and the audit follow the load within the test's waits.
+    "NANOMONI_ISSUER_STATS_INTERVAL": "0.5",
+    "NANOMONI_ISSUER_AUDIT_INTERVAL": "0.5",
 }
 MODES = [mode.value for mode in Mode]
 Stack = Any  # conftest's Stack
@@ -420,3 +424,21 @@ def test_the_outcomes_alerts_watch_are_exported_before_they_happen(loop: Loop) -
     payments = {labels["outcome"] for name, labels, _ in loop.exported["vendor"]
                 if name == "nanomoni_payments_total"}
     assert payments == set(metrics.PAYMENT_OUTCOMES)
+
+
+def test_the_issuers_audit_ran_under_the_load_and_found_the_books_balanced(loop: Loop) -> None:
+    """Both issuer workers audit the ledger every 0.5 s while the load runs: every check's
+    counter is exported and stays 0, and the ledger gauges show the load's channels."""
+    issuer = loop.exported["issuer"]
+    failures = {labels["check"]: value for name, labels, value in issuer
+                if name == "nanomoni_audit_failures_total"}
+    assert set(failures) == set(ISSUER_CHECKS) and set(failures.values()) == {0.0}
+    deadline = time.monotonic() + WAIT_SECONDS
+    while True:  # the gauges as Prometheus holds them, once a refresh saw the load
+        closed = loop.prometheus.query('max(nanomoni_ledger_channels{state="closed"})')
+        if closed and float(closed[0]["value"][1]) >= len(MODES) + 1:
+            break
+        assert time.monotonic() < deadline, closed
+        time.sleep(0.2)
+    locked = loop.prometheus.query('max(nanomoni_ledger_amount{kind="locked"})')
+    assert float(locked[0]["value"][1]) > 0
