@@ -7,8 +7,6 @@ from __future__ import annotations
 import os
 import secrets
 import sqlite3
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +14,10 @@ from typing import Any
 
 import msgspec
 import pytest
+from commands import nanomoni_cli
 from contract.conftest import Backend
 from contract.factories import closure, new_key, state, terms
 
-import nanomoni
 from nanomoni import crypto
 from nanomoni.encoding import b64encode, utc_now
 from nanomoni.protocol.audit import ISSUER_CHECKS, VENDOR_CHECKS, Finding, ledger_stats
@@ -31,7 +29,6 @@ from nanomoni.store.audit import audit, issuer_findings, vendor_findings
 from nanomoni.store.base import IssuerStore, VendorStore
 from nanomoni.store.redis import ISSUER_TAG, vendor_keys
 
-PACKAGE_ROOT = str(Path(nanomoni.__file__).resolve().parent.parent)
 MAX_INDEX = 32
 PAID = 6  # payments per channel
 
@@ -288,17 +285,6 @@ async def test_a_settlement_recorded_on_a_channel_still_taking_payments(
 
 
 # --- the command ------------------------------------------------------------------------
-
-
-def nanomoni_cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-P", "-m", "nanomoni", *argv],
-        env={"PYTHONPATH": PACKAGE_ROOT, "PATH": "/usr/bin:/bin"},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 async def test_the_command_reports_each_check_and_fails_on_a_violation(

@@ -3,19 +3,15 @@ a store holding data is replaced only with --force, mistakes are one line."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from commands import nanomoni_cli
 from contract.conftest import Backend
 from contract.factories import closure, opened_channel, state
 
-import nanomoni
 from nanomoni.store import open_issuer_store, open_vendor_store
 from nanomoni.store.backup import BackupError, backup, restore
-
-PACKAGE_ROOT = str(Path(nanomoni.__file__).resolve().parent.parent)
 
 
 async def fill(url: str) -> dict[str, object]:
@@ -100,17 +96,6 @@ async def test_a_backup_restores_only_into_its_own_kind_of_store(tmp_path: Path)
     junk.write_bytes(b"hello")
     with pytest.raises(BackupError, match="not a NanoMoni backup"):
         await restore(junk, url)
-
-
-def nanomoni_cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-P", "-m", "nanomoni", *argv],
-        env={"PYTHONPATH": PACKAGE_ROOT, "PATH": "/usr/bin:/bin"},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_the_commands_say_what_they_did_or_why_not_in_one_line(tmp_path: Path) -> None:

@@ -13,23 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from commands import PACKAGE_ROOT, nanomoni_cli
 from redis_servers import RedisServer
-
-import nanomoni
-
-PACKAGE_ROOT = str(Path(nanomoni.__file__).resolve().parent.parent)
-
-
-def nanomoni_cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NANOMONI_")}
-    return subprocess.run(
-        [sys.executable, "-P", "-m", "nanomoni", *argv],
-        env={**env, "PYTHONPATH": PACKAGE_ROOT},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 @pytest.fixture
