@@ -458,11 +458,12 @@ class Vendor:
         """The decision on `payment` against `view` (no store write): long walks run in a
         thread and, when they fail, spend from `client`'s budget."""
         walk = self.check_budget(rules, terms, view, payment, client)
-        decide = functools.partial(
-            decide_payment, rules, terms, view, payment, now=now, max_hashes=self.config.max_hashes
-        )
+        max_hashes = self.config.max_hashes
         if walk <= crypto.INLINE_HASHES:
-            return decide()
+            return decide_payment(rules, terms, view, payment, now=now, max_hashes=max_hashes)
+        decide = functools.partial(
+            decide_payment, rules, terms, view, payment, now=now, max_hashes=max_hashes
+        )
         try:
             # The native core releases the GIL: a thread keeps this worker's loop serving.
             return await asyncio.to_thread(decide)
