@@ -198,6 +198,13 @@ def decode_payment(
         fast = _fast(raw)
         if fast is not None:
             return fast
+    return _checked(raw, path_mode, path_channel)
+
+
+def _checked(
+    raw: bytes, path_mode: AnyRules | None, path_channel: str | None
+) -> PaymentHeader:
+    """`decode_payment` member by member, naming the first fault."""
     try:
         members = _members.decode(raw)
     except (msgspec.ValidationError, msgspec.DecodeError):
