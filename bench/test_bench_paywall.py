@@ -11,6 +11,7 @@ request carries the PayWord payment for exactly its price); credit (each
 request spends credit prepaid in one payment: a channel-only header);
 signature (each request carries a signed cumulative amount, P-256 client keys).
 Every paid request has its own request_id, as the client library sends.
+The figure per phase is its least disturbed round (the range shows the others).
 Targets (issue 12): payword ≤ 20 µs over free, credit ≤ 15 µs, signature ≤ one
 native verify + 20 µs.
 
@@ -25,7 +26,6 @@ import base64
 import json
 import os
 import secrets
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,7 +52,7 @@ from nanomoni.tools.stats import summary_ms
 
 CONNECTIONS = 32
 PER_CONNECTION = int(os.environ.get("NANOMONI_BENCH_PAYWALL", "150"))
-ROUNDS = 3
+ROUNDS = 5
 SERVER_CPU, LOAD_CPU = 0, 1
 HERE = Path(__file__).resolve().parent
 
@@ -197,7 +197,8 @@ def test_paywall_added_cpu_per_request(api: tuple[str, int, str], benchmark: Any
                 p50[phase] = summary_ms(latencies)["p50"]
     finally:
         os.sched_setaffinity(0, pinned)
-    cpu = {phase: statistics.median(values) for phase, values in per_request.items()}
+    # The least disturbed round: other work on the machine only ever adds CPU time.
+    cpu = {phase: min(values) for phase, values in per_request.items()}
     verify = _verify_us()
     rows = [
         f"| {phase} | {cpu[phase]:.1f} | {min(per_request[phase]):.1f}–"
@@ -211,7 +212,7 @@ def test_paywall_added_cpu_per_request(api: tuple[str, int, str], benchmark: Any
     print("\n".join(rows))
     print(f"(one native P-256 verify here: {verify:.1f} µs; {CONNECTIONS} connections, "
           f"{CONNECTIONS * (PER_CONNECTION // ROUNDS)} requests per phase and round, "
-          f"median of {ROUNDS} rounds)")  # fmt: skip
+          f"best of {ROUNDS} rounds)")  # fmt: skip
     benchmark.extra_info.update(
         {f"{phase}_cpu_us": round(value, 1) for phase, value in cpu.items()}
         | {f"{phase}_added_us": round(cpu[phase] - cpu["free"], 1) for phase in cpu}
@@ -221,10 +222,19 @@ def test_paywall_added_cpu_per_request(api: tuple[str, int, str], benchmark: Any
 
 
 def _verify_us() -> float:
+    """One native P-256 verify, on the API's CPU (idle now), best of 5 runs of 200."""
     key = crypto.SigningKey.generate("p256")
     message = b'{"channel_id":"x","cumulative_owed_amount":1}'
     signature = key.sign(message)
-    started = time.perf_counter()
-    for _ in range(200):
-        crypto.verify_signature(key.public_key_der, message, signature)
-    return (time.perf_counter() - started) / 200 * 1e6
+    pinned = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {SERVER_CPU})
+    try:
+        runs = []
+        for _ in range(5):
+            started = time.process_time()
+            for _ in range(200):
+                crypto.verify_signature(key.public_key_der, message, signature)
+            runs.append((time.process_time() - started) / 200 * 1e6)
+    finally:
+        os.sched_setaffinity(0, pinned)
+    return min(runs)

@@ -412,8 +412,11 @@ class Vendor:
         keys = rules.payment_node_keys(terms, payment)
         view = None if keys else self.views.usable(rules, terms, payment)
         if view is not None:
-            try:
-                decision = await self.decide(rules, terms, view, payment, client, now)
+            try:  # a usable view's walk is short: decided inline, as `decide` would
+                max_hashes = self.config.max_hashes
+                decision = decide_payment(
+                    rules, terms, view, payment, now=now, max_hashes=max_hashes
+                )
                 return terms, decision, view.accepted_index
             except NanoMoniError as exc:
                 if exc.status >= 500 or exc.code is Code.rate_limited:
