@@ -136,14 +136,16 @@ def canonical_json(obj: Mapping[str, Any]) -> bytes:
     return json.dumps(kept, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
-_second: list[Any] = [None, ""]  # the last whole second formatted, and its text
+_second: tuple[int, str] = (-1, "")  # the last whole second formatted, and its text
 
 
 def utc_now() -> str:
     """`datetime.now(UTC).isoformat()`, the date and time formatted once a second (every
     accepted payment is stamped: formatting a datetime costs about 1 µs)."""
+    global _second
     second, micro = divmod(time.time_ns() // 1000, 1_000_000)
-    if _second[0] != second:
-        _second[:] = [second, datetime.fromtimestamp(second, UTC).isoformat()[:-6]]
-    text: str = _second[1]
+    formatted = _second  # one read: threads may replace it meanwhile
+    if formatted[0] != second:
+        formatted = _second = (second, datetime.fromtimestamp(second, UTC).isoformat()[:-6])
+    text = formatted[1]
     return f"{text}.{micro:06d}+00:00" if micro else f"{text}+00:00"
