@@ -52,6 +52,7 @@ API = "/api/v1/vendor"  # the vendor endpoints the paywall serves itself (SPEC ย
 _CHANNELS = f"{API}/channels/"
 PAUSE_TIMEOUT = 30.0  # seconds a metered stream waits for credit (SPEC ยง11)
 _JSON = (b"content-type", b"application/json")
+_RECEIPT = paywire.PAYMENT_RECEIPT.encode()
 _INTERNAL = error_payload(NanoMoniError(Code.internal_error, "internal error"))
 
 
@@ -220,7 +221,7 @@ class Paywall:
         if found is None:
             per = paywire.PER_CHUNK if metered else paywire.PER_REQUEST
             wanted = msgspec.structs.replace(self._requirement, price=price, per=per)
-            found = (wanted, paywire.encode_value(wanted).encode())
+            found = (wanted, paywire.encode_header(wanted))
             if len(self._requirements) < 4096:  # callable prices could make many
                 self._requirements[(price, metered)] = found
         return found
@@ -237,7 +238,6 @@ class Paywall:
             return
         if not self._started:
             await self.start()
-        requirements, required = self.requirements(price, route.metered)
         raw = header(scope, b"payment")
         try:
             if raw is None:
@@ -254,7 +254,7 @@ class Paywall:
             else:
                 charge = await self.spend(paid, scope, price, request_id=paid.request_id)
         except NanoMoniError as exc:
-            await self.refuse(scope, send, exc, requirements, required)
+            await self.refuse(scope, send, exc, *self.requirements(price, route.metered))
             return
         receipt = paywire.Receipt(
             channel_id=paid.channel_id, owed=charge.owed, consumed=charge.consumed, price=price
@@ -285,8 +285,7 @@ class Paywall:
                 started = True
                 if message["status"] >= 500 and charged:
                     receipt = await self._refund(receipt, request_id)
-                value = paywire.encode_value(receipt).encode()
-                headers = [*message.get("headers", ()), (paywire.PAYMENT_RECEIPT.encode(), value)]
+                headers = [*message.get("headers", ()), (_RECEIPT, paywire.encode_header(receipt))]
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -129,7 +129,7 @@ class Meter:
                 consumed=charge.consumed,
                 price=self.price,
             )
-        value = paywire.encode_value(self._receipt).encode()
+        value = paywire.encode_header(self._receipt)
         headers.append((paywire.PAYMENT_RECEIPT.encode(), value))
         await self._send({**message, "headers": headers})
 

@@ -843,8 +843,8 @@ def _state_args(
 
 
 def _charge(reply: list[bytes | int]) -> Charge:
-    outcome = _CHARGE_OUTCOMES[int(reply[0])]
-    if outcome in (ChargeOutcome.lost, ChargeOutcome.closing):
+    outcome = _CHARGE_OUTCOMES[reply[0]]  # type: ignore[index]  # an int already
+    if outcome is ChargeOutcome.lost or outcome is ChargeOutcome.closing:
         current = _state(*reply[1:5])  # type: ignore[arg-type]
         return Charge(outcome=outcome, current=current, owed=current.owed if current else 0)
     return Charge(outcome=outcome, owed=int(reply[1]), consumed=int(reply[2]))
@@ -1008,12 +1008,13 @@ class RedisVendorStore:
     ) -> Charge:
         check_amount(price, allow_zero=True)
         check_amount(minimum, allow_zero=True)
-        need = max(price, minimum)
+        need = price if price >= minimum else minimum
+        ttl = round(remember * 1000)
         args: list[bytes | str | int] = [
             need,
             need - price,
             "0" if request_id is None else "1",
-            max(1, round(remember * 1000)),
+            ttl if ttl > 0 else 1,
             "0" if new is None else "1",
         ]
         if new is not None:

@@ -42,3 +42,21 @@ def cpu_seconds(pid: int) -> float:
             # After the name: state is index 0, so utime/stime (fields 14/15) are 11/12.
             total += int(fields[11]) + int(fields[12])
     return total / TICKS_PER_SECOND
+
+
+def cpu_seconds_exact(pid: int) -> float:
+    """CPU seconds of pid's live threads and descendants to the nanosecond (the
+    scheduler's run time from /proc/<pid>/task/<tid>/schedstat): utime + stime come in
+    clock ticks (10 ms), too coarse for µs per request over a few thousand requests."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            tasks = list((PROC / str(member) / "task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+            except (OSError, IndexError, ValueError):  # the thread ended meanwhile
+                continue
+    return total / 1e9

@@ -417,8 +417,11 @@ class Vendor:
         keys = rules.payment_node_keys(terms, payment)
         view = None if keys else self.views.usable(rules, terms, payment)
         if view is not None:
-            try:
-                decision = await self.decide(rules, terms, view, payment, client, now)
+            try:  # a usable view's walk is short: decided inline, as `decide` would
+                max_hashes = self.config.max_hashes
+                decision = decide_payment(
+                    rules, terms, view, payment, now=now, max_hashes=max_hashes
+                )
                 return terms, decision, view.accepted_index
             except NanoMoniError as exc:
                 if exc.status >= 500 or exc.code is Code.rate_limited:
@@ -463,11 +466,12 @@ class Vendor:
         """The decision on `payment` against `view` (no store write): long walks run in a
         thread and, when they fail, spend from `client`'s budget."""
         walk = self.check_budget(rules, terms, view, payment, client)
-        decide = functools.partial(
-            decide_payment, rules, terms, view, payment, now=now, max_hashes=self.config.max_hashes
-        )
+        max_hashes = self.config.max_hashes
         if walk <= crypto.INLINE_HASHES:
-            return decide()
+            return decide_payment(rules, terms, view, payment, now=now, max_hashes=max_hashes)
+        decide = functools.partial(
+            decide_payment, rules, terms, view, payment, now=now, max_hashes=max_hashes
+        )
         try:
             # The native core releases the GIL: a thread keeps this worker's loop serving.
             return await asyncio.to_thread(decide)

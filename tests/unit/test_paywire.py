@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -144,3 +145,59 @@ def test_a_callable_price_must_be_money() -> None:
     assert route is not None
     with pytest.raises(ValueError):
         route.price_for({})
+
+
+def _header_json(**members: object) -> bytes:
+    return json.dumps(members).encode()
+
+
+TOKEN = "A" * 43 + "="
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _header_json(mode="payword", channel_id=CID),
+        _header_json(mode="payword", channel_id=CID, request_id="r" * 16),
+        _header_json(mode="payword", channel_id=CID, request_id="r" * 15),
+        _header_json(mode="payword", channel_id=CID, request_id="r" * 16 + "\n"),
+        _header_json(mode="payword", channel_id=CID, request_id=None),
+        _header_json(mode="payword", channel_id=CID[:-1] + "B"),
+        _header_json(mode="payword", channel_id=CID + "\n"),
+        _header_json(mode="cheque", channel_id=CID),
+        _header_json(mode=None, channel_id=CID),
+        _header_json(channel_id=CID, request_id="r" * 16, x=1),
+        _header_json(mode="payword", channel_id=CID, k=1, token_b64=TOKEN),
+        _header_json(mode="payword", channel_id=CID, k=1, token_b64=TOKEN, request_id="q" * 20),
+        _header_json(mode="payword", k=1, token_b64=TOKEN),
+        _header_json(mode="payword", channel_id=CID, k=0, token_b64=TOKEN),
+        _header_json(mode="payword", channel_id=CID, k=1, token_b64="@@"),
+        _header_json(mode="payword", channel_id=CID, k=1, token_b64=TOKEN, x=1),
+        _header_json(mode="signature", channel_id=CID, k=1, token_b64=TOKEN),
+        _header_json(
+            mode="signature", channel_id=CID, cumulative_owed_amount=3, signature_b64="c2ln"
+        ),
+        _header_json(mode="signature", channel_id=CID, cumulative_owed_amount=3),
+        b'{"mode": "payword", "channel_id": "%s", "channel_id": "x"}' % CID.encode(),
+        b"[]",
+        b"{",
+    ],
+)
+def test_the_fast_decoding_agrees_with_the_checks(body: bytes) -> None:
+    """The fast path (one msgspec call) takes a header only as the member-by-member
+    checks take it; whatever it leaves is theirs to refuse."""
+    fast = paywire._fast(body)
+    try:
+        checked = paywire._checked(body, None, None)
+    except NanoMoniError:
+        assert fast is None
+    else:
+        assert fast is None or fast == checked
+
+
+def test_well_formed_headers_take_the_fast_path() -> None:
+    rules = RULES[Mode.payword]
+    payment = PaywordPayment(k=7, token=b"t" * 32, channel_id=CID)
+    for paid, request_id in ((payment, "r" * 16), (payment, None), (None, "r" * 64)):
+        raw = paywire.decode_value(paywire.encode_payment(rules, CID, paid, request_id), "P")
+        assert paywire._fast(raw) == paywire.PaymentHeader(rules, CID, request_id, paid)
