@@ -105,12 +105,12 @@ async def _buy(
                 outcome.payments += 1
                 progress.advance(task)
             outcome.elapsed_s = time.perf_counter() - started
-        consumed = 0
-        for channel in auth.purse.channels:
-            consumed += (await paywall.vendor.store.credit(channel.channel_id)).consumed
         await auth.aclose()  # settles every channel at the issuer
-        settled = 0
+        # Every channel paid into is among the closed ones by now, renewed ones included
+        # (a renewal settles the channel it replaces in the background).
+        consumed = settled = 0
         for channel in auth.purse.closed:
+            consumed += (await paywall.vendor.store.credit(channel.channel_id)).consumed
             settled += (await bank.get_channel(channel.mode, channel.channel_id)).balance
         paid = sum(channel.owed for channel in auth.purse.closed)
         client_after = await bank.balance()

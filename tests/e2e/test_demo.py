@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nanomoni import launch
-from nanomoni.tools.demo import CHECKPOINT_LABEL, OFFLINE_LABEL, render, run_all
+from nanomoni.tools.demo import CHECKPOINT_LABEL, OFFLINE_LABEL, paywall_row, render, run_all
 from nanomoni.tools.display import Display
 from nanomoni.tools.local import cli_command
 from nanomoni.tools.paywall_demo import cheapest_mode
@@ -71,3 +71,14 @@ async def test_demo_reports_what_does_not_reconcile(
         assert any("insufficient_balance" in problem for problem in outcome.problems)
     rows = render(outcomes)
     assert [row[-1] for row in rows] == ["✗", "✗"]
+
+
+async def test_the_paywall_row_reconciles_across_renewed_channels(tmp_path: Path) -> None:
+    """More requests than one channel holds (256): the purse renews, and settles the
+    channel it replaces in the background; what those consumed still counts."""
+    with launch.start_issuer(data_dir=tmp_path / "issuer") as issuer:
+        with Display().progress() as progress:
+            outcome = await paywall_row(issuer.url, 300, progress)
+    assert outcome.problems == [] and outcome.reconciled, outcome.problems
+    assert outcome.payments == 300
+    assert 600 <= outcome.settled <= 600 + 2 * 4  # 300 requests of 2, prepaid 4 at a time
