@@ -222,9 +222,7 @@ class FirstOptRules(TreeRules):
         t = crypto.first_opt_levels(i, last, depth)
         if t == depth:
             return depth, _root(terms), b""
-        last_leaf = crypto.digest(path[:HASH_LEN], terms.hash_alg)
-        below = _split(path[HASH_LEN : HASH_LEN * (t + 1)])
-        anchor = crypto.merkle_fold(last_leaf, last, below, terms.hash_alg)
+        anchor = crypto.merkle_path_node(path, last, t, terms.hash_alg)
         return t, anchor, path[HASH_LEN * (t + 1) :]
 
     def verify(self, terms: ChannelTerms, view: VendorView, payment: TreePayment) -> Verified:
@@ -275,13 +273,10 @@ class SecondOptRules(FirstOptRules):
         self, terms: ChannelTerms, last: int, path: bytes, i: int, depth: int
     ) -> tuple[int, bytes, bytes]:
         t = (i ^ last).bit_length()  # i > last: t >= 1
-        last_siblings = path[HASH_LEN:]
-        anchor = last_siblings[HASH_LEN * (t - 1) : HASH_LEN * t]
+        anchor = path[HASH_LEN * t : HASH_LEN * (t + 1)]  # last's sibling at level t - 1
         # i's sibling at level t - 1 is last's path node there: fold last's leaf up to it.
-        last_leaf = crypto.digest(path[:HASH_LEN], terms.hash_alg)
-        below = _split(last_siblings[: HASH_LEN * (t - 1)])
-        sibling = crypto.merkle_fold(last_leaf, last, below, terms.hash_alg)
-        return t - 1, anchor, sibling + last_siblings[HASH_LEN * t :]
+        sibling = crypto.merkle_path_node(path, last, t - 1, terms.hash_alg)
+        return t - 1, anchor, sibling + path[HASH_LEN * (t + 1) :]
 
     @property
     def payer_type(self) -> type[PaytreePayer]:
