@@ -127,10 +127,19 @@ class TreeRules(ModeRules[TreePayment, TreeSettlement]):
         depth = depth_of(terms)
         if len(siblings) != depth:
             raise _wrong_count(len(siblings), depth)
-        leaf = _leaf(terms, payment)
-        if not crypto.verify_merkle(leaf, payment.i, siblings, terms.root, depth, terms.hash_alg):
+        return Verified(proof=self._fold(terms, payment, depth, terms.root), nodes={})
+
+    def _fold(self, terms: ChannelTerms, payment: TreePayment, count: int, anchor: bytes) -> bytes:
+        """secret ‖ siblings as sent, once its leaf H(secret) folds through the `count`
+        siblings to `anchor` (one native call on the blob the state keeps anyway)."""
+        if payment.leaf is not None:
+            _leaf(terms, payment)  # a leaf sent beside the secret must be its hash
+        if len(payment.secret) != HASH_LEN:
+            raise _bad_path()  # no such leaf: the wire decodes 32-byte secrets only
+        body = _sent(payment)
+        if crypto.merkle_path_node(body, payment.i, count, terms.hash_alg) != anchor:
             raise _bad_path()
-        return Verified(proof=_sent(payment), nodes={})
+        return body
 
     # --- settlement -------------------------------------------------------------------
 
@@ -237,10 +246,9 @@ class FirstOptRules(TreeRules):
             )
         if len(sent) != count:
             raise _wrong_count(len(sent), count)
-        if crypto.merkle_fold(_leaf(terms, payment), payment.i, sent, terms.hash_alg) != anchor:
-            raise _bad_path()
+        body = self._fold(terms, payment, count, anchor)
         # count ‖ secret ‖ the full path: what a replay must match, and what settles.
-        return Verified(proof=bytes([count]) + _sent(payment) + above, nodes={})
+        return Verified(proof=b"".join((bytes((count,)), body, above)), nodes={})
 
     def full_path(
         self, terms: ChannelTerms, state: PaymentState, nodes: Sequence[bytes | None]
