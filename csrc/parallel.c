@@ -1,7 +1,13 @@
+#if defined(__linux__) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE /* sched_getaffinity */
+#endif
 #include "parallel.h"
 
 #include <pthread.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sched.h>
+#endif
 
 #include "thresholds.h"
 
@@ -25,11 +31,24 @@ static void *run_worker(void *arg) {
     }
 }
 
+/* The CPUs this process may run on: a vendor pinned to one core (taskset, a cpuset)
+ * gains nothing from a second thread, which only costs its start and the switches. */
+static long usable_cpus(void) {
+#ifdef __linux__
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        int count = CPU_COUNT(&set);
+        if (count > 0) return count;
+    }
+#endif
+    return sysconf(_SC_NPROCESSORS_ONLN);
+}
+
 int nm_parallel_threads(size_t n, int requested) {
     long threads = requested;
     if (threads <= 0) {
         if (n < NM_PARALLEL_MIN_ITEMS) return 1;
-        threads = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = usable_cpus();
     }
     if (threads > NM_PARALLEL_MAX_THREADS) threads = NM_PARALLEL_MAX_THREADS;
     if ((size_t)threads > n) threads = (long)n;

@@ -455,6 +455,27 @@ def merkle_fold(bytes leaf not None, i, siblings, alg):
     return out
 
 
+def merkle_path_node(bytes path not None, i, levels, alg):
+    """node(levels, i >> levels) from a stored `secret || siblings` blob: H(secret)
+    folded through its first `levels` siblings, without splitting the blob."""
+    cdef nm_alg suite = <nm_alg>_suite(alg)
+    cdef int count = _small_int(levels, "levels", NM_MERKLE_MAX_DEPTH)
+    cdef uint64_t index
+    _to_u64(i, "i", &index)
+    if PyBytes_GET_SIZE(path) < 32 * (count + 1):
+        raise ValueError(f"path must hold a secret and {count} siblings, "
+                         f"got {PyBytes_GET_SIZE(path)} bytes")
+    cdef const uint8_t *src = <const uint8_t *>PyBytes_AS_STRING(path)
+    cdef uint8_t leaf[32]
+    cdef nm_status status = nm_hash(suite, src, 32, leaf)
+    if status != NM_OK:
+        _raise_status(status)
+    cdef bytes out = _new_hash()
+    nm_merkle_fold(suite, leaf, index, src + 32, <unsigned>count,
+                   <uint8_t *>PyBytes_AS_STRING(out))
+    return out
+
+
 # === signatures (csrc/sigkeys, sigverify, sign) ===
 
 if nm_sig_init() != NM_OK:

@@ -225,6 +225,12 @@ def merkle_fold(
     return _core.merkle_fold(leaf, i, siblings, _alg(alg))
 
 
+def merkle_path_node(path: bytes, i: int, levels: int, alg: str | HashAlg = "sha256") -> bytes:
+    """`merkle_fold(digest(secret), i, siblings[:levels])` for a stored path blob
+    `secret ‖ siblings` (32 bytes each), in one native call."""
+    return _core.merkle_path_node(path, i, levels, _alg(alg))
+
+
 def tree_depth(max_i: int) -> int:
     """depth = bit_length(max_i) (SPEC §5.3)."""
     return max_i.bit_length()

@@ -121,6 +121,32 @@ def test_core_merkle_fold_gives_ancestor(count: int, alg: str, data: st.DataObje
         assert folded == tree.node(levels, i >> levels)
 
 
+@settings(max_examples=40)
+@given(count=st.integers(min_value=1, max_value=64), alg=st.sampled_from(ALGS), data=st.data())
+def test_core_merkle_path_node_folds_a_stored_path(
+    count: int, alg: str, data: st.DataObject
+) -> None:
+    """A stored `secret ‖ siblings` blob folds like digest + merkle_fold over its parts."""
+    rng = random.Random(count)
+    secrets = random_leaves(count, rng)
+    tree = crypto.MerkleTree.from_secrets(secrets, alg)
+    last = data.draw(st.integers(min_value=0, max_value=count - 1))
+    path = secrets[last] + b"".join(tree.proof(last))
+    leaf = crypto.digest(secrets[last], alg)
+    for levels in range(tree.depth + 1):
+        expected = crypto.merkle_fold(leaf, last, tree.proof(last)[:levels], alg)
+        assert crypto.merkle_path_node(path, last, levels, alg) == expected
+        assert expected == tree.node(levels, last >> levels)
+    with pytest.raises(ValueError, match="path must hold a secret and"):
+        crypto.merkle_path_node(path, last, tree.depth + 1, alg)
+    with pytest.raises(ValueError, match="levels must be in"):
+        crypto.merkle_path_node(path, last, 65, alg)
+    with pytest.raises(ValueError, match="i must be"):
+        crypto.merkle_path_node(path, -1, 0, alg)
+    with pytest.raises(ValueError, match="unknown hash alg"):
+        _core.merkle_path_node(path, last, 0, 7)
+
+
 @pytest.mark.parametrize("alg", ALGS)
 def test_core_max_depth_64(alg: str) -> None:
     rng = random.Random(64)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from nanomoni import crypto, wire
 from nanomoni.encoding import b64encode, canonical_json
 from nanomoni.errors import Code, NanoMoniError
-from nanomoni.protocol.messages import TreeSettlement
+from nanomoni.protocol.messages import TreePayment, TreeSettlement
 from nanomoni.protocol.model import Closure, IssuerChannel, Mode, PaymentState, VendorView
 from nanomoni.protocol.modes import RULES
 from nanomoni.protocol.opening import open_channel_terms
@@ -586,6 +586,28 @@ def test_paytree_tampered_leaf_or_sibling_is_invalid_proof() -> None:
     channel.state = None
     # A real proof for another index does not pay this one.
     channel.refused(msgspec.structs.replace(channel.payment(10), i=9), Code.invalid_proof)
+
+
+@pytest.mark.parametrize("mode", sorted(TREE_MODES))
+def test_tree_secret_of_another_length_folds_to_no_leaf(mode: Mode) -> None:
+    """The wire only decodes 32-byte secrets; a payment built in-process with another
+    length (the same bytes re-split) pays nothing and changes nothing."""
+    channel = Channel(mode, max_index=127)
+    channel.pay(5)
+    payment = channel.payment(9).domain()
+    assert isinstance(payment, TreePayment)
+    view = VendorView(state=channel.state, nodes=[], closing=False)
+    rules = RULES[mode]
+    assert decide_payment(rules, channel.terms, view, payment, now=T1).state.index == 9
+    assert payment.siblings  # the same count of siblings, the same bytes in all
+    blob = payment.secret + b"".join(payment.siblings)
+    for cut in (16, 48):
+        first = blob[cut:64]
+        resplit = TreePayment(i=9, secret=blob[:cut], siblings=[first, *payment.siblings[1:]])
+        assert resplit.secret + b"".join(resplit.siblings) == blob
+        with pytest.raises(NanoMoniError) as caught:
+            decide_payment(rules, channel.terms, view, resplit, now=T1)
+        assert caught.value.code == Code.invalid_proof
 
 
 def test_paytree_same_i_with_another_proof_is_duplicate_mismatch() -> None:

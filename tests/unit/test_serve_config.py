@@ -66,3 +66,30 @@ def test_bad_limits_are_refused_before_starting(
     refused = nanomoni_command("issuer", "--data-dir", "/nonexistent/never-created", *args, env=env)
     assert refused.returncode == 2
     assert complaint in refused.stderr
+
+
+FREEZE_CHECK = """
+import gc, weakref
+from nanomoni.serve import freeze_startup_heap
+
+class Node:
+    pass
+
+freeze_startup_heap()
+assert gc.get_freeze_count() > 10_000, gc.get_freeze_count()
+new = Node()
+new.self = new  # garbage made after start-up is still collected
+gone = weakref.ref(new)
+del new
+gc.collect()
+assert gone() is None
+print("ok")
+"""
+
+
+def test_a_worker_freezes_its_startup_heap_and_still_collects_later_garbage() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", FREEZE_CHECK], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

@@ -127,10 +127,19 @@ class TreeRules(ModeRules[TreePayment, TreeSettlement]):
         depth = depth_of(terms)
         if len(siblings) != depth:
             raise _wrong_count(len(siblings), depth)
-        leaf = _leaf(terms, payment)
-        if not crypto.verify_merkle(leaf, payment.i, siblings, terms.root, depth, terms.hash_alg):
+        return Verified(proof=self._fold(terms, payment, depth, terms.root), nodes={})
+
+    def _fold(self, terms: ChannelTerms, payment: TreePayment, count: int, anchor: bytes) -> bytes:
+        """secret ‖ siblings as sent, once its leaf H(secret) folds through the `count`
+        siblings to `anchor` (one native call on the blob the state keeps anyway)."""
+        if payment.leaf is not None:
+            _leaf(terms, payment)  # a leaf sent beside the secret must be its hash
+        if len(payment.secret) != HASH_LEN:
+            raise _bad_path()  # no such leaf: the wire decodes 32-byte secrets only
+        body = _sent(payment)
+        if crypto.merkle_path_node(body, payment.i, count, terms.hash_alg) != anchor:
             raise _bad_path()
-        return Verified(proof=_sent(payment), nodes={})
+        return body
 
     # --- settlement -------------------------------------------------------------------
 
@@ -222,9 +231,7 @@ class FirstOptRules(TreeRules):
         t = crypto.first_opt_levels(i, last, depth)
         if t == depth:
             return depth, _root(terms), b""
-        last_leaf = crypto.digest(path[:HASH_LEN], terms.hash_alg)
-        below = _split(path[HASH_LEN : HASH_LEN * (t + 1)])
-        anchor = crypto.merkle_fold(last_leaf, last, below, terms.hash_alg)
+        anchor = crypto.merkle_path_node(path, last, t, terms.hash_alg)
         return t, anchor, path[HASH_LEN * (t + 1) :]
 
     def verify(self, terms: ChannelTerms, view: VendorView, payment: TreePayment) -> Verified:
@@ -239,10 +246,9 @@ class FirstOptRules(TreeRules):
             )
         if len(sent) != count:
             raise _wrong_count(len(sent), count)
-        if crypto.merkle_fold(_leaf(terms, payment), payment.i, sent, terms.hash_alg) != anchor:
-            raise _bad_path()
+        body = self._fold(terms, payment, count, anchor)
         # count ‖ secret ‖ the full path: what a replay must match, and what settles.
-        return Verified(proof=bytes([count]) + _sent(payment) + above, nodes={})
+        return Verified(proof=b"".join((bytes((count,)), body, above)), nodes={})
 
     def full_path(
         self, terms: ChannelTerms, state: PaymentState, nodes: Sequence[bytes | None]
@@ -275,13 +281,10 @@ class SecondOptRules(FirstOptRules):
         self, terms: ChannelTerms, last: int, path: bytes, i: int, depth: int
     ) -> tuple[int, bytes, bytes]:
         t = (i ^ last).bit_length()  # i > last: t >= 1
-        last_siblings = path[HASH_LEN:]
-        anchor = last_siblings[HASH_LEN * (t - 1) : HASH_LEN * t]
+        anchor = path[HASH_LEN * t : HASH_LEN * (t + 1)]  # last's sibling at level t - 1
         # i's sibling at level t - 1 is last's path node there: fold last's leaf up to it.
-        last_leaf = crypto.digest(path[:HASH_LEN], terms.hash_alg)
-        below = _split(last_siblings[: HASH_LEN * (t - 1)])
-        sibling = crypto.merkle_fold(last_leaf, last, below, terms.hash_alg)
-        return t - 1, anchor, sibling + last_siblings[HASH_LEN * t :]
+        sibling = crypto.merkle_path_node(path, last, t - 1, terms.hash_alg)
+        return t - 1, anchor, sibling + path[HASH_LEN * (t + 1) :]
 
     @property
     def payer_type(self) -> type[PaytreePayer]:
