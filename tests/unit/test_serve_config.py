@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from commands import PACKAGE_ROOT
 
 from nanomoni.serve import MAX_RESTART_DELAY, STABLE_SECONDS, RestartBackoff
 
@@ -89,7 +90,11 @@ print("ok")
 
 def test_a_worker_freezes_its_startup_heap_and_still_collects_later_garbage() -> None:
     done = subprocess.run(
-        [sys.executable, "-c", FREEZE_CHECK], capture_output=True, text=True, timeout=60
+        [sys.executable, "-P", "-c", FREEZE_CHECK],  # -P: the package under test, not the cwd
+        env={**os.environ, "PYTHONPATH": PACKAGE_ROOT},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
