@@ -135,6 +135,34 @@ def base64_decode(text, Py_ssize_t length=-1):
     return _base64(text, length)
 
 
+def base64_decode_joined(list texts not None, Py_ssize_t length):
+    """`b"".join(base64_decode_list(texts, length))` without the intermediate list, or
+    None if any text is not canonical base64 of exactly `length` (>= 0) bytes."""
+    cdef Py_ssize_t j, size, pad, count = len(texts)
+    cdef size_t decoded
+    cdef const char *chars
+    if length < 0:
+        raise ValueError(f"length must be >= 0, got {length}")
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, count * length)
+    cdef uint8_t *at = <uint8_t *>PyBytes_AS_STRING(out)
+    for j in range(count):
+        text = texts[j]
+        if not PyUnicode_Check(text):
+            return None
+        try:
+            chars = PyUnicode_AsUTF8AndSize(text, &size)
+        except UnicodeError:
+            return None
+        pad = 0
+        if size >= 4 and chars[size - 1] == b'=':
+            pad = 2 if chars[size - 2] == b'=' else 1
+        if <Py_ssize_t>NM_BASE64_MAX_DECODED(<size_t>size) - pad != length:
+            return None
+        if not nm_base64_decode(chars, <size_t>size, at + j * length, &decoded):
+            return None
+    return out
+
+
 def base64_decode_list(list texts not None, Py_ssize_t length):
     """`base64_decode(text, length)` of every text, or None if any of them is None."""
     cdef Py_ssize_t j, count = len(texts)

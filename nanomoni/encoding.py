@@ -45,6 +45,15 @@ def b64decode_list(texts: list[str], length: int, field: str) -> list[bytes]:
     return data
 
 
+def b64decode_joined(texts: list[str], length: int, field: str) -> bytes:
+    """`b"".join(b64decode_list(texts, length, field))`, decoded into one buffer."""
+    data = _core.base64_decode_joined(texts, length)
+    if data is None:
+        b64decode_list(texts, length, field)  # names the first bad entry
+        raise AssertionError("base64_decode_joined refused what base64_decode_list took")
+    return data
+
+
 def _refusal(text: object, length: int | None, field: str) -> str:
     """Why the native decoder refused `text`, in words."""
     try:

@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar, Union
 
 import msgspec
 
 from nanomoni import config
-from nanomoni.encoding import b64decode, b64decode_list, b64encode, canonical_json, is_channel_id
+from nanomoni.encoding import (
+    b64decode,
+    b64decode_joined,
+    b64decode_list,
+    b64encode,
+    canonical_json,
+    is_channel_id,
+)
 from nanomoni.errors import Code, NanoMoniError
 from nanomoni.protocol.lifecycle import iso_from_us, us_from_iso
 from nanomoni.protocol.messages import (
@@ -668,7 +674,7 @@ class TreePaymentBody(Strict):
         return TreePayment(
             i=self.i,
             secret=_hash(self.secret_b64, "secret_b64"),
-            siblings=b64decode_list(self.siblings_b64, HASH_LEN, "siblings_b64"),
+            path=b64decode_joined(self.siblings_b64, HASH_LEN, "siblings_b64"),
             leaf=None if self.leaf_b64 is None else _hash(self.leaf_b64, "leaf_b64"),
             channel_id=self.channel_id,
         )
@@ -768,8 +774,7 @@ class BatchRequest(Strict):
 _well_formed_decoder = msgspec.json.Decoder(BatchRequest)
 
 
-@dataclass(frozen=True, slots=True)
-class BatchItem:
+class BatchItem(msgspec.Struct, frozen=True, gc=False):  # 4x cheaper to build than a dataclass
     """One decoded item of a batch: its mode's rules, channel id and payment."""
 
     rules: AnyRules

@@ -35,9 +35,14 @@ class TreePayment(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
     i: int
     secret: bytes
-    siblings: list[bytes]
+    path: bytes  # the siblings sent, leaf level first, joined (32 bytes each)
     leaf: bytes | None = None
     channel_id: str | None = None
+
+    @property
+    def siblings(self) -> list[bytes]:
+        """The siblings sent, one by one."""
+        return [self.path[at : at + 32] for at in range(0, len(self.path), 32)]
 
 
 Payment = SignaturePayment | PaywordPayment | TreePayment

@@ -33,6 +33,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from nanomoni import crypto, encoding, metrics
 from nanomoni.errors import Code, NanoMoniError
 from nanomoni.protocol.messages import Payment
@@ -51,8 +53,7 @@ Outcome = Decision | NanoMoniError
 Result = ItemAccepted | ItemRefused
 
 
-@dataclass(slots=True)
-class _Item:
+class _Item(msgspec.Struct, gc=False):  # one per item: cheaper to build than a dataclass
     position: int  # in the batch
     rules: AnyRules
     payment: Payment
@@ -68,6 +69,7 @@ class _Group:
 
     channel_id: str
     terms: ChannelTerms
+    rules: AnyRules  # the channel's mode: require_mode lets only its items in
     items: list[_Item] = field(default_factory=list)
     stored: PaymentState | None = None  # the state read from the store this round
     write: PaymentState | None = None  # the last accepted: what the compare-and-set stores
@@ -130,12 +132,6 @@ class Batch:
         if rules is not None:  # decoded far enough to have a mode (as the single path counts)
             self.counts[(rules.mode, "rejected", exc.code)] += 1
 
-    def _accept(self, item: _Item, terms: ChannelTerms, decision: Decision) -> None:
-        self.results[item.position] = item_accepted(
-            item.rules, terms, decision.state, decision.replay
-        )
-        self.counts[(item.rules.mode, "replay" if decision.replay else "accepted", None)] += 1
-
     async def _group(self) -> list[_Group]:
         """Items by channel (terms learned as the single path learns them), in order."""
         groups: dict[str, _Group] = {}
@@ -144,18 +140,19 @@ class Batch:
             if isinstance(item, NanoMoniError):
                 self._refuse(position, item)
                 continue
-            try:
-                terms = vendor.known_terms(item.channel_id) or await vendor.terms(
-                    item.rules, item.channel_id
-                )
-                require_mode(item.rules, terms, "payment")
-            except NanoMoniError as exc:
-                self._refuse(position, exc, item.rules)
-                continue
             group = groups.get(item.channel_id)
-            if group is None:
-                group = groups[item.channel_id] = _Group(item.channel_id, terms)
-            keys = item.rules.payment_node_keys(terms, item.payment)
+            if group is None or item.rules is not group.rules:  # else: checked at its first item
+                try:
+                    terms = vendor.known_terms(item.channel_id) or await vendor.terms(
+                        item.rules, item.channel_id
+                    )
+                    require_mode(item.rules, terms, "payment")
+                except NanoMoniError as exc:
+                    self._refuse(position, exc, item.rules)
+                    continue
+                if group is None:
+                    group = groups[item.channel_id] = _Group(item.channel_id, terms, item.rules)
+            keys = item.rules.payment_node_keys(group.terms, item.payment)
             group.add(_Item(position, item.rules, item.payment, keys))
         return list(groups.values())
 
@@ -205,7 +202,7 @@ class Batch:
         again = []
         writing = []
         for group, _ in loaded:
-            if group.items[0].rules in failing:
+            if group.rules in failing:
                 await self._confirm(group, verdicts)
             if not group.fresh and not all(
                 isinstance(item.outcome, Decision) and not item.outcome.replay
@@ -232,7 +229,7 @@ class Batch:
             elif result.outcome is CasOutcome.stored:
                 if not group.keys:
                     views.remember(group.channel_id, group.write, closing=False)
-                self.vendor.note_accepted(group.items[0].rules, group.channel_id)
+                self.vendor.note_accepted(group.rules, group.channel_id)
                 self._finish(group)
             else:  # lost a race, or the channel began closing: decide again on a fresh read
                 views.forget(group.channel_id)
@@ -248,7 +245,7 @@ class Batch:
         ):
             return False
         try:
-            grew = await self.vendor.amount_grew(group.items[0].rules, group.channel_id)
+            grew = await self.vendor.amount_grew(group.rules, group.channel_id)
             terms = self.vendor.known_terms(group.channel_id) if grew else None
         except NanoMoniError:
             return False  # the issuer cannot say now: the refusal for the amount stands
@@ -265,10 +262,15 @@ class Batch:
         state, closing, terms = view.state, view.closing, group.terms
         vendor, client, now = self.vendor, self.client, self.now
         max_hashes = vendor.config.max_hashes
-        rules = group.items[0].rules  # one channel, one mode (require_mode let only it in)
+        rules = group.rules
         collected = checks.setdefault(rules, [])
+        no_nodes: list[bytes | None] = []  # shared by the views of items needing no nodes
         for item in group.items:
-            item.view = item_view = group.view_for(item, state, closing)
+            if item.node_keys:
+                item_view = group.view_for(item, state, closing)
+            else:
+                item_view = VendorView(state=state, nodes=no_nodes, closing=closing)
+            item.view = item_view
             start = len(collected)
             try:
                 vendor.check_budget(rules, terms, item_view, item.payment, client)
@@ -279,9 +281,12 @@ class Batch:
                 item.outcome = exc
             else:
                 item.outcome = decision
-                group.took(decision)
-                state = decision.state
-            item.checks = (start, len(collected))
+                if not decision.replay:  # group.took, inline: once per item
+                    group.write = state = decision.state
+                    if decision.nodes:
+                        group.nodes.update(decision.nodes)
+            if len(collected) != start:
+                item.checks = (start, len(collected))
 
     async def _run_checks(self, checks: dict[AnyRules, list[Any]]) -> dict[AnyRules, list[bool]]:
         """Every presumed check, one native call per mode; off the loop past ~1 ms of work."""
@@ -328,17 +333,27 @@ class Batch:
         """The group's answers once its write is settled: stored (or nothing to write),
         failed (`failure`: its outcome unknown), or `lost` for good (answered as a
         single payment that lost the race)."""
+        results, terms, rules = self.results, group.terms, group.rules
+        accepted = replayed = 0
         for item in group.items:
             outcome = item.outcome
             assert outcome is not None
             if isinstance(outcome, NanoMoniError):
-                self._refuse(item.position, outcome, item.rules)
+                self._refuse(item.position, outcome, rules)
             elif failure is not None and group.depends_on_write(outcome):
-                self._refuse(item.position, failure, item.rules)
+                self._refuse(item.position, failure, rules)
             elif lost and group.depends_on_write(outcome):
                 lost_race = NanoMoniError(
                     Code.non_monotonic, "payment index must be strictly increasing"
                 )
-                self._refuse(item.position, lost_race, item.rules)
+                self._refuse(item.position, lost_race, rules)
             else:
-                self._accept(item, group.terms, outcome)
+                replay = outcome.replay
+                results[item.position] = item_accepted(rules, terms, outcome.state, replay)
+                replayed += replay
+                accepted += not replay
+        # For the metrics: counted per group (StrEnums, so they are their names).
+        if accepted:
+            self.counts[(rules.mode, "accepted", None)] += accepted
+        if replayed:
+            self.counts[(rules.mode, "replay", None)] += replayed

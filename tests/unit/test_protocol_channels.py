@@ -600,11 +600,10 @@ def test_tree_secret_of_another_length_folds_to_no_leaf(mode: Mode) -> None:
     rules = RULES[mode]
     assert decide_payment(rules, channel.terms, view, payment, now=T1).state.index == 9
     assert payment.siblings  # the same count of siblings, the same bytes in all
-    blob = payment.secret + b"".join(payment.siblings)
+    blob = payment.secret + payment.path
     for cut in (16, 48):
-        first = blob[cut:64]
-        resplit = TreePayment(i=9, secret=blob[:cut], siblings=[first, *payment.siblings[1:]])
-        assert resplit.secret + b"".join(resplit.siblings) == blob
+        resplit = TreePayment(i=9, secret=blob[:cut], path=blob[cut:])
+        assert resplit.secret + resplit.path == blob
         with pytest.raises(NanoMoniError) as caught:
             decide_payment(rules, channel.terms, view, resplit, now=T1)
         assert caught.value.code == Code.invalid_proof

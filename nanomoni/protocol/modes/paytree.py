@@ -72,7 +72,7 @@ def _bad_path() -> NanoMoniError:
 
 def _sent(payment: TreePayment) -> bytes:
     """secret ‖ siblings as sent (fixed-size parts: equal blobs mean equal bodies)."""
-    return payment.secret + b"".join(payment.siblings)
+    return payment.secret + payment.path
 
 
 def _leaf(terms: ChannelTerms, payment: TreePayment) -> bytes:
@@ -114,19 +114,20 @@ class TreeRules(ModeRules[TreePayment, TreeSettlement]):
     def is_replay(self, terms: ChannelTerms, stored: PaymentState, payment: TreePayment) -> bool:
         return _sent(payment) == stored.proof and _consistent(terms, payment)
 
-    def _siblings(self, payment: TreePayment) -> list[bytes]:
-        if len(payment.siblings) > MAX_SIBLINGS:
+    def _sibling_count(self, payment: TreePayment) -> int:
+        count = len(payment.path) // HASH_LEN
+        if count > MAX_SIBLINGS:
             raise invalid_proof(
-                f"invalid proof: {len(payment.siblings)} siblings, at most {MAX_SIBLINGS} allowed"
+                f"invalid proof: {count} siblings, at most {MAX_SIBLINGS} allowed"
             )
-        return payment.siblings
+        return count
 
     def verify(self, terms: ChannelTerms, view: VendorView, payment: TreePayment) -> Verified:
         assert terms.root is not None
-        siblings = self._siblings(payment)
+        sent = self._sibling_count(payment)
         depth = depth_of(terms)
-        if len(siblings) != depth:
-            raise _wrong_count(len(siblings), depth)
+        if sent != depth:
+            raise _wrong_count(sent, depth)
         return Verified(proof=self._fold(terms, payment, depth, terms.root), nodes={})
 
     def _fold(self, terms: ChannelTerms, payment: TreePayment, count: int, anchor: bytes) -> bytes:
@@ -217,7 +218,7 @@ class FirstOptRules(TreeRules):
     def is_replay(self, terms: ChannelTerms, stored: PaymentState, payment: TreePayment) -> bool:
         count = stored.proof[0]
         return (
-            len(payment.siblings) == count
+            len(payment.path) == HASH_LEN * count
             and _sent(payment) == stored.proof[1 : 1 + HASH_LEN * (count + 1)]
             and _consistent(terms, payment)
         )
@@ -235,7 +236,7 @@ class FirstOptRules(TreeRules):
         return t, anchor, path[HASH_LEN * (t + 1) :]
 
     def verify(self, terms: ChannelTerms, view: VendorView, payment: TreePayment) -> Verified:
-        sent = self._siblings(payment)
+        sent = self._sibling_count(payment)
         depth = depth_of(terms)
         stored = view.state
         if stored is None:
@@ -244,8 +245,8 @@ class FirstOptRules(TreeRules):
             count, anchor, above = self._pruned(
                 terms, stored.index, stored.proof[1:], payment.i, depth
             )
-        if len(sent) != count:
-            raise _wrong_count(len(sent), count)
+        if sent != count:
+            raise _wrong_count(sent, count)
         body = self._fold(terms, payment, count, anchor)
         # count ‖ secret ‖ the full path: what a replay must match, and what settles.
         return Verified(proof=b"".join((bytes((count,)), body, above)), nodes={})
@@ -327,7 +328,7 @@ class PaytreePayer:
         return TreePayment(
             i=index,
             secret=leaf_secret(self.seed, index),
-            siblings=self.siblings(index),
+            path=b"".join(self.siblings(index)),
             channel_id=self.channel_id,
         )
 
