@@ -1,4 +1,4 @@
-"""_core.base64_decode(_list) against canonical base64 defined in Python: texts
+"""_core.base64_decode(_list, _joined) against canonical base64 defined in Python: texts
 near valid ones (one character changed, padding moved, bits set), other lengths,
 non-ASCII text."""
 
@@ -38,6 +38,8 @@ def test_one_input(data: bytes) -> None:
     length = len(expected[0]) if expected[0] is not None else 32
     fits = all(want is not None and len(want) == length for want in expected)
     assert _core.base64_decode_list(texts, length) == (expected if fits else None), texts
+    joined = b"".join(want for want in expected if want is not None) if fits else None
+    assert _core.base64_decode_joined(texts, length) == joined, texts
 
 
 def seeds() -> dict[str, bytes]:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from reference import base64_canonical
 
 from nanomoni import _core
-from nanomoni.encoding import b64decode, b64decode_list
+from nanomoni.encoding import b64decode, b64decode_joined, b64decode_list
 from nanomoni.errors import Code, NanoMoniError
 
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
@@ -61,6 +61,23 @@ def test_a_list_is_decoded_whole_or_not_at_all() -> None:
     assert _core.base64_decode_list([], 32) == []
 
 
+@given(st.lists(st.binary(min_size=32, max_size=32), max_size=20))
+def test_joined_is_the_list_joined(parts: list[bytes]) -> None:
+    texts = [base64.b64encode(part).decode() for part in parts]
+    assert _core.base64_decode_joined(texts, 32) == b"".join(parts)
+
+
+@pytest.mark.parametrize("bad", ["QR==", "QQ==", 7, "A" * 44, "\udcff" * 4])
+def test_joined_refuses_any_bad_entry(bad: object) -> None:
+    texts: list[object] = [base64.b64encode(bytes(32)).decode(), bad]
+    assert _core.base64_decode_joined(texts, 32) is None  # type: ignore[arg-type]
+
+
+def test_joined_needs_a_length() -> None:
+    with pytest.raises(ValueError):
+        _core.base64_decode_joined([], -1)
+
+
 @pytest.mark.parametrize(
     ("text", "length", "why"),
     [
@@ -81,3 +98,6 @@ def test_a_list_refusal_names_the_first_bad_entry() -> None:
     with pytest.raises(NanoMoniError) as refused:
         b64decode_list([good, good, "QR==", "!"], 32, "siblings_b64")
     assert refused.value.detail.startswith("siblings_b64[2] ")
+    with pytest.raises(NanoMoniError) as joined:
+        b64decode_joined([good, good, "QR==", "!"], 32, "siblings_b64")
+    assert joined.value.detail == refused.value.detail
