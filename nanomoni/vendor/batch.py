@@ -77,6 +77,8 @@ class _Group:
     loaded: dict[int, bytes] = field(default_factory=dict)  # nodes read from the store
     fresh: bool = True  # decided on a state read this round (else: one this worker remembered)
     keys: list[int] = field(default_factory=list)  # every item's node keys, once each
+    all_new: bool = True  # every item's outcome accepts a new payment (no refusal, no replay)
+    over_amount: bool = False  # an item was refused for the channel's amount
 
     def add(self, item: _Item) -> None:
         self.items.append(item)
@@ -95,6 +97,14 @@ class _Group:
         if not decision.replay:
             self.write = decision.state
             self.nodes.update(decision.nodes)
+
+    def review(self) -> None:
+        """`all_new` and `over_amount` from the items' outcomes."""
+        outcomes = [item.outcome for item in self.items]
+        self.all_new = all(isinstance(o, Decision) and not o.replay for o in outcomes)
+        self.over_amount = any(
+            isinstance(o, NanoMoniError) and o.code is Code.exceeds_amount for o in outcomes
+        )
 
     def depends_on_write(self, outcome: Outcome) -> bool:
         """An answer that only holds if this round's write is stored."""
@@ -204,10 +214,7 @@ class Batch:
         for group, _ in loaded:
             if group.rules in failing:
                 await self._confirm(group, verdicts)
-            if not group.fresh and not all(
-                isinstance(item.outcome, Decision) and not item.outcome.replay
-                for item in group.items
-            ):
+            if not group.fresh and not group.all_new:
                 again.append(group)  # a refusal or replay must hold for the current state
             elif await self._topped_up(group):
                 again.append(group)  # refused for its amount, which a top-up raised
@@ -239,10 +246,7 @@ class Batch:
     async def _topped_up(self, group: _Group) -> bool:
         """Whether an item was refused for the channel's amount and re-reading the
         channel found a top-up (then `group.terms` are the new ones)."""
-        if not any(
-            isinstance(item.outcome, NanoMoniError) and item.outcome.code is Code.exceeds_amount
-            for item in group.items
-        ):
+        if not group.over_amount:
             return False
         try:
             grew = await self.vendor.amount_grew(group.rules, group.channel_id)
@@ -257,6 +261,7 @@ class Batch:
     def _presume(self, group: _Group, view: VendorView, checks: dict[AnyRules, list[Any]]) -> None:
         """Decide the group's items in order, costly checks presumed (collected in `checks`)."""
         group.stored, group.write, group.nodes = view.state, None, {}
+        group.all_new, group.over_amount = True, False
         known = zip(group.keys, view.nodes, strict=True)
         group.loaded = {key: node for key, node in known if node is not None}
         state, closing, terms = view.state, view.closing, group.terms
@@ -279,14 +284,17 @@ class Batch:
                 )
             except NanoMoniError as exc:
                 item.outcome = exc
+                group.all_new = False
+                group.over_amount |= exc.code is Code.exceeds_amount
             else:
                 item.outcome = decision
-                if not decision.replay:  # group.took, inline: once per item
+                if decision.replay:
+                    group.all_new = False
+                else:  # group.took, inline: once per item
                     group.write = state = decision.state
                     if decision.nodes:
                         group.nodes.update(decision.nodes)
-            if len(collected) != start:
-                item.checks = (start, len(collected))
+            item.checks = (start, len(collected))
 
     async def _run_checks(self, checks: dict[AnyRules, list[Any]]) -> dict[AnyRules, list[bool]]:
         """Every presumed check, one native call per mode; off the loop past ~1 ms of work."""
@@ -325,6 +333,7 @@ class Batch:
                     later.outcome = decision
                     group.took(decision)
                     state = decision.state
+            group.review()
             return
 
     def _finish(
