@@ -251,8 +251,10 @@ class Paywall:
                 )
             if route.metered:  # admitted with credit for one event; events pay as they go
                 charge = await self.spend(paid, scope, 0, minimum=price)
-            else:
-                charge = await self.spend(paid, scope, price, request_id=paid.request_id)
+            else:  # `spend`, one coroutine less
+                charge = await self._step(paid, scope, price, 0, paid.request_id)
+                if charge.outcome is ChargeOutcome.insufficient:
+                    raise InsufficientCredit(paid.channel_id, charge)
         except NanoMoniError as exc:
             await self.refuse(scope, send, exc, *self.requirements(price, route.metered))
             return
@@ -319,20 +321,29 @@ class Paywall:
         `price` taken from the channel's credit, atomically. Charged or repeated, or
         raises (insufficient_credit, the payment's refusal, an outage). The header's
         channel id is canonical already (`paywire.decode_payment`)."""
-        charge_step = self.vendor.store.charge
+        charge = await self._step(paid, scope, price, minimum, request_id)
+        if charge.outcome is ChargeOutcome.insufficient:
+            raise InsufficientCredit(paid.channel_id, charge)
+        return charge
+
+    def _step(
+        self,
+        paid: paywire.PaymentHeader,
+        scope: Scope,
+        price: int,
+        minimum: int,
+        request_id: str | None,
+    ) -> Awaitable[Charge]:
+        """`spend` but for refusing insufficient credit: its charge."""
         if paid.payment is None:
-            charge = await charge_step(
+            return self.vendor.store.charge(
                 paid.channel_id,
                 price,
                 request_id=request_id,
                 minimum=minimum,
                 remember=self.remember,
             )
-        else:
-            charge = await self._pay(paid, scope, price, minimum, request_id)
-        if charge.outcome is ChargeOutcome.insufficient:
-            raise InsufficientCredit(paid.channel_id, charge)
-        return charge
+        return self._pay(paid, scope, price, minimum, request_id)
 
     async def _pay(
         self,
@@ -345,14 +356,16 @@ class Paywall:
         rules, channel_id, payment = paid.rules, paid.channel_id, paid.payment
         assert payment is not None
         mode = rules.mode.value
-        client = scope.get("client")
-        address = client[0] if client else ""
         started = time.perf_counter()
-        store = self.vendor.store
+        vendor = self.vendor
+        store = vendor.store
         try:
-            _, decision, expected = await self.vendor.decide_for(
-                paid.rules, channel_id, payment, address
-            )
+            found = vendor.decide_known(rules, channel_id, payment)
+            if found is None:  # a read of the store or the issuer first
+                client = scope.get("client")
+                address = client[0] if client else ""
+                found = await vendor.decide_for(rules, channel_id, payment, address)
+            _, decision, expected = found
             new = None if decision.replay else decision.state
             charge = await store.charge(
                 channel_id,
