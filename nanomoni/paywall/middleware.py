@@ -92,6 +92,12 @@ async def read_body(receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
+def _with_receipt(start: Message, receipt: paywire.Receipt) -> Message:
+    """A copy of a response's start message with the receipt among its headers."""
+    headers = [*start.get("headers", ()), (_RECEIPT, paywire.encode_header(receipt))]
+    return {**start, "headers": headers}
+
+
 class _OutageLog:
     """One warning line a second at most while the store fails every request."""
 
@@ -281,15 +287,18 @@ class Paywall:
         refunded if the app fails it (an exception or a 5xx): nobody pays for that."""
         started = False
 
-        async def paid_send(message: Message) -> None:
-            nonlocal started, receipt
+        def paid_send(message: Message) -> Awaitable[None]:
+            # A plain function returning `send`'s awaitable: no coroutine per message.
+            nonlocal started
             if message["type"] == "http.response.start" and not started:
                 started = True
                 if message["status"] >= 500 and charged:
-                    receipt = await self._refund(receipt, request_id)
-                headers = [*message.get("headers", ()), (_RECEIPT, paywire.encode_header(receipt))]
-                message = {**message, "headers": headers}
-            await send(message)
+                    return refunded_send(message)
+                return send(_with_receipt(message, receipt))
+            return send(message)
+
+        async def refunded_send(message: Message) -> None:
+            await send(_with_receipt(message, await self._refund(receipt, request_id)))
 
         try:
             await self.app(scope, receive, paid_send)
