@@ -141,9 +141,10 @@ async def _plans(url: str, issuer_url: str) -> dict[str, list[list[bytes]]]:
             ])  # fmt: skip
             credit = await client.open_channel(Mode.payword, count, max_index=count)
             await credit.pay_to(count)  # prepaid: one payment for every request
-            plans["credit"].append(
-                [_get(url, "/paid", _header("payword", credit.channel_id, None))] * count
-            )
+            plans["credit"].append(  # each request its own header: its own request_id
+                [_get(url, "/paid", _header("payword", credit.channel_id, None))
+                 for _ in range(count)]
+            )  # fmt: skip
             signed = await client.open_channel(Mode.signature, count)
             plans["signature"].append([
                 _get(url, "/paid", _header("signature", signed.channel_id, {

@@ -8,13 +8,16 @@ registry.
 
 from __future__ import annotations
 
+import bisect
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -22,11 +25,63 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as _multiprocess
+from prometheus_client.metrics_core import Metric
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 _FAST = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
+
+
+class _PaymentTally:
+    """Payments counted in plain ints (one lock per payment instead of three inside
+    prometheus_client) and moved into the Prometheus objects whenever the registry is
+    read. Registered ahead of every metric of this module, so a collection moves them
+    before it reads any: /metrics stays exact. Only in-process: with
+    PROMETHEUS_MULTIPROC_DIR another process reads the samples, so payments are
+    recorded directly (`payment`)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counts: dict[tuple[str, str], int] = {}
+        self.times: dict[str, list[float]] = {}  # per mode: count per bucket, then the sum
+
+    def add(self, mode: str, outcome: str, seconds: float) -> None:
+        key = (mode, outcome)
+        with self.lock:
+            counts = self.counts
+            counts[key] = counts.get(key, 0) + 1
+            times = self.times.get(mode)
+            if times is None:
+                times = self.times[mode] = [0.0] * (len(_FAST) + 2)
+            times[bisect.bisect_left(_FAST, seconds)] += 1  # le buckets, then +Inf
+            times[-1] += seconds
+
+    def flush(self) -> None:
+        with self.lock:
+            counts, self.counts = self.counts, {}
+            times, self.times = self.times, {}
+        for (mode, outcome), count in counts.items():
+            _payment_counter(mode, outcome).inc(count)
+        for mode, observed in times.items():
+            timer = _payment_timer(mode)
+            # Histogram.observe adds 1 to the first bucket whose bound holds the value
+            # and the value to the sum; these are those additions, many at once
+            # (prometheus_client has no public call for that).
+            for bucket, many in zip(timer._buckets, observed[:-1], strict=True):
+                if many:
+                    bucket.inc(many)
+            timer._sum.inc(observed[-1])
+
+    def collect(self) -> Iterable[Metric]:
+        self.flush()
+        return ()
+
+
+_MULTIPROCESS = bool(os.environ.get(MULTIPROC_ENV))
+_tally = _PaymentTally()
+if not _MULTIPROCESS:
+    REGISTRY.register(_tally)  # first: see _PaymentTally
 
 payments_total = Counter("nanomoni_payments_total", "Payments by outcome", ["mode", "outcome"])
 payment_rejections_total = Counter(
@@ -114,15 +169,26 @@ def declare(service: str, modes: Iterable[str]) -> None:
             _payment_times[mode] = payment_duration_seconds.labels(mode)
 
 
-def payment(mode: str, outcome: str, seconds: float, code: str | None = None) -> None:
+def _payment_counter(mode: str, outcome: str) -> Counter:
     counter = _payment_counts.get((mode, outcome))
     if counter is None:
         counter = _payment_counts[(mode, outcome)] = payments_total.labels(mode, outcome)
-    counter.inc()
+    return counter
+
+
+def _payment_timer(mode: str) -> Histogram:
     timer = _payment_times.get(mode)
     if timer is None:
         timer = _payment_times[mode] = payment_duration_seconds.labels(mode)
-    timer.observe(seconds)
+    return timer
+
+
+def payment(mode: str, outcome: str, seconds: float, code: str | None = None) -> None:
+    if _MULTIPROCESS:
+        _payment_counter(mode, outcome).inc()
+        _payment_timer(mode).observe(seconds)
+    else:
+        _tally.add(mode, outcome, seconds)
     if code is not None:
         payment_rejections_total.labels(mode, code).inc()
 

@@ -92,6 +92,12 @@ async def read_body(receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
+def _with_receipt(start: Message, receipt: paywire.Receipt) -> Message:
+    """A copy of a response's start message with the receipt among its headers."""
+    headers = [*start.get("headers", ()), (_RECEIPT, paywire.encode_header(receipt))]
+    return {**start, "headers": headers}
+
+
 class _OutageLog:
     """One warning line a second at most while the store fails every request."""
 
@@ -251,8 +257,10 @@ class Paywall:
                 )
             if route.metered:  # admitted with credit for one event; events pay as they go
                 charge = await self.spend(paid, scope, 0, minimum=price)
-            else:
-                charge = await self.spend(paid, scope, price, request_id=paid.request_id)
+            else:  # `spend`, one coroutine less
+                charge = await self._step(paid, scope, price, 0, paid.request_id)
+                if charge.outcome is ChargeOutcome.insufficient:
+                    raise InsufficientCredit(paid.channel_id, charge)
         except NanoMoniError as exc:
             await self.refuse(scope, send, exc, *self.requirements(price, route.metered))
             return
@@ -279,15 +287,18 @@ class Paywall:
         refunded if the app fails it (an exception or a 5xx): nobody pays for that."""
         started = False
 
-        async def paid_send(message: Message) -> None:
-            nonlocal started, receipt
+        def paid_send(message: Message) -> Awaitable[None]:
+            # A plain function returning `send`'s awaitable: no coroutine per message.
+            nonlocal started
             if message["type"] == "http.response.start" and not started:
                 started = True
                 if message["status"] >= 500 and charged:
-                    receipt = await self._refund(receipt, request_id)
-                headers = [*message.get("headers", ()), (_RECEIPT, paywire.encode_header(receipt))]
-                message = {**message, "headers": headers}
-            await send(message)
+                    return refunded_send(message)
+                return send(_with_receipt(message, receipt))
+            return send(message)
+
+        async def refunded_send(message: Message) -> None:
+            await send(_with_receipt(message, await self._refund(receipt, request_id)))
 
         try:
             await self.app(scope, receive, paid_send)
@@ -319,20 +330,29 @@ class Paywall:
         `price` taken from the channel's credit, atomically. Charged or repeated, or
         raises (insufficient_credit, the payment's refusal, an outage). The header's
         channel id is canonical already (`paywire.decode_payment`)."""
-        charge_step = self.vendor.store.charge
+        charge = await self._step(paid, scope, price, minimum, request_id)
+        if charge.outcome is ChargeOutcome.insufficient:
+            raise InsufficientCredit(paid.channel_id, charge)
+        return charge
+
+    def _step(
+        self,
+        paid: paywire.PaymentHeader,
+        scope: Scope,
+        price: int,
+        minimum: int,
+        request_id: str | None,
+    ) -> Awaitable[Charge]:
+        """`spend` but for refusing insufficient credit: its charge."""
         if paid.payment is None:
-            charge = await charge_step(
+            return self.vendor.store.charge(
                 paid.channel_id,
                 price,
                 request_id=request_id,
                 minimum=minimum,
                 remember=self.remember,
             )
-        else:
-            charge = await self._pay(paid, scope, price, minimum, request_id)
-        if charge.outcome is ChargeOutcome.insufficient:
-            raise InsufficientCredit(paid.channel_id, charge)
-        return charge
+        return self._pay(paid, scope, price, minimum, request_id)
 
     async def _pay(
         self,
@@ -345,14 +365,16 @@ class Paywall:
         rules, channel_id, payment = paid.rules, paid.channel_id, paid.payment
         assert payment is not None
         mode = rules.mode.value
-        client = scope.get("client")
-        address = client[0] if client else ""
         started = time.perf_counter()
-        store = self.vendor.store
+        vendor = self.vendor
+        store = vendor.store
         try:
-            _, decision, expected = await self.vendor.decide_for(
-                paid.rules, channel_id, payment, address
-            )
+            found = vendor.decide_known(rules, channel_id, payment)
+            if found is None:  # a read of the store or the issuer first
+                client = scope.get("client")
+                address = client[0] if client else ""
+                found = await vendor.decide_for(rules, channel_id, payment, address)
+            _, decision, expected = found
             new = None if decision.replay else decision.state
             charge = await store.charge(
                 channel_id,

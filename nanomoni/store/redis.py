@@ -83,7 +83,7 @@ from nanomoni.store.codec import (
     terms_from_blob,
     terms_to_blob,
 )
-from nanomoni.store.resp import Arg, Client, ClusterClient, Reply, Script
+from nanomoni.store.resp import Arg, Client, ClusterClient, Reply, Script, bulk
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -842,6 +842,14 @@ def _state_args(
     return args
 
 
+# The charge's numkeys, keys and first 5 arguments, and store_state's 5, in RESP.
+_CHARGE_HEAD = (
+    b"$1\r\n3\r\n$%d\r\nv:{%s}\r\n$%d\r\nn:{%s}\r\n$%d\r\nr:{%s}:%s\r\n"
+    b"$%d\r\n%s\r\n$%d\r\n%s\r\n$1\r\n%s\r\n$%d\r\n%s\r\n$1\r\n%s\r\n"
+)
+_STATE_HEAD = b"$%d\r\n%s\r\n" * 5
+
+
 def _charge(reply: list[bytes | int]) -> Charge:
     outcome = _CHARGE_OUTCOMES[reply[0]]  # type: ignore[index]  # an int already
     if outcome is ChargeOutcome.lost or outcome is ChargeOutcome.closing:
@@ -1010,17 +1018,35 @@ class RedisVendorStore:
         check_amount(minimum, allow_zero=True)
         need = price if price >= minimum else minimum
         ttl = round(remember * 1000)
-        args: list[bytes | str | int] = [
-            need,
-            need - price,
-            "0" if request_id is None else "1",
-            ttl if ttl > 0 else 1,
-            "0" if new is None else "1",
-        ]
+        # Packed here by one formatting step each (the paywall's per-request command):
+        # the keys of `vendor_keys` and `_request_key`, `_state_args`' arguments.
+        cid = channel_id.encode()
+        rid = b"" if request_id is None else request_id.encode()
+        need_b, spare_b, ttl_b = b"%d" % need, b"%d" % (need - price), b"%d" % max(ttl, 1)
+        rest = _CHARGE_HEAD % (
+            len(cid) + 4, cid, len(cid) + 4, cid, len(cid) + 5 + len(rid), cid, rid,
+            len(need_b), need_b, len(spare_b), spare_b, b"0" if request_id is None else b"1",
+            len(ttl_b), ttl_b, b"0" if new is None else b"1",
+        )  # fmt: skip
+        count = 9
         if new is not None:
-            args += _state_args(new, nodes or {}, expected)
-        keys = (*vendor_keys(channel_id), _request_key(channel_id, request_id))
-        return _charge(await self._redis.evalsha(_PAYWALL_CHARGE, keys, args))
+            check_amount(new.index, allow_zero=True)
+            check_amount(new.owed, allow_zero=True)
+            condition = b""
+            if expected is not None:
+                check_amount(expected, allow_zero=True)
+                condition = b"%d" % expected
+            index_b, owed_b, at = b"%d" % new.index, b"%d" % new.owed, new.created_at.encode()
+            rest += _STATE_HEAD % (
+                len(condition), condition, len(index_b), index_b, len(owed_b), owed_b,
+                len(new.proof), new.proof, len(at), at,
+            )  # fmt: skip
+            count += 5
+            for key, value in (nodes or {}).items():
+                rest += bulk(pack_node_key(key)) + bulk(value)
+                count += 2
+        command = _PAYWALL_CHARGE.command(count, rest)
+        return _charge(await self._redis.evalsha_packed(_PAYWALL_CHARGE, cid, command))
 
     async def refund(self, channel_id: str, amount: int, request_id: str | None = None) -> Charge:
         check_amount(amount, allow_zero=True)

@@ -198,6 +198,18 @@ class Script:
     def __init__(self, source: str) -> None:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
+        # "EVALSHA <sha>" in RESP: a hot caller packs the rest itself (`command`).
+        self.head = b"$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % self.sha.encode()
+
+    def command(self, count: int, rest: bytes) -> bytes:
+        """The EVALSHA command whose `count` further arguments (numkeys, keys, args) are
+        `rest`, each already packed as a RESP bulk string (`bulk`)."""
+        return b"*%d\r\n%s%s" % (count + 2, self.head, rest)
+
+
+def bulk(value: bytes) -> bytes:
+    """One argument as a RESP bulk string."""
+    return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
 # --- CRC16 (XMODEM: poly 0x1021, init 0), the key-slot function of Redis Cluster ---
@@ -325,11 +337,18 @@ class RedisClient:
         return self.call(pack(*args), _deadline(self.timeout))
 
     async def call(
-        self, packed: bytes, deadline: float, *, retry: bool = True, asking: bool = False
+        self,
+        packed: bytes,
+        deadline: float,
+        *,
+        retry: bool = True,
+        asking: bool = False,
+        script: Script | None = None,
     ) -> Reply:
         """One packed command by `deadline` (time.monotonic). Refusals that ran nothing
         are retried until then, unless `retry` is False (the cluster router decides
-        itself); `asking` sends ASKING first (a slot being migrated)."""
+        itself); `asking` sends ASKING first (a slot being migrated). `packed` runs
+        `script`: on NOSCRIPT (it ran nothing) the script is loaded and it is sent again."""
         pause = FIRST_PAUSE
         while True:
             try:
@@ -340,6 +359,10 @@ class RedisClient:
                     return await conn.send(packed, deadline)
                 return await _send_asking(conn, packed, deadline)
             except RedisReplyError as exc:
+                if script is not None and exc.kind == "NOSCRIPT":
+                    await self.call(pack("SCRIPT", "LOAD", script.source), deadline)
+                    script = None  # loaded: a second NOSCRIPT is an error
+                    continue
                 if exc.kind in UNAVAILABLE:
                     raise self._unavailable(exc) from None
                 if not retry or exc.kind not in RETRY_SAFE:
@@ -350,16 +373,17 @@ class RedisClient:
             except OSError as exc:  # timed out or lost after sending: it may have run
                 raise self._unavailable(exc) from None
 
-    async def evalsha(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Reply:
-        deadline = _deadline(self.timeout)
+    def evalsha(
+        self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]
+    ) -> Coroutine[Any, Any, Reply]:
         command = pack("EVALSHA", script.sha, len(keys), *keys, *args)
-        try:
-            return await self.call(command, deadline)
-        except RedisReplyError as exc:
-            if exc.kind != "NOSCRIPT":  # NOSCRIPT ran nothing: load and send again
-                raise
-        await self.call(pack("SCRIPT", "LOAD", script.source), deadline)
-        return await self.call(command, deadline)
+        return self.evalsha_packed(script, keys[0] if keys else b"", command)
+
+    def evalsha_packed(
+        self, script: Script, key: Arg, command: bytes
+    ) -> Coroutine[Any, Any, Reply]:
+        """`evalsha` packed already (`Script.command`); `key` routes it on a cluster."""
+        return self.call(command, _now() + self.timeout, script=script)
 
     async def ping(self, timeout: float | None = None) -> None:
         """Raise StoreUnavailable unless the server answers PING within `timeout`."""
@@ -530,17 +554,23 @@ class ClusterClient:
         """Route a single-key command by its first key (args[1])."""
         return self._route(args[1], pack(*args), _deadline(self.timeout))
 
-    async def evalsha(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Reply:
+    def evalsha(
+        self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]
+    ) -> Coroutine[Any, Any, Reply]:
         """All `keys` must share one slot (hash tag); routed by the first."""
-        deadline = _deadline(self.timeout)
         command = pack("EVALSHA", script.sha, len(keys), *keys, *args)
+        return self.evalsha_packed(script, keys[0], command)
+
+    async def evalsha_packed(self, script: Script, key: Arg, command: bytes) -> Reply:
+        """`evalsha` packed already (`Script.command`), routed by `key`."""
+        deadline = _deadline(self.timeout)
         try:
-            return await self._route(keys[0], command, deadline)
+            return await self._route(key, command, deadline)
         except RedisReplyError as exc:
             if exc.kind != "NOSCRIPT":
                 raise
-        await self._route(keys[0], pack("SCRIPT", "LOAD", script.source), deadline)
-        return await self._route(keys[0], command, deadline)
+        await self._route(key, pack("SCRIPT", "LOAD", script.source), deadline)
+        return await self._route(key, command, deadline)
 
     async def ping(self, timeout: float | None = None) -> None:
         """Raise StoreUnavailable unless every master answers PING within `timeout`."""

@@ -406,28 +406,49 @@ class Vendor:
                 raise
         return await self._decide_for(rules, channel_id, payment, client)
 
+    def decide_known(
+        self, rules: AnyRules, channel_id: str, payment: Payment
+    ) -> tuple[ChannelTerms, Decision, int] | None:
+        """`decide_for` when it needs no I/O (the terms and a usable view are known and
+        the payment is accepted or replayed on them); None: await `decide_for`."""
+        terms = self.known_terms(channel_id)
+        return None if terms is None else self._decide_on_view(rules, channel_id, payment, terms)
+
+    def _decide_on_view(
+        self, rules: AnyRules, channel_id: str, payment: Payment, terms: ChannelTerms
+    ) -> tuple[ChannelTerms, Decision, int] | None:
+        """The decision on the view this worker remembers, if it has a usable one and the
+        payment passes on it (a refusal there is decided again on a fresh read)."""
+        if payment.channel_id is not None and payment.channel_id != channel_id:
+            raise NanoMoniError(Code.id_mismatch, "body channel_id differs from the path")
+        require_mode(rules, terms, "payment")
+        if rules.payment_node_keys(terms, payment):
+            return None
+        view = self.views.usable(rules, terms, payment)
+        if view is None:
+            return None
+        try:  # a usable view's walk is short: decided inline, as `decide` would
+            max_hashes = self.config.max_hashes
+            now = encoding.utc_now()
+            decision = decide_payment(rules, terms, view, payment, now=now, max_hashes=max_hashes)
+        except NanoMoniError as exc:
+            if exc.status >= 500 or exc.code is Code.rate_limited:
+                raise
+            return None
+        return terms, decision, view.accepted_index
+
     async def _decide_for(
         self, rules: AnyRules, channel_id: str, payment: Payment, client: str
     ) -> tuple[ChannelTerms, Decision, int]:
         if payment.channel_id is not None and payment.channel_id != channel_id:
             raise NanoMoniError(Code.id_mismatch, "body channel_id differs from the path")
         terms = self.known_terms(channel_id) or await self.terms(rules, channel_id)
-        require_mode(rules, terms, "payment")
-        now = encoding.utc_now()
+        found = self._decide_on_view(rules, channel_id, payment, terms)
+        if found is not None:
+            return found
         keys = rules.payment_node_keys(terms, payment)
-        view = None if keys else self.views.usable(rules, terms, payment)
-        if view is not None:
-            try:  # a usable view's walk is short: decided inline, as `decide` would
-                max_hashes = self.config.max_hashes
-                decision = decide_payment(
-                    rules, terms, view, payment, now=now, max_hashes=max_hashes
-                )
-                return terms, decision, view.accepted_index
-            except NanoMoniError as exc:
-                if exc.status >= 500 or exc.code is Code.rate_limited:
-                    raise
         view = await self._load(channel_id, keys)
-        decision = await self.decide(rules, terms, view, payment, client, now)
+        decision = await self.decide(rules, terms, view, payment, client, encoding.utc_now())
         return terms, decision, view.accepted_index
 
     async def _load(self, channel_id: str, keys: Sequence[int]) -> VendorView:

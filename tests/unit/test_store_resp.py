@@ -11,7 +11,16 @@ import pytest
 from redis_servers import RedisCluster, RedisServer, command, redis_cluster, redis_server
 
 from nanomoni.store import StoreUnavailable, open_vendor_store
-from nanomoni.store.resp import ClusterClient, RedisClient, RedisReplyError, Script, crc16, key_slot
+from nanomoni.store.resp import (
+    ClusterClient,
+    RedisClient,
+    RedisReplyError,
+    Script,
+    bulk,
+    crc16,
+    key_slot,
+    pack,
+)
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +78,17 @@ async def test_script_is_reloaded_after_flush(server: RedisServer) -> None:
     assert await client.evalsha(script, ["k"], ["v"]) == b"vk"
     await client.execute("SCRIPT", "FLUSH")
     assert await client.evalsha(script, ["k2"], ["v"]) == b"vk2"
+    await client.close()
+
+
+async def test_a_script_packed_by_its_caller_runs_and_is_reloaded(server: RedisServer) -> None:
+    client = RedisClient("127.0.0.1", server.port)
+    script = Script("return {KEYS[1], ARGV[1], ARGV[2]}")
+    rest = b"".join(bulk(arg) for arg in (b"1", b"{k}x", b"", b"\x00\r\n"))
+    command = script.command(4, rest)
+    assert command == pack("EVALSHA", script.sha, 1, "{k}x", b"", b"\x00\r\n")
+    await client.execute("SCRIPT", "FLUSH")
+    assert await client.evalsha_packed(script, b"k", command) == [b"{k}x", b"", b"\x00\r\n"]
     await client.close()
 
 
