@@ -33,38 +33,39 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _FAST = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
 
 
-class _PaymentTally:
-    """Payments counted in plain ints (one lock per payment instead of three inside
-    prometheus_client) and moved into the Prometheus objects whenever the registry is
-    read. Registered ahead of every metric of this module, so a collection moves them
-    before it reads any: /metrics stays exact. Only in-process: with
-    PROMETHEUS_MULTIPROC_DIR another process reads the samples, so payments are
-    recorded directly (`payment`)."""
+class _Tally:
+    """Counter increments and histogram observations kept in plain numbers (one lock
+    per call instead of one per bucket and sum inside prometheus_client) and moved into
+    the Prometheus objects whenever the registry is read. Registered ahead of every
+    metric of this module, so a collection moves them before it reads any: /metrics
+    stays exact. Only in-process: with PROMETHEUS_MULTIPROC_DIR another process reads
+    the samples, so everything is recorded directly (`_inc`, `_observe`)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.counts: dict[tuple[str, str], int] = {}
-        self.times: dict[str, list[float]] = {}  # per mode: count per bucket, then the sum
+        self.counts: dict[Counter, float] = {}
+        self.times: dict[Histogram, list[float]] = {}  # count per bucket (le, +Inf), sum
 
-    def add(self, mode: str, outcome: str, seconds: float) -> None:
-        key = (mode, outcome)
+    def inc(self, counter: Counter, amount: float) -> None:
         with self.lock:
             counts = self.counts
-            counts[key] = counts.get(key, 0) + 1
-            times = self.times.get(mode)
+            counts[counter] = counts.get(counter, 0) + amount
+
+    def observe(self, timer: Histogram, seconds: float) -> None:
+        with self.lock:
+            times = self.times.get(timer)
             if times is None:
-                times = self.times[mode] = [0.0] * (len(_FAST) + 2)
-            times[bisect.bisect_left(_FAST, seconds)] += 1  # le buckets, then +Inf
+                times = self.times[timer] = [0.0] * (len(_FAST) + 2)
+            times[bisect.bisect_left(_FAST, seconds)] += 1  # every histogram here has _FAST
             times[-1] += seconds
 
     def flush(self) -> None:
         with self.lock:
             counts, self.counts = self.counts, {}
             times, self.times = self.times, {}
-        for (mode, outcome), count in counts.items():
-            _payment_counter(mode, outcome).inc(count)
-        for mode, observed in times.items():
-            timer = _payment_timer(mode)
+        for counter, count in counts.items():
+            counter.inc(count)
+        for timer, observed in times.items():
             # Histogram.observe adds 1 to the first bucket whose bound holds the value
             # and the value to the sum; these are those additions, many at once
             # (prometheus_client has no public call for that).
@@ -79,9 +80,23 @@ class _PaymentTally:
 
 
 _MULTIPROCESS = bool(os.environ.get(MULTIPROC_ENV))
-_tally = _PaymentTally()
+_tally = _Tally()
 if not _MULTIPROCESS:
-    REGISTRY.register(_tally)  # first: see _PaymentTally
+    REGISTRY.register(_tally)  # first: see _Tally
+
+
+def _inc(counter: Counter, amount: float = 1) -> None:
+    if _MULTIPROCESS:
+        counter.inc(amount)
+    else:
+        _tally.inc(counter, amount)
+
+
+def _observe(timer: Histogram, seconds: float) -> None:
+    if _MULTIPROCESS:
+        timer.observe(seconds)
+    else:
+        _tally.observe(timer, seconds)
 
 payments_total = Counter("nanomoni_payments_total", "Payments by outcome", ["mode", "outcome"])
 payment_rejections_total = Counter(
@@ -184,11 +199,8 @@ def _payment_timer(mode: str) -> Histogram:
 
 
 def payment(mode: str, outcome: str, seconds: float, code: str | None = None) -> None:
-    if _MULTIPROCESS:
-        _payment_counter(mode, outcome).inc()
-        _payment_timer(mode).observe(seconds)
-    else:
-        _tally.add(mode, outcome, seconds)
+    _inc(_payment_counter(mode, outcome))
+    _observe(_payment_timer(mode), seconds)
     if code is not None:
         payment_rejections_total.labels(mode, code).inc()
 
@@ -198,17 +210,11 @@ def payments(counts: Mapping[tuple[str, str, str | None], int], seconds: float) 
     observed once per mode it carried (a batch costs one handler run, not one per item)."""
     for (mode, outcome, code), count in counts.items():
         mode, code = str(mode), None if code is None else str(code)  # plain text labels
-        counter = _payment_counts.get((mode, outcome))
-        if counter is None:
-            counter = _payment_counts[(mode, outcome)] = payments_total.labels(mode, outcome)
-        counter.inc(count)
+        _inc(_payment_counter(mode, outcome), count)
         if code is not None:
             payment_rejections_total.labels(mode, code).inc(count)
     for mode in {str(mode) for mode, _, _ in counts}:
-        timer = _payment_times.get(mode)
-        if timer is None:
-            timer = _payment_times[mode] = payment_duration_seconds.labels(mode)
-        timer.observe(seconds)
+        _observe(_payment_timer(mode), seconds)
 
 
 def settlement(mode: str, outcome: str) -> None:
@@ -252,7 +258,7 @@ def store_time(op: str, seconds: float) -> None:
     timer = _store_times.get(op)
     if timer is None:
         timer = _store_times[op] = store_duration_seconds.labels(op)
-    timer.observe(seconds)
+    _observe(timer, seconds)
 
 
 def store_unavailable() -> None:

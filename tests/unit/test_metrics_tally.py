@@ -1,5 +1,5 @@
 """Payments are tallied in plain ints and moved into Prometheus when the registry is
-read (nanomoni.metrics._PaymentTally): what /metrics shows must be exactly what
+read (nanomoni.metrics._Tally): what /metrics shows must be exactly what
 observing every payment directly would show, at every read."""
 
 from __future__ import annotations
@@ -55,3 +55,21 @@ def test_tallied_payments_read_as_if_observed_one_by_one() -> None:
         counts = [name for name in reference if "_sum{" not in name]
         wrong = {n: (added[n], reference[n]) for n in counts if added[n] != float(reference[n])}
         assert counts and not wrong, wrong
+
+
+def test_tallied_store_times_read_as_if_observed_one_by_one() -> None:
+    registry = CollectorRegistry()
+    reference = Histogram("reference_store", "", ["op"], buckets=metrics._FAST, registry=registry)
+    name = "nanomoni_store_duration_seconds"
+    before = _samples(metrics.render().decode(), (name,))
+    for value in (*metrics._FAST, 0.0, 3.0, 0.0007):
+        metrics.store_time("tally_probe", value)
+        reference.labels("tally_probe").observe(value)
+    ours = {
+        line.replace(name, "reference_store"): float(value) - float(before.get(line, "0"))
+        for line, value in _samples(metrics.render().decode(), (name,)).items()
+        if 'op="tally_probe"' in line and "_sum{" not in line
+    }
+    read = _samples(generate_latest(registry).decode(), ("reference_store",))
+    theirs = {line: float(value) for line, value in read.items() if "_sum{" not in line}
+    assert theirs and ours == theirs
