@@ -43,9 +43,11 @@ def workers_of(pid: int) -> set[int]:
     return children
 
 
-def wait_for_workers(pid: int, count: int, timeout: float) -> set[int]:
+def wait_for_workers(pid: int, count: int, timeout: float, gone: int | None = None) -> set[int]:
+    """`count` live workers of `pid`, none of them `gone` (a killed worker stays a
+    live-looking child for a moment after SIGKILL is sent)."""
     deadline = time.monotonic() + timeout
-    while len(found := workers_of(pid)) != count:
+    while len(found := workers_of(pid)) != count or gone in found:
         assert time.monotonic() < deadline, f"{pid} has workers {found}, wanted {count}"
         time.sleep(0.05)
     return found
@@ -81,7 +83,7 @@ def test_killed_worker_is_replaced_while_the_service_keeps_answering(tmp_path: P
             victim = min(before)
             killed_at = time.monotonic()
             os.kill(victim, signal.SIGKILL)
-            after = wait_for_workers(issuer.pid, 2, timeout=10)
+            after = wait_for_workers(issuer.pid, 2, timeout=10, gone=victim)
             time.sleep(1.5)  # keep asking the replaced set of workers
         finally:
             stop.set()
@@ -171,7 +173,7 @@ def test_failing_replacement_is_retried_with_a_growing_delay(tmp_path: Path) -> 
         assert 3 <= len(tries) <= 5, tries
         assert all(later > 1.5 * earlier for earlier, later in itertools.pairwise(gaps))
         marker.unlink()
-        wait_for_workers(service.pid, 2, timeout=10)  # the next try succeeds
+        wait_for_workers(service.pid, 2, timeout=10, gone=victim)  # the next try succeeds
         assert httpx.get(url).text == "ok"
         service.send_signal(signal.SIGTERM)
         assert service.wait(15) == 0
