@@ -269,13 +269,8 @@ class Batch:
         max_hashes = vendor.config.max_hashes
         rules = group.rules
         collected = checks.setdefault(rules, [])
-        no_nodes: list[bytes | None] = []  # shared by the views of items needing no nodes
         for item in group.items:
-            if item.node_keys:
-                item_view = group.view_for(item, state, closing)
-            else:
-                item_view = VendorView(state=state, nodes=no_nodes, closing=closing)
-            item.view = item_view
+            item.view = item_view = group.view_for(item, state, closing)
             start = len(collected)
             try:
                 vendor.check_budget(rules, terms, item_view, item.payment, client)
@@ -288,12 +283,9 @@ class Batch:
                 group.over_amount |= exc.code is Code.exceeds_amount
             else:
                 item.outcome = decision
-                if decision.replay:
-                    group.all_new = False
-                else:  # group.took, inline: once per item
-                    group.write = state = decision.state
-                    if decision.nodes:
-                        group.nodes.update(decision.nodes)
+                group.took(decision)
+                state = decision.state
+                group.all_new &= not decision.replay
             item.checks = (start, len(collected))
 
     async def _run_checks(self, checks: dict[AnyRules, list[Any]]) -> dict[AnyRules, list[bool]]:
