@@ -27,6 +27,16 @@ def base64_canonical(text: str) -> bytes | None:
     return data if base64.b64encode(data).decode("ascii") == text else None
 
 
+def base64url_canonical(text: str | bytes) -> bytes | None:
+    """SPEC §11: the bytes whose one URL-safe base64 text without padding is `text`."""
+    try:
+        raw = text.encode("ascii") if isinstance(text, str) else bytes(text)
+        data = base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        return None
+    return data if base64.urlsafe_b64encode(data).rstrip(b"=") == raw else None
+
+
 def h(data: bytes, alg: str) -> bytes:
     return hashlib.sha256(data).digest() if alg == "sha256" else blake3.blake3(data).digest()
 

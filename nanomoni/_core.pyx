@@ -20,7 +20,10 @@ from cpython.unicode cimport PyUnicode_Check
 from libc.stdint cimport uint8_t, uint64_t
 from libc.string cimport memcpy
 
-from nanomoni.includes.base64 cimport NM_BASE64_MAX_DECODED, nm_base64_decode
+from nanomoni.includes.base64 cimport (
+    NM_BASE64_MAX_DECODED, NM_BASE64URL_DECODED, NM_BASE64URL_ENCODED, nm_base64_decode,
+    nm_base64url_decode, nm_base64url_encode,
+)
 from nanomoni.includes.chain cimport (
     nm_chain, nm_chain_free, nm_chain_init, nm_chain_token, nm_payword_verify,
     nm_payword_verify_batch,
@@ -173,6 +176,37 @@ def base64_decode_list(list texts not None, Py_ssize_t length):
             return None
         Py_INCREF(item)
         PyList_SET_ITEM(out, j, item)
+    return out
+
+
+def base64url_decode(text):
+    """The bytes of canonical URL-safe base64 without padding `text` (a str or bytes;
+    SPEC §11 header values), or None when it is not that."""
+    cdef Py_ssize_t size
+    cdef const char *chars
+    if PyBytes_Check(text):
+        chars = PyBytes_AS_STRING(text)
+        size = PyBytes_GET_SIZE(text)
+    elif PyUnicode_Check(text):
+        try:
+            chars = PyUnicode_AsUTF8AndSize(text, &size)
+        except UnicodeError:  # a lone surrogate: no base64 either
+            return None
+    else:
+        return None
+    if size % 4 == 1:
+        return None
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>NM_BASE64URL_DECODED(<size_t>size))
+    if not nm_base64url_decode(chars, <size_t>size, <uint8_t *>PyBytes_AS_STRING(out)):
+        return None
+    return out
+
+
+def base64url_encode(bytes data not None):
+    """The canonical URL-safe base64 text of `data`, without padding, as ASCII bytes."""
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>NM_BASE64URL_ENCODED(<size_t>size))
+    nm_base64url_encode(<const uint8_t *>PyBytes_AS_STRING(data), <size_t>size, PyBytes_AS_STRING(out))
     return out
 
 

@@ -93,8 +93,6 @@ def b64url_nopad(data: bytes) -> str:
     return b64url_nopad_bytes(data).decode("ascii")
 
 
-_STANDARD_TO_URL = bytes.maketrans(b"+/", b"-_")
-_URL_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 _URLSAFE_BYTES = "".join(sorted(_URLSAFE)).encode()
 # Last characters with zero padding bits, as byte values (see _ONE_PAD_LAST).
 _ONE_PAD_LAST_BYTE = frozenset(map(ord, _ONE_PAD_LAST))
@@ -103,11 +101,21 @@ _TWO_PAD_LAST_BYTE = frozenset(map(ord, _TWO_PAD_LAST))
 
 def b64url_nopad_bytes(data: bytes) -> bytes:
     """URL-safe base64 without padding, as ASCII bytes (a header value)."""
-    return binascii.b2a_base64(data, newline=False).translate(_STANDARD_TO_URL).rstrip(b"=")
+    return _core.base64url_encode(bytes(data))
 
 
 def b64url_nopad_decode(text: str | bytes, field: str = "value") -> bytes:
     """Strict, canonical URL-safe base64 without padding (SPEC §11 header values)."""
+    data = _core.base64url_decode(text)
+    if data is not None:
+        return data
+    _refuse_b64url(text, field)
+    raise NanoMoniError(Code.invalid_encoding, f"{field} is not base64url without padding")
+
+
+def _refuse_b64url(text: str | bytes, field: str) -> None:
+    """Raise the refusal naming why `text` is not canonical base64url (the native
+    decoder only says that it is not)."""
     if isinstance(text, str):
         try:
             raw = text.encode("ascii")
@@ -126,14 +134,6 @@ def b64url_nopad_decode(text: str | bytes, field: str = "value") -> bytes:
         raise NanoMoniError(
             Code.invalid_encoding, f"{field} is not canonical base64url (non-zero padding bits)"
         )
-    try:
-        return binascii.a2b_base64(
-            raw.translate(_URL_TO_STANDARD) + b"=" * (-rest & 3), strict_mode=True
-        )
-    except binascii.Error:
-        raise NanoMoniError(
-            Code.invalid_encoding, f"{field} is not base64url without padding"
-        ) from None
 
 
 def canonical_json(obj: Mapping[str, Any]) -> bytes:

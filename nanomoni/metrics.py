@@ -51,8 +51,12 @@ class _Tally:
             counts = self.counts
             counts[counter] = counts.get(counter, 0) + amount
 
-    def observe(self, timer: Histogram, seconds: float) -> None:
+    def observe(self, timer: Histogram, seconds: float, counter: Counter | None = None) -> None:
+        """`seconds` observed by `timer`, and `counter` (if any) incremented by 1."""
         with self.lock:
+            if counter is not None:
+                counts = self.counts
+                counts[counter] = counts.get(counter, 0) + 1
             times = self.times.get(timer)
             if times is None:
                 times = self.times[timer] = [0.0] * (len(_FAST) + 2)
@@ -199,8 +203,12 @@ def _payment_timer(mode: str) -> Histogram:
 
 
 def payment(mode: str, outcome: str, seconds: float, code: str | None = None) -> None:
-    _inc(_payment_counter(mode, outcome))
-    _observe(_payment_timer(mode), seconds)
+    counter, timer = _payment_counter(mode, outcome), _payment_timer(mode)
+    if _MULTIPROCESS:
+        counter.inc()
+        timer.observe(seconds)
+    else:  # one lock for both (a payment's own cost)
+        _tally.observe(timer, seconds, counter)
     if code is not None:
         payment_rejections_total.labels(mode, code).inc()
 

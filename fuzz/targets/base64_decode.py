@@ -1,6 +1,6 @@
-"""_core.base64_decode(_list, _joined) against canonical base64 defined in Python: texts
-near valid ones (one character changed, padding moved, bits set), other lengths,
-non-ASCII text."""
+"""_core.base64_decode(_list, _joined) and base64url_decode/encode against canonical
+base64 (standard, and URL-safe without padding) defined in Python: texts near valid
+ones (one character changed, padding moved, bits set), other lengths, non-ASCII text."""
 
 from __future__ import annotations
 
@@ -40,6 +40,19 @@ def test_one_input(data: bytes) -> None:
     assert _core.base64_decode_list(texts, length) == (expected if fits else None), texts
     joined = b"".join(want for want in expected if want is not None) if fits else None
     assert _core.base64_decode_joined(texts, length) == joined, texts
+    url = url_text_of(inp)
+    want_url = reference.base64url_canonical(url)
+    assert _core.base64url_decode(url) == want_url, url
+    if url.isascii():
+        assert _core.base64url_decode(url.encode()) == want_url, url
+    if want_url is not None:
+        assert _core.base64url_encode(want_url).decode() == url
+
+
+def url_text_of(inp: FuzzInput) -> str:
+    """The URL-safe, unpadded form of a mutated text (its "=" kept where they were put)."""
+    text = text_of(inp)
+    return text.replace("+", "-").replace("/", "_").rstrip("=") if inp.flag() else text
 
 
 def seeds() -> dict[str, bytes]:

@@ -69,6 +69,7 @@ from nanomoni.store.base import (
     StoreUnavailable,
 )
 from nanomoni.store.codec import (
+    MAX_INT,
     check_amount,
     check_open_key,
     check_times,
@@ -842,15 +843,21 @@ def _state_args(
     return args
 
 
-# The charge's numkeys, keys and first 5 arguments, and store_state's 5, in RESP.
-_CHARGE_HEAD = (
+# The charge as sent: EVALSHA, its numkeys, keys and first 5 arguments in RESP, and
+# with a new state store_state's 5 (then any node fields, each a `bulk`).
+_CHARGE_ARGS = (
     b"$1\r\n3\r\n$%d\r\nv:{%s}\r\n$%d\r\nn:{%s}\r\n$%d\r\nr:{%s}:%s\r\n"
-    b"$%d\r\n%s\r\n$%d\r\n%s\r\n$1\r\n%s\r\n$%d\r\n%s\r\n$1\r\n%s\r\n"
+    b"$%d\r\n%s\r\n$%d\r\n%s\r\n$1\r\n%s\r\n$%d\r\n%s\r\n"
 )
-_STATE_HEAD = b"$%d\r\n%s\r\n" * 5
+_CHARGE = b"*11\r\n" + _PAYWALL_CHARGE.head + _CHARGE_ARGS + b"$1\r\n0\r\n"
+_CHARGE_STATE = (
+    b"*%d\r\n" + _PAYWALL_CHARGE.head + _CHARGE_ARGS + b"$1\r\n1\r\n" + b"$%d\r\n%s\r\n" * 5
+)
 
 
 def _charge(reply: list[bytes | int]) -> Charge:
+    if reply[0] == 0:  # the common answer first
+        return Charge(outcome=ChargeOutcome.charged, owed=int(reply[1]), consumed=int(reply[2]))
     outcome = _CHARGE_OUTCOMES[reply[0]]  # type: ignore[index]  # an int already
     if outcome is ChargeOutcome.lost or outcome is ChargeOutcome.closing:
         current = _state(*reply[1:5])  # type: ignore[arg-type]
@@ -1014,38 +1021,38 @@ class RedisVendorStore:
         minimum: int = 0,
         remember: float = REQUEST_MEMORY,
     ) -> Charge:
-        check_amount(price, allow_zero=True)
-        check_amount(minimum, allow_zero=True)
+        if not (0 <= price <= MAX_INT and 0 <= minimum <= MAX_INT):  # check_amount, inline
+            for amount in (price, minimum):
+                check_amount(amount, allow_zero=True)
         need = price if price >= minimum else minimum
-        ttl = round(remember * 1000)
-        # Packed here by one formatting step each (the paywall's per-request command):
-        # the keys of `vendor_keys` and `_request_key`, `_state_args`' arguments.
+        # Packed here by one formatting step (the paywall's per-request command): the
+        # keys of `vendor_keys` and `_request_key`, `_state_args`' arguments.
         cid = channel_id.encode()
         rid = b"" if request_id is None else request_id.encode()
-        need_b, spare_b, ttl_b = b"%d" % need, b"%d" % (need - price), b"%d" % max(ttl, 1)
-        rest = _CHARGE_HEAD % (
+        need_b, spare_b = b"%d" % need, b"%d" % (need - price)
+        ttl_b = b"%d" % max(round(remember * 1000), 1)
+        args = (
             len(cid) + 4, cid, len(cid) + 4, cid, len(cid) + 5 + len(rid), cid, rid,
             len(need_b), need_b, len(spare_b), spare_b, b"0" if request_id is None else b"1",
-            len(ttl_b), ttl_b, b"0" if new is None else b"1",
+            len(ttl_b), ttl_b,
         )  # fmt: skip
-        count = 9
-        if new is not None:
-            check_amount(new.index, allow_zero=True)
-            check_amount(new.owed, allow_zero=True)
-            condition = b""
-            if expected is not None:
-                check_amount(expected, allow_zero=True)
-                condition = b"%d" % expected
-            index_b, owed_b, at = b"%d" % new.index, b"%d" % new.owed, new.created_at.encode()
-            rest += _STATE_HEAD % (
-                len(condition), condition, len(index_b), index_b, len(owed_b), owed_b,
-                len(new.proof), new.proof, len(at), at,
+        if new is None:
+            command = _CHARGE % args
+        else:
+            index, owed = new.index, new.owed
+            if not (0 <= index <= MAX_INT and 0 <= owed <= MAX_INT) or (
+                expected is not None and not 0 <= expected <= MAX_INT
+            ):
+                for amount in (index, owed, expected or 0):
+                    check_amount(amount, allow_zero=True)
+            condition = b"" if expected is None else b"%d" % expected
+            index_b, owed_b, at = b"%d" % index, b"%d" % owed, new.created_at.encode()
+            command = _CHARGE_STATE % (
+                16 + 2 * len(nodes or ()), *args, len(condition), condition,
+                len(index_b), index_b, len(owed_b), owed_b, len(new.proof), new.proof, len(at), at,
             )  # fmt: skip
-            count += 5
             for key, value in (nodes or {}).items():
-                rest += bulk(pack_node_key(key)) + bulk(value)
-                count += 2
-        command = _PAYWALL_CHARGE.command(count, rest)
+                command += bulk(pack_node_key(key)) + bulk(value)
         return _charge(await self._redis.evalsha_packed(_PAYWALL_CHARGE, cid, command))
 
     async def refund(self, channel_id: str, amount: int, request_id: str | None = None) -> Charge:

@@ -8,7 +8,7 @@ import base64
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from reference import base64_canonical
+from reference import base64_canonical, base64url_canonical
 
 from nanomoni import _core
 from nanomoni.encoding import b64decode, b64decode_joined, b64decode_list
@@ -101,3 +101,36 @@ def test_a_list_refusal_names_the_first_bad_entry() -> None:
     with pytest.raises(NanoMoniError) as joined:
         b64decode_joined([good, good, "QR==", "!"], 32, "siblings_b64")
     assert joined.value.detail == refused.value.detail
+
+
+# --- URL-safe without padding (SPEC §11 header values) ---
+
+URL_ALPHABET = ALPHABET[:-2] + "-_"
+
+
+@given(st.binary(max_size=200))
+def test_url_safe_round_trips(data: bytes) -> None:
+    text = base64.urlsafe_b64encode(data).rstrip(b"=")
+    assert _core.base64url_encode(data) == text
+    assert _core.base64url_decode(text) == data
+    assert _core.base64url_decode(text.decode()) == data
+
+
+@given(st.text(alphabet=URL_ALPHABET + "=+/ \n\x00é", max_size=16))
+def test_any_url_safe_text_is_accepted_exactly_when_canonical(text: str) -> None:
+    assert _core.base64url_decode(text) == base64url_canonical(text)
+    if text.isascii():
+        assert _core.base64url_decode(text.encode()) == base64url_canonical(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["QR", "QUJ", "Q", "QUJDR", "QQ==", "QQ=", "QQ/", "QQ+A", " QQ", "QQ\n", "\ud800AA", "éé"],
+)
+def test_refused_url_safe_texts(text: str) -> None:
+    assert _core.base64url_decode(text) is None
+
+
+@pytest.mark.parametrize("value", [None, 5, ["QQ"], bytearray(b"QQ")])
+def test_url_safe_takes_only_str_or_bytes(value: object) -> None:
+    assert _core.base64url_decode(value) is None
