@@ -17,7 +17,7 @@ from cpython.long cimport PyLong_Check, PyLong_CheckExact
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.ref cimport Py_INCREF
 from cpython.unicode cimport PyUnicode_Check
-from libc.stdint cimport uint8_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memcpy
 
 from nanomoni.includes.base64 cimport (
@@ -33,6 +33,10 @@ from nanomoni.includes.merkle cimport (
     NM_MERKLE_MAX_DEPTH, nm_merkle, nm_merkle_alloc, nm_merkle_build, nm_merkle_fold,
     nm_merkle_free, nm_merkle_has_node, nm_merkle_level0, nm_merkle_node, nm_merkle_proof,
     nm_merkle_verify,
+)
+from nanomoni.includes.resp cimport (
+    nm_resp_array, nm_resp_bulk, nm_resp_bulk_int, nm_resp_bulk_size, nm_resp_header_size,
+    nm_resp_int_digits,
 )
 from nanomoni.includes.sig cimport (
     NM_KEY_CACHE_SLOTS, NM_KEY_ED25519, NM_KEY_KIND_COUNT, NM_KEY_NONE, NM_KEY_P256,
@@ -207,6 +211,39 @@ def base64url_encode(bytes data not None):
     cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
     cdef bytes out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>NM_BASE64URL_ENCODED(<size_t>size))
     nm_base64url_encode(<const uint8_t *>PyBytes_AS_STRING(data), <size_t>size, PyBytes_AS_STRING(out))
+    return out
+
+
+# === Redis commands (csrc/resp) ===
+
+def resp_command(*args):
+    """One Redis command in RESP: `args` (bytes, str as UTF-8, or int in int64) as an
+    array of bulk strings. TypeError for another type, OverflowError for a larger int."""
+    cdef Py_ssize_t j, count = len(args), size
+    cdef size_t total = nm_resp_header_size(<size_t>count)
+    cdef const char *chars
+    for j in range(count):  # the size first: one allocation
+        arg = args[j]
+        if PyBytes_Check(arg):
+            total += nm_resp_bulk_size(<size_t>PyBytes_GET_SIZE(arg))
+        elif PyUnicode_Check(arg):
+            PyUnicode_AsUTF8AndSize(arg, &size)
+            total += nm_resp_bulk_size(<size_t>size)
+        elif PyLong_Check(arg):
+            total += nm_resp_bulk_size(nm_resp_int_digits(<int64_t>arg))
+        else:
+            raise TypeError(f"a Redis argument is bytes, str or int, not {type(arg).__name__}")
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>total)
+    cdef char *at = nm_resp_array(PyBytes_AS_STRING(out), <size_t>count)
+    for j in range(count):
+        arg = args[j]
+        if PyBytes_Check(arg):
+            at = nm_resp_bulk(at, PyBytes_AS_STRING(arg), <size_t>PyBytes_GET_SIZE(arg))
+        elif PyUnicode_Check(arg):
+            chars = PyUnicode_AsUTF8AndSize(arg, &size)
+            at = nm_resp_bulk(at, chars, <size_t>size)
+        else:
+            at = nm_resp_bulk_int(at, <int64_t>arg)
     return out
 
 

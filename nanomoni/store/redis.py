@@ -69,7 +69,6 @@ from nanomoni.store.base import (
     StoreUnavailable,
 )
 from nanomoni.store.codec import (
-    MAX_INT,
     check_amount,
     check_open_key,
     check_times,
@@ -84,7 +83,7 @@ from nanomoni.store.codec import (
     terms_from_blob,
     terms_to_blob,
 )
-from nanomoni.store.resp import Arg, Client, ClusterClient, Reply, Script, bulk
+from nanomoni.store.resp import Arg, Client, ClusterClient, Reply, Script, pack
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -843,18 +842,6 @@ def _state_args(
     return args
 
 
-# The charge as sent: EVALSHA, its numkeys, keys and first 5 arguments in RESP, and
-# with a new state store_state's 5 (then any node fields, each a `bulk`).
-_CHARGE_ARGS = (
-    b"$1\r\n3\r\n$%d\r\nv:{%s}\r\n$%d\r\nn:{%s}\r\n$%d\r\nr:{%s}:%s\r\n"
-    b"$%d\r\n%s\r\n$%d\r\n%s\r\n$1\r\n%s\r\n$%d\r\n%s\r\n"
-)
-_CHARGE = b"*11\r\n" + _PAYWALL_CHARGE.head + _CHARGE_ARGS + b"$1\r\n0\r\n"
-_CHARGE_STATE = (
-    b"*%d\r\n" + _PAYWALL_CHARGE.head + _CHARGE_ARGS + b"$1\r\n1\r\n" + b"$%d\r\n%s\r\n" * 5
-)
-
-
 def _charge(reply: list[bytes | int]) -> Charge:
     if reply[0] == 0:  # the common answer first
         return Charge(outcome=ChargeOutcome.charged, owed=int(reply[1]), consumed=int(reply[2]))
@@ -1021,39 +1008,22 @@ class RedisVendorStore:
         minimum: int = 0,
         remember: float = REQUEST_MEMORY,
     ) -> Charge:
-        if not (0 <= price <= MAX_INT and 0 <= minimum <= MAX_INT):  # check_amount, inline
-            for amount in (price, minimum):
-                check_amount(amount, allow_zero=True)
+        check_amount(price, allow_zero=True)
+        check_amount(minimum, allow_zero=True)
         need = price if price >= minimum else minimum
-        # Packed here by one formatting step (the paywall's per-request command): the
-        # keys of `vendor_keys` and `_request_key`, `_state_args`' arguments.
-        cid = channel_id.encode()
-        rid = b"" if request_id is None else request_id.encode()
-        need_b, spare_b = b"%d" % need, b"%d" % (need - price)
-        ttl_b = b"%d" % max(round(remember * 1000), 1)
-        args = (
-            len(cid) + 4, cid, len(cid) + 4, cid, len(cid) + 5 + len(rid), cid, rid,
-            len(need_b), need_b, len(spare_b), spare_b, b"0" if request_id is None else b"1",
-            len(ttl_b), ttl_b,
+        ttl = max(round(remember * 1000), 1)
+        # Packed here (one native call) and routed by the channel: no argument lists.
+        state_key, nodes_key = vendor_keys(channel_id)
+        head = (
+            "EVALSHA", _PAYWALL_CHARGE.sha, 3, state_key, nodes_key,
+            _request_key(channel_id, request_id), need, need - price,
+            0 if request_id is None else 1, ttl,
         )  # fmt: skip
         if new is None:
-            command = _CHARGE % args
+            command = pack(*head, 0)
         else:
-            index, owed = new.index, new.owed
-            if not (0 <= index <= MAX_INT and 0 <= owed <= MAX_INT) or (
-                expected is not None and not 0 <= expected <= MAX_INT
-            ):
-                for amount in (index, owed, expected or 0):
-                    check_amount(amount, allow_zero=True)
-            condition = b"" if expected is None else b"%d" % expected
-            index_b, owed_b, at = b"%d" % index, b"%d" % owed, new.created_at.encode()
-            command = _CHARGE_STATE % (
-                16 + 2 * len(nodes or ()), *args, len(condition), condition,
-                len(index_b), index_b, len(owed_b), owed_b, len(new.proof), new.proof, len(at), at,
-            )  # fmt: skip
-            for key, value in (nodes or {}).items():
-                command += bulk(pack_node_key(key)) + bulk(value)
-        return _charge(await self._redis.evalsha_packed(_PAYWALL_CHARGE, cid, command))
+            command = pack(*head, 1, *_state_args(new, nodes or {}, expected))
+        return _charge(await self._redis.evalsha_packed(_PAYWALL_CHARGE, state_key, command))
 
     async def refund(self, channel_id: str, amount: int, request_id: str | None = None) -> Charge:
         check_amount(amount, allow_zero=True)

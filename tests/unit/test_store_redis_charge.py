@@ -1,5 +1,6 @@
-"""The paywall's charge is packed by hand (one formatting step per request): the bytes
-must be exactly what the generic packer makes of the same EVALSHA arguments."""
+"""The paywall's charge packs its command itself (one native call per request, routed by
+the channel): the bytes must be the EVALSHA the script reads (keys, flags, then
+store_state's arguments), as hiredis's own packer makes it."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ class _Capture:
         self.sent: list[bytes] = []
 
     async def evalsha_packed(self, script: Script, key: Any, command: bytes) -> list[Any]:
-        assert script is _PAYWALL_CHARGE and key == CHANNEL.encode()
+        assert script is _PAYWALL_CHARGE and key == vendor_keys(CHANNEL)[0]
         self.sent.append(command)
         return [0, b"1200", b"7"]
 
@@ -70,7 +71,7 @@ def _generic(
         (3, 3, 0, {(2 << 8) | 1: b"\x01" * 32, 7: b"\r\n" * 16}),
     ],
 )
-def test_the_hand_packed_charge_is_the_generic_command(
+def test_the_charge_sends_the_scripts_arguments(
     new: PaymentState | None,
     request_id: str | None,
     price: int,
