@@ -387,9 +387,10 @@ class Paywall:
                 remember=self.remember,
             )
             replay = decision.replay
-            if charge.outcome in (ChargeOutcome.lost, ChargeOutcome.closing):
+            outcome = charge.outcome
+            if outcome is ChargeOutcome.lost or outcome is ChargeOutcome.closing:
                 self.vendor.views.forget(channel_id)
-                closing = charge.outcome is ChargeOutcome.closing
+                closing = outcome is ChargeOutcome.closing
                 lost = CasOutcome.closing if closing else CasOutcome.lost
                 lost_race(decision, lost, charge.current)  # refuses, or: a replay
                 replay = True
@@ -400,9 +401,9 @@ class Paywall:
                     minimum=minimum,
                     remember=self.remember,
                 )
-            elif new is not None and charge.outcome is not ChargeOutcome.repeated:
-                self.vendor.views.remember(channel_id, new, closing=False)
-                self.vendor.note_accepted(rules, channel_id)
+            elif new is not None and outcome is not ChargeOutcome.repeated:
+                vendor.views.remember(channel_id, new, closing=False)
+                vendor.note_accepted(rules, channel_id)
         except NanoMoniError as exc:
             metrics.payment(mode, "rejected", time.perf_counter() - started, exc.code.value)
             raise
