@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import gc
 import math
 import os
@@ -42,6 +43,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 sys.path.append(str(BENCH.parent / "tests"))  # redis_servers, as pytest finds it for bench/
 
+import hiredis  # noqa: E402
 import redis.asyncio as redis_py  # noqa: E402
 import uvloop  # noqa: E402
 from redis_servers import redis_server  # noqa: E402
@@ -63,10 +65,12 @@ from test_protocol_decide import prepare  # noqa: E402
 
 from nanomoni import crypto  # noqa: E402
 from nanomoni.cli import build_parser  # noqa: E402
+from nanomoni.encoding import b64url_nopad_decode  # noqa: E402
 from nanomoni.protocol.model import CasOutcome  # noqa: E402
 from nanomoni.protocol.modes import ALL  # noqa: E402
 from nanomoni.protocol.payments import Decision  # noqa: E402
 from nanomoni.store import VendorStore, open_vendor_store  # noqa: E402
+from nanomoni.store.resp import pack  # noqa: E402
 from nanomoni.tools.bench import collect  # noqa: E402
 from nanomoni.tools.display import Display, Tracker  # noqa: E402
 
@@ -214,6 +218,35 @@ def hashing() -> list[Pair]:
 
 
 BASELINE_LIBRARY = {"p256": "cryptography", "secp256k1": "coincurve", "ed25519": "PyNaCl"}
+
+
+def encodings() -> list[Pair]:
+    """The per-request encodings of the paywall and the stores: a Payment header's
+    base64url and a charge's Redis command."""
+    header = base64.urlsafe_b64encode(os.urandom(180)).rstrip(b"=")
+    padded = header + b"=" * (-len(header) % 4)
+    channel = "A" * 43
+    command = (
+        "EVALSHA", "a" * 40, 3, f"v:{{{channel}}}", f"n:{{{channel}}}",
+        f"r:{{{channel}}}:{'R' * 24}", 1, 0, 1, 60000, 1, 11, 12, 12, os.urandom(32),
+        "2026-12-01T15:00:00.123456+00:00",
+    )  # fmt: skip
+    assert b64url_nopad_decode(header) == base64.urlsafe_b64decode(padded)
+    assert pack(*command) == hiredis.pack_command(command)
+    return [
+        Pair(
+            "base64url_header",
+            "header: b64url_nopad_decode (strict) ÷ base64.urlsafe_b64decode",
+            lambda: b64url_nopad_decode(header),
+            lambda: base64.urlsafe_b64decode(padded),
+        ),
+        Pair(
+            "resp_pack",
+            "command: store.resp.pack ÷ hiredis.pack_command",
+            lambda: pack(*command),
+            lambda: hiredis.pack_command(command),
+        ),
+    ]
 
 
 def signatures() -> list[Pair]:
@@ -402,11 +435,12 @@ HASHING = (
     "merkle_tree_build",
 )
 MODES = tuple(rules.mode.value for rules in ALL)
+ENCODINGS = ("base64url_header", "resp_pack")
 SIGNATURES = tuple(f"verify_{kind}" for kind in crypto.KEY_KINDS)
 DECISIONS = tuple(f"decide_{mode}" for mode in MODES)
 STORES = ("cas_sqlite", "cas_redis")
 END_TO_END = tuple(f"e2e_{mode}" for mode in MODES)
-NAMES = HASHING + SIGNATURES + DECISIONS + STORES + END_TO_END
+NAMES = HASHING + ENCODINGS + SIGNATURES + DECISIONS + STORES + END_TO_END
 
 
 def run_once(names: Sequence[str]) -> dict[str, Sample]:
@@ -419,7 +453,11 @@ def run_once(names: Sequence[str]) -> dict[str, Sample]:
             if pair.name in wanted:
                 samples[pair.name] = measure(pair)
 
-    for group, build in ((HASHING, hashing), (SIGNATURES, signatures), (DECISIONS, decisions)):
+    groups = (
+        (HASHING, hashing), (ENCODINGS, encodings), (SIGNATURES, signatures),
+        (DECISIONS, decisions),
+    )  # fmt: skip
+    for group, build in groups:
         if wanted.intersection(group):
             take(build())
     if wanted.intersection(STORES):
@@ -527,7 +565,7 @@ def check(names: Sequence[str], thresholds: dict[str, Threshold]) -> int:
 MIN_DRIFT = 0.25
 MAX_DRIFT = 0.5  # a 2× slowdown must fail even when measured at the low end of the spread
 # Figures of a group share their source of noise, so they share their drift.
-GROUPS = (HASHING + SIGNATURES + DECISIONS + STORES, END_TO_END)
+GROUPS = (HASHING + ENCODINGS + SIGNATURES + DECISIONS + STORES, END_TO_END)
 
 
 def rise(values: Sequence[float]) -> float:
