@@ -56,6 +56,7 @@ from test_bench_hash import (  # noqa: E402
 )
 from test_bench_signatures import Scheme  # noqa: E402
 from test_bench_store import (  # noqa: E402
+    CHARGE,
     naive_sqlite_cas,
     naive_sqlite_connection,
     new_state,
@@ -225,12 +226,7 @@ def encodings() -> list[Pair]:
     base64url and a charge's Redis command."""
     header = base64.urlsafe_b64encode(os.urandom(180)).rstrip(b"=")
     padded = header + b"=" * (-len(header) % 4)
-    channel = "A" * 43
-    command = (
-        "EVALSHA", "a" * 40, 3, f"v:{{{channel}}}", f"n:{{{channel}}}",
-        f"r:{{{channel}}}:{'R' * 24}", 1, 0, 1, 60000, 1, 11, 12, 12, os.urandom(32),
-        "2026-12-01T15:00:00.123456+00:00",
-    )  # fmt: skip
+    command = CHARGE
     assert b64url_nopad_decode(header) == base64.urlsafe_b64decode(padded)
     assert pack(*command) == hiredis.pack_command(command)
     return [

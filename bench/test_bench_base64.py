@@ -49,3 +49,16 @@ def test_decode_siblings(benchmark: Any, impl: str) -> None:
     else:
         result = benchmark(lambda: [python_decode(text, 32) for text in SIBLINGS])
     assert result == [base64.b64decode(text) for text in SIBLINGS]
+
+
+HEADER = base64.urlsafe_b64encode(os.urandom(180)).rstrip(b"=")  # a PayWord Payment header
+
+
+@pytest.mark.benchmark(group="base64url: one Payment header (240 characters)")
+@pytest.mark.parametrize("impl", ["native", "stdlib"])
+def test_decode_header(benchmark: Any, impl: str) -> None:
+    if impl == "native":
+        result = benchmark(_core.base64url_decode, HEADER)
+    else:  # not strict (accepts non-zero padding bits): a lower bound for Python
+        result = benchmark(base64.urlsafe_b64decode, HEADER + b"=" * (-len(HEADER) % 4))
+    assert result == base64.urlsafe_b64decode(HEADER + b"=" * (-len(HEADER) % 4))

@@ -26,12 +26,13 @@ from typing import Any, NamedTuple
 import pytest
 import redis.asyncio as redis_py
 import uvloop
+from hiredis import pack_command
 from redis_servers import RedisServer
 
 from nanomoni.protocol.model import CasOutcome, PaymentState
 from nanomoni.store import VendorStore, open_vendor_store
 from nanomoni.store.redis import _VENDOR_CAS, _state_args, vendor_keys
-from nanomoni.store.resp import RedisClient, _Connection
+from nanomoni.store.resp import RedisClient, _Connection, pack
 
 OPS = 2000
 CONCURRENCY = 64
@@ -406,3 +407,21 @@ def test_deadline_cost(benchmark: Any, server: RedisServer) -> None:
         deadline_no_network={name: cost._asdict() for name, cost in fake.items()},
         deadline_redis_cas={name: cost._asdict() for name, cost in real.items()},
     )
+
+
+_CHANNEL = "A" * 43
+# A paywall charge carrying a PayWord payment: the command every paid request sends.
+CHARGE = (
+    "EVALSHA", "a" * 40, 3, f"v:{{{_CHANNEL}}}", f"n:{{{_CHANNEL}}}",
+    f"r:{{{_CHANNEL}}}:{'R' * 24}", 1, 0, 1, 60000, 1, 11, 12, 12, PROOF, CREATED_AT,
+)  # fmt: skip
+
+
+@pytest.mark.benchmark(group="RESP: one paywall charge command")
+@pytest.mark.parametrize("impl", ["ours", "hiredis"])
+def test_pack_command(benchmark: Any, impl: str) -> None:
+    if impl == "ours":
+        packed = benchmark(lambda: pack(*CHARGE))
+    else:
+        packed = benchmark(pack_command, CHARGE)
+    assert packed == pack_command(CHARGE)
