@@ -15,11 +15,12 @@ The figure per phase is its least disturbed round (the range shows the others).
 Targets (issue 12): payword ≤ 20 µs over free, credit ≤ 15 µs, signature ≤ one
 native verify + 20 µs.
 
-Measured (2-core VM, other work running; 3 runs, each the best of 5 rounds): free
-26.2–28.4 µs; over free: probe +5.2–7.9, payword +32.5–33.9, credit +17.2–18.7,
-signature +98.8–104.4 (one P-256 verify 59.4–60.4 µs). Before the issue-12 work,
-same runs: probe +4.7–5.8, payword +39.3–40.6, credit +19.7–21.1, signature
-+108.0–111.0.
+Measured (2-core VM; 4 runs, each the best of 5 rounds, alternating with the code
+before the native header/RESP encodings in the same window): free 17.9-18.5 µs; over
+free: probe +4.2-5.2, payword +23.1-23.8 (before: +27.3-28.0), credit +12.0-12.2
+(+13.2-14.6), signature +82.6-84.3 (+86.9-89.6; one P-256 verify 55.9-57.2 µs). The
+headers alone (a Payment header sent to, and a receipt-sized header sent by, an
+unpriced route) add +0.6-0.9.
 
 Run: .venv/bin/pytest bench/test_bench_paywall.py -s   (NANOMONI_BENCH_PAYWALL=requests
      per connection and phase, default 150)
