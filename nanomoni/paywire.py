@@ -58,7 +58,7 @@ class StreamRequirements(Requirements, frozen=True, kw_only=True):
     consumed: int = 0
 
 
-class Receipt(msgspec.Struct, frozen=True, kw_only=True):
+class Receipt(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """`Payment-Receipt` of a paid response: the channel's credit after this request."""
 
     channel_id: str
@@ -85,7 +85,7 @@ class Refusal(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     errors: list[dict[str, str]] | None = None
 
 
-class PaymentHeader(msgspec.Struct, frozen=True):
+class PaymentHeader(msgspec.Struct, frozen=True, gc=False):
     """A decoded `Payment`: the channel, an optional request id, and the payment
     itself (None: spend credit already paid). (A Struct: one is made per request.)"""
 

@@ -82,7 +82,7 @@ class ChargeOutcome(StrEnum):
     closing = "closing"  # the payment came for a closing channel: nothing stored
 
 
-class Charge(msgspec.Struct, frozen=True, kw_only=True):
+class Charge(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A channel's credit after a paywall step: owed by its best payment, consumed
     by the requests served so far (credit = owed − consumed)."""
 
