@@ -84,7 +84,7 @@ from nanomoni.store.codec import (
     terms_from_blob,
     terms_to_blob,
 )
-from nanomoni.store.resp import Arg, Client, ClusterClient, Reply, Script, pack
+from nanomoni.store.resp import Arg, Client, ClusterClient, Reply, Script
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -1014,19 +1014,14 @@ class RedisVendorStore:
         check_amount(price, allow_zero=True)
         check_amount(minimum, allow_zero=True)
         need = price if price >= minimum else minimum
-        ttl = max(round(remember * 1000), 1)
-        # Packed here (one native call) and routed by the channel: no argument lists.
-        state_key, nodes_key = vendor_keys(channel_id)
-        head = (
-            "EVALSHA", _PAYWALL_CHARGE.sha, 3, state_key, nodes_key,
-            _request_key(channel_id, request_id), need, need - price,
-            0 if request_id is None else 1, ttl,
-        )  # fmt: skip
+        keys = (*vendor_keys(channel_id), _request_key(channel_id, request_id))
+        args: list[Arg] = [need, need - price, 0 if request_id is None else 1]
+        args.append(max(round(remember * 1000), 1))
         if new is None:
-            command = pack(*head, 0)
+            args.append(0)
         else:
-            command = pack(*head, 1, *_state_args(new, nodes or {}, expected))
-        return _charge(await self._redis.evalsha_packed(_PAYWALL_CHARGE, state_key, command))
+            args += (1, *_state_args(new, nodes or {}, expected))
+        return _charge(await self._redis.evalsha(_PAYWALL_CHARGE, keys, args))
 
     async def refund(self, channel_id: str, amount: int, request_id: str | None = None) -> Charge:
         check_amount(amount, allow_zero=True)

@@ -1,6 +1,6 @@
-"""The paywall's charge packs its command itself (one native call per request, routed by
-the channel): the bytes must be the EVALSHA the script reads (keys, flags, then
-store_state's arguments), as hiredis's own packer makes it."""
+"""The paywall's charge, one EVALSHA per request: the bytes must be the command the
+script reads (keys, flags, then store_state's arguments), as hiredis's own packer
+makes it, routed by the channel."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from nanomoni.store.redis import (
     _state_args,
     vendor_keys,
 )
-from nanomoni.store.resp import Script
+from nanomoni.store.resp import Script, pack
 
 CHANNEL = "Ab-_" * 10 + "xyA"
 STATE = PaymentState(
@@ -35,9 +35,9 @@ class _Capture:
     def __init__(self) -> None:
         self.sent: list[bytes] = []
 
-    async def evalsha_packed(self, script: Script, key: Any, command: bytes) -> list[Any]:
-        assert script is _PAYWALL_CHARGE and key == vendor_keys(CHANNEL)[0]
-        self.sent.append(command)
+    async def evalsha(self, script: Script, keys: Any, args: Any) -> list[Any]:
+        assert script is _PAYWALL_CHARGE and keys[0] == vendor_keys(CHANNEL)[0]
+        self.sent.append(pack("EVALSHA", script.sha, len(keys), *keys, *args))
         return [0, b"1200", b"7"]
 
 
