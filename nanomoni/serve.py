@@ -210,9 +210,11 @@ class _ConnectionGuard:
         self.interval = min(1.0, max(0.05, self.timeout / 8))
         self.busy_response = _busy_response()
         self.connections: set[_GuardedHttp] = set()
-        # Waiting connections, longest-waiting first, to drop at the cap: listed at
-        # most once per sweep so a flood of new connections costs O(1) each.
+        # Waiting connections, longest-waiting first, to drop at the cap: listed once
+        # per sweep, and again only once the list gave up an eighth of the cap in
+        # victims, so a flood of new connections costs O(1) each.
         self.candidates: deque[tuple[_GuardedHttp, RequestResponseCycle | None]] | None = None
+        self.evicted = 0  # victims the current list gave up
 
     def start(self, loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
         self.loop = loop
@@ -246,7 +248,10 @@ class _ConnectionGuard:
         self.timer = self.loop.call_later(self.interval, self.sweep)
 
     def _longest_waiting(self, newcomer: _GuardedHttp) -> _GuardedHttp | None:
-        if self.candidates is None:
+        if self.candidates is None or (
+            not self.candidates and self.evicted >= max(1, self.max_connections // 8)
+        ):  # none listed yet, or all given up: connections admitted since may wait now
+            self.evicted = 0
             now = self.loop.time()
             waiting = [
                 (conn.seen_at if conn.seen == (conn.cycle, _phase(conn)) else now, conn)
@@ -263,6 +268,7 @@ class _ConnectionGuard:
                 and _phase(conn) in _EVICTABLE
                 and not conn.transport.is_closing()
             ):
+                self.evicted += 1
                 return conn
         return None
 

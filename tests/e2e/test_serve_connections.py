@@ -230,6 +230,26 @@ def test_at_the_cap_the_longest_waiting_connection_makes_room(tmp_path: Path) ->
         assert issuer.stop() == 0
 
 
+def test_a_burst_beyond_the_cap_does_not_run_out_of_connections_to_drop(
+    tmp_path: Path,
+) -> None:
+    """Between two sweeps a burst of idle connections can take every victim the list
+    held (all waiting when it was made); the ones admitted since are listed again, so a
+    newcomer is never refused while idle connections are held."""
+    cap = 16
+    with start(tmp_path, header_timeout=60, max_connections=cap) as issuer:
+        burst = [connect(issuer) for _ in range(3 * cap)]  # well within one sweep (1 s)
+        try:
+            assert httpx.get(issuer.url + "/health").status_code == 200
+            assert sum(is_open(sock) for sock in burst) <= cap
+        finally:
+            for sock in burst:
+                sock.close()
+        assert closed_by_limits(issuer, "refused") == 0
+        assert closed_by_limits(issuer, "evicted") >= 2 * cap
+        assert issuer.stop() == 0
+
+
 def test_at_the_cap_with_nothing_waiting_a_newcomer_gets_503(tmp_path: Path) -> None:
     body = registration(crypto.SigningKey.generate())
     with start(tmp_path, header_timeout=1.0, max_connections=3) as issuer:
