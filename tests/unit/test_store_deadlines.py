@@ -138,6 +138,7 @@ def busy_script(port: int) -> Iterator[None]:
             yield
         finally:
             assert command(port, "SCRIPT", "KILL") == "+OK"
+            wait_for_reply(port, "+PONG")  # the kill is asked for; the script stops a bit later
 
 
 def busy_replies(port: int) -> int:
